@@ -1,0 +1,128 @@
+#include "tensor/ops/matmul.h"
+
+// GCC 12 reports maybe-uninitialized inside Eigen's vector kernels (not our code).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <Eigen/Core>
+
+#include "tensor/cpu/loops.h"
+#include "tensor/dispatch.h"
+
+namespace hydra {
+namespace {
+
+// One matrix operand of a batch after its transpose flag is applied: element (r, c) is at
+// data + r * rs + c * cs (elements). At least one of rs, cs is 1 (or the dim is 1).
+struct MatView {
+  int64_t rows, cols, rs, cs;
+};
+
+MatView matrix_view(const Tensor& t, Trans tr) {
+  const int64_t n = t.dim();
+  MatView v{t.size(n - 2), t.size(n - 1), t.stride(n - 2), t.stride(n - 1)};
+  if (tr == Trans::Yes) v = {v.cols, v.rows, v.cs, v.rs};
+  if (v.cols == 1) v.cs = 1;
+  if (v.rows == 1) v.rs = v.cs == 1 ? v.cols : 1;
+  return v;
+}
+
+bool gemm_readable(const MatView& v) { return v.cs == 1 || v.rs == 1; }
+
+template <typename T>
+using RowMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, 0,
+                          Eigen::OuterStride<>>;
+template <typename T>
+using ColMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>, 0,
+                          Eigen::OuterStride<>>;
+template <typename T>
+using OutMap = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+
+template <typename T, typename F>
+void with_map(const T* p, const MatView& v, F&& f) {
+  if (v.cs == 1) {
+    f(RowMap<T>(p, v.rows, v.cols, Eigen::OuterStride<>(std::max<int64_t>(v.rs, v.cols))));
+  } else {
+    f(ColMap<T>(p, v.rows, v.cols, Eigen::OuterStride<>(std::max<int64_t>(v.cs, v.rows))));
+  }
+}
+
+// out (batch..., M, N) contiguous; a and b already expanded to the batch shape.
+template <typename T>
+void matmul_cpu(const Tensor& a, const Tensor& b, Trans ta, Trans tb, const Tensor& out) {
+  const MatView va = matrix_view(a, ta), vb = matrix_view(b, tb);
+  const int64_t M = va.rows, K = va.cols, N = vb.cols;
+  const int64_t nb = a.dim() - 2;
+  const Shape batch(out.shape().begin(), out.shape().begin() + nb);
+  const int64_t nbatch = shape_numel(batch);
+  const T* pa = static_cast<const T*>(a.raw_data());
+  const T* pb = static_cast<const T*>(b.raw_data());
+  T* po = static_cast<T*>(out.raw_data());
+  auto one = [&](int64_t i) {
+    int64_t oa = 0, ob = 0, rem = i;
+    for (int64_t d = nb - 1; d >= 0; --d) {
+      const int64_t idx = rem % batch[d];
+      rem /= batch[d];
+      oa += idx * a.strides()[d];
+      ob += idx * b.strides()[d];
+    }
+    OutMap<T> o(po + i * M * N, M, N);
+    if (K == 0) {
+      o.setZero();
+      return;
+    }
+    with_map(pa + oa, va, [&](const auto& A) { with_map(pb + ob, vb, [&](const auto& B) { o.noalias() = A * B; }); });
+  };
+  if (nbatch > 1 && M * N * K <= (int64_t{1} << 21)) {
+    // Many small products: one per thread (Eigen's own threading does not nest inside this loop).
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < nbatch; ++i) one(i);
+  } else {
+    for (int64_t i = 0; i < nbatch; ++i) one(i);  // Eigen threads each product
+  }
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a_in, const Tensor& b_in, Trans ta, Trans tb) {
+  check_defined(a_in, "matmul", "a");
+  check_defined(b_in, "matmul", "b");
+  check_same_device(a_in, b_in, "matmul");
+  check_same_dtype(a_in, b_in, "matmul");
+  check_floating(a_in, "matmul");
+  HYDRA_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "matmul: inputs must have rank >= 2, got shapes {} and {}",
+              shape_str(a_in.shape()), shape_str(b_in.shape()));
+  Tensor a = a_in, b = b_in;
+  const MatView va = matrix_view(a, ta), vb = matrix_view(b, tb);
+  HYDRA_CHECK(va.cols == vb.rows,
+              "matmul: inner dims differ: a {} (trans_a={}) gives K={}, b {} (trans_b={}) gives K={}",
+              shape_str(a.shape()), ta == Trans::Yes, va.cols, shape_str(b.shape()), tb == Trans::Yes, vb.rows);
+  // Broadcast the batch dims.
+  const Shape ba(a.shape().begin(), a.shape().end() - 2), bb(b.shape().begin(), b.shape().end() - 2);
+  Shape batch = broadcast_shapes(ba, bb, "matmul (batch dims)");
+  Shape sa = batch, sb = batch, so = batch;
+  sa.insert(sa.end(), a.shape().end() - 2, a.shape().end());
+  sb.insert(sb.end(), b.shape().end() - 2, b.shape().end());
+  so.push_back(va.rows);
+  so.push_back(vb.cols);
+  a = a.expand(sa);
+  b = b.expand(sb);
+  if (!gemm_readable(matrix_view(a, ta))) a = a.contiguous();
+  if (!gemm_readable(matrix_view(b, tb))) b = b.contiguous();
+  Tensor out = empty(so, a.dtype(), a.device());
+  switch (a.device().type) {
+    case DeviceType::CPU:
+      if (a.dtype() == DType::BFloat16) {
+        Tensor o32 = empty(so, DType::Float32);
+        matmul_cpu<float>(a.to(DType::Float32), b.to(DType::Float32), ta, tb, o32);
+        out.copy_(o32);
+      } else if (a.dtype() == DType::Float32) {
+        matmul_cpu<float>(a, b, ta, tb, out);
+      } else {
+        matmul_cpu<double>(a, b, ta, tb, out);
+      }
+      break;
+    case DeviceType::CUDA: cuda_kernel_missing("matmul");
+  }
+  return out;
+}
+
+}  // namespace hydra

@@ -1,0 +1,17 @@
+#pragma once
+// Matrix products. a is (..., M, K) — or (..., K, M) with Trans::Yes — and b is (..., K, N) — or (..., N, K)
+// with Trans::Yes; the batch dims (...) broadcast (either side may have none). The result is a contiguous
+// (..., M, N) tensor. float32 and float64 run through Eigen's GEMM; bfloat16 inputs are widened to float32,
+// multiplied with float32 accumulation and rounded back. Strided inputs whose matrices have a unit stride in
+// either of their last two dims (row- or column-major slices, e.g. transposed views) are read in place; other
+// layouts are copied to contiguous first.
+// FLOPs: 2·batch·M·N·K.
+#include "tensor/tensor_core.h"
+
+namespace hydra {
+
+enum class Trans { No, Yes };
+
+Tensor matmul(const Tensor& a, const Tensor& b, Trans ta = Trans::No, Trans tb = Trans::No);
+
+}  // namespace hydra

@@ -1,0 +1,15 @@
+#pragma once
+// Umbrella header of the tensor layer.
+#include "tensor/check.h"
+#include "tensor/device.h"
+#include "tensor/dispatch.h"
+#include "tensor/dtype.h"
+#include "tensor/ops/elementwise.h"
+#include "tensor/ops/fused.h"
+#include "tensor/ops/indexing.h"
+#include "tensor/ops/matmul.h"
+#include "tensor/ops/reduce.h"
+#include "tensor/random.h"
+#include "tensor/shape.h"
+#include "tensor/storage.h"
+#include "tensor/tensor_core.h"
