@@ -1,2 +1,118 @@
 #pragma once
+// Fused hot-path ops: RMSNorm, cross-entropy from logits, L2 normalisation, rotary embedding and the causal
+// depthwise conv1d. Each op has a raw forward and a raw backward (both plain tensor -> tensor functions, no graph);
+// the differentiable wrappers live in autograd/functions/fused.h.
+//
+// Common rules:
+//  * Floating inputs are float32, float64 or bfloat16 and must share one dtype and device. The CPU kernels
+//    accumulate in float64 (results are rounded once to the output dtype).
+//  * Non-contiguous inputs are accepted: the dispatch function copies them to contiguous first.
+//  * Outputs are fresh contiguous tensors. "stat dtype" below means float32 for float32/bfloat16 inputs and
+//    float64 for float64 inputs (per-row statistics saved for backward).
+//  * Shape letters: N rows (all leading dims flattened), D the normalised/rotated dim, V vocabulary, B batch,
+//    T time, C channels, K conv kernel width.
+#include <cstdint>
+
 #include "tensor/tensor_core.h"
+
+namespace hydra {
+
+// ---------------------------------------------------------------------------------------------------------
+// RMSNorm over the last dim (SPEC §2.4).
+//   x (..., D), w (D):  rstd = 1 / sqrt(mean_j x_j² + eps)   (per row, accumulated in float64)
+//                       n    = x · rstd, rounded to x's dtype   (the normalised value is cast back, SPEC §2.4)
+//                       y    = n ⊙ w                            (..., D), x's dtype
+//   rstd has shape x.shape[:-1] and the stat dtype.
+// Backward needs x, w and rstd (saved from forward):
+//   dn = gy ⊙ w;  dx = rstd · (dn − n · mean_j(dn_j n_j));  dw = Σ_rows gy ⊙ n
+// (the rounding of n is treated as the identity in backward).
+struct RmsNormOutput {
+  Tensor y;
+  Tensor rstd;
+};
+struct RmsNormGrads {
+  Tensor dx;
+  Tensor dw;
+};
+RmsNormOutput rms_norm_forward(const Tensor& x, const Tensor& w, double eps);
+RmsNormGrads rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd);
+
+// ---------------------------------------------------------------------------------------------------------
+// Cross-entropy from logits, mean over the rows whose target is not ignore_index.
+//   logits (..., V) seen as (N, V); targets int32/int64 with shape logits.shape[:-1] (N).
+//   lse_r  = log Σ_v exp(logits[r, v])   one online pass per row (running max, rescaled running sum); no
+//            second (N, V) tensor is allocated.
+//   loss   = (1 / n_valid) Σ_{r valid} (lse_r − logits[r, t_r])       0-d, stat dtype
+//   A target must be ignore_index or in [0, V); anything else throws naming the value, its row and V.
+//   When every row is ignored (n_valid = 0) the loss is 0 and backward returns an all-zero gradient
+//   (PyTorch would return NaN; a zero keeps an all-padding micro-batch harmless).
+//   lse has shape logits.shape[:-1] and the stat dtype; it is computed for ignored rows too.
+// Backward needs logits, targets and lse (saved from forward) and the upstream gradient gloss (one element):
+//   dlogits[r, v] = (exp(logits[r, v] − lse_r) − [v = t_r]) · gloss / n_valid,  zero rows where t_r is ignored.
+struct CrossEntropyOutput {
+  Tensor loss;
+  Tensor lse;
+};
+inline constexpr int64_t kDefaultIgnoreIndex = -100;
+CrossEntropyOutput cross_entropy_forward(const Tensor& logits, const Tensor& targets,
+                                         int64_t ignore_index = kDefaultIgnoreIndex);
+Tensor cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                              int64_t ignore_index = kDefaultIgnoreIndex);
+
+// ---------------------------------------------------------------------------------------------------------
+// L2 normalisation along the last dim (SPEC §0 l2n, eps = 1e-12 there).
+//   x (..., D):  norm = ‖x‖₂ per row (float64 accumulation), y = x / max(norm, eps)    (..., D), x's dtype
+//   norm has shape x.shape[:-1] and the stat dtype.
+// Backward needs y and norm (saved from forward):
+//   norm > eps:  dx = (g − y · <g, y>) / norm;      norm ≤ eps:  dx = g / eps  (the clamp is a constant there).
+inline constexpr double kDefaultL2Eps = 1e-12;
+struct L2NormalizeOutput {
+  Tensor y;
+  Tensor norm;
+};
+L2NormalizeOutput l2_normalize_forward(const Tensor& x, double eps = kDefaultL2Eps);
+Tensor l2_normalize_backward(const Tensor& gy, const Tensor& y, const Tensor& norm, double eps = kDefaultL2Eps);
+
+// ---------------------------------------------------------------------------------------------------------
+// Rotary position embedding (SPEC §2.9), half-split pairing: dim i pairs with i + D/2.
+//   x (..., T, D), D even:  p_t = position_offset + t,  inv_freq_i = 1 / base^(2i/D)  (i < D/2),
+//                           θ_{t,i} = p_t · inv_freq_i
+//   y_i       = x_i cos θ − x_{i+D/2} sin θ
+//   y_{i+D/2} = x_{i+D/2} cos θ + x_i sin θ
+// Precision: inv_freq is always computed in float32 (SPEC). For float32/bfloat16 inputs p, θ, cos and sin are
+// float32 too, and for bfloat16 cos/sin are then rounded to bfloat16 (SPEC: "cast to the activation dtype").
+// For float64 inputs the float32 inv_freq is widened and p, θ, cos, sin are computed in float64 (so the op stays
+// exact to float64 rounding for gradcheck and fp64 parity tests).
+// Backward needs nothing saved (only the offset and base): it is the rotation by −θ,
+//   dx_i = g_i cos θ + g_{i+D/2} sin θ,   dx_{i+D/2} = g_{i+D/2} cos θ − g_i sin θ.
+Tensor rotary_forward(const Tensor& x, int64_t position_offset, double base);
+Tensor rotary_backward(const Tensor& gy, int64_t position_offset, double base);
+
+// ---------------------------------------------------------------------------------------------------------
+// Causal depthwise conv1d (SPEC §2.6 without the SiLU, which is a separate op).
+//   x (B, T, C), w (C, K), bias (C) or undefined, cache (B, C, K−1) or undefined (= zeros).
+//   xp[b, c, s] = cache[b, c, s] for s < K−1, x[b, s−K+1, c] otherwise   (s = 0 .. K−2+T)
+//   y[b, t, c]  = bias[c] + Σ_{j<K} w[c, j] · xp[b, c, t + j]            (B, T, C)
+//   new_cache   = xp[:, :, T .. T+K−2]                                    (B, C, K−1); undefined when K = 1
+// (w[c, K−1] multiplies the current token.) For K = 1 the cache may be undefined or have shape (B, C, 0).
+// Backward needs x, w and cache (saved from forward; bias only as "present or not"). g_new_cache may be
+// undefined (treated as zeros):
+//   dxp[b, c, s] = Σ_j w[c, j] · gy[b, s − j, c] (0 ≤ s − j < T)  + g_new_cache[b, c, s − T] (s ≥ T)
+//   dx = dxp[.., K−1 ..] transposed to (B, T, C);  dcache = dxp[.., .. K−2]
+//   dw[c, j] = Σ_{b,t} gy[b, t, c] · xp[b, c, t + j];  dbias[c] = Σ_{b,t} gy[b, t, c]
+// dbias is undefined when has_bias is false, dcache is undefined when K = 1.
+struct CausalConv1dOutput {
+  Tensor y;
+  Tensor new_cache;
+};
+struct CausalConv1dGrads {
+  Tensor dx;
+  Tensor dw;
+  Tensor dbias;
+  Tensor dcache;
+};
+CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& cache);
+CausalConv1dGrads causal_conv1d_backward(const Tensor& gy, const Tensor& g_new_cache, const Tensor& x, const Tensor& w,
+                                         const Tensor& cache, bool has_bias);
+
+}  // namespace hydra

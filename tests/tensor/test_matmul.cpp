@@ -1,0 +1,77 @@
+// matmul: every transpose combination, batched with broadcasting, strided views, dtypes, errors.
+#include "tests/test_util.h"
+
+using namespace hydra;
+using namespace hydra::test;
+
+namespace {
+
+// Plain triple loop in float64 on op(a)·op(b) with broadcasting batch dims.
+Tensor ref_matmul(const Tensor& a, const Tensor& b, Trans ta, Trans tb) {
+  Tensor A = (ta == Trans::Yes ? a.transpose(-1, -2) : a).to(DType::Float64);
+  Tensor B = (tb == Trans::Yes ? b.transpose(-1, -2) : b).to(DType::Float64);
+  Shape ba(A.shape().begin(), A.shape().end() - 2), bb(B.shape().begin(), B.shape().end() - 2);
+  Shape batch = broadcast_shapes(ba, bb, "ref");
+  const int64_t M = A.size(-2), K = A.size(-1), N = B.size(-1);
+  Shape sa = batch, sb = batch;
+  sa.insert(sa.end(), {M, K});
+  sb.insert(sb.end(), {K, N});
+  std::vector<double> va = A.expand(sa).contiguous().to_vector<double>();
+  std::vector<double> vb = B.expand(sb).contiguous().to_vector<double>();
+  const int64_t nb = shape_numel(batch);
+  std::vector<double> out(nb * M * N, 0.0);
+  for (int64_t z = 0; z < nb; ++z)
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        double s = 0;
+        for (int64_t k = 0; k < K; ++k) s += va[z * M * K + i * K + k] * vb[z * K * N + k * N + j];
+        out[z * M * N + i * N + j] = s;
+      }
+  Shape so = batch;
+  so.insert(so.end(), {M, N});
+  return from_vector(out, so);
+}
+
+}  // namespace
+
+TEST_CASE("matmul matches a float64 triple loop for all transposes and dtypes") {
+  for (DType dt : {DType::Float64, DType::Float32, DType::BFloat16}) {
+    for (Trans ta : {Trans::No, Trans::Yes}) {
+      for (Trans tb : {Trans::No, Trans::Yes}) {
+        for (auto [M, K, N] : std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {5, 7, 3}, {33, 65, 17}, {1, 64, 9}}) {
+          INFO(dtype_name(dt) << " ta=" << (ta == Trans::Yes) << " tb=" << (tb == Trans::Yes) << " M=" << M
+                              << " K=" << K << " N=" << N);
+          Tensor a = randn_t(ta == Trans::Yes ? Shape{K, M} : Shape{M, K}, dt);
+          Tensor b = randn_t(tb == Trans::Yes ? Shape{N, K} : Shape{K, N}, dt);
+          check_close(matmul(a, b, ta, tb), ref_matmul(a, b, ta, tb));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("batched matmul broadcasts batch dims and reads strided views") {
+  Tensor a = randn_t({3, 1, 4, 6}), b = randn_t({5, 6, 2});
+  check_close(matmul(a, b), ref_matmul(a, b, Trans::No, Trans::No), "broadcast batch");
+  Tensor x = randn_t({2, 9, 5});  // (B, T, C) @ W^T with W (N, C)
+  Tensor w = randn_t({4, 5});
+  check_close(matmul(x, w, Trans::No, Trans::Yes), ref_matmul(x, w, Trans::No, Trans::Yes), "x W^T");
+  Tensor big = randn_t({6, 10, 8});
+  Tensor sl = big.slice(1, 1, 9, 2).transpose(1, 2);  // neither row- nor column-major: copied first
+  Tensor other = randn_t({6, 4, 3});
+  check_close(matmul(sl, other), ref_matmul(sl, other, Trans::No, Trans::No), "sliced view");
+  Tensor tview = randn_t({7, 5}).transpose(0, 1);  // column-major, read in place
+  Tensor rhs = randn_t({7, 3});
+  check_close(matmul(tview, rhs), ref_matmul(tview, rhs, Trans::No, Trans::No), "transposed view");
+  Tensor empty_k = matmul(zeros({3, 0}), zeros({0, 4}));
+  CHECK(empty_k.to_vector<float>() == std::vector<float>(12, 0.0f));
+  CHECK(matmul(zeros({0, 3}), zeros({3, 4})).shape() == Shape{0, 4});
+}
+
+TEST_CASE("matmul errors name the shapes and transposes") {
+  check_throws_with([] { matmul(zeros({2, 3}), zeros({4, 5})); }, {"matmul", "[2, 3]", "[4, 5]", "K=3", "K=4"});
+  check_throws_with([] { matmul(zeros({3}), zeros({3, 1})); }, {"matmul", "rank >= 2"});
+  check_throws_with([] { matmul(zeros({2, 3}), zeros({3, 2}, DType::Float64)); }, {"matmul", "float32", "float64"});
+  check_throws_with([] { matmul(zeros({2, 2, 3}), zeros({3, 3, 2})); }, {"matmul", "broadcast"});
+  check_throws_with([] { matmul(zeros({2, 3}, DType::Int64), zeros({3, 2}, DType::Int64)); }, {"matmul", "int64"});
+}
