@@ -9,10 +9,11 @@ Tensor rms_norm(const Tensor& x, const Tensor& w, double eps) {
   RmsNormOutput out = hydra::rms_norm_forward(x, w, eps);
   if (!any_requires_grad({x, w})) return out.y;
   const Tensor xs = x.detach(), ws = w.detach(), rs = out.rstd;  // rstd is internal: no autograd record
-  record("rms_norm", {x, w}, {out.y}, [xs, ws, rs](const std::vector<Tensor>& g, const Node& self) -> std::vector<Tensor> {
-    RmsNormGrads gr = hydra::rms_norm_backward(g[0], xs, ws, rs);
-    return {self.needs_input_grad(0) ? gr.dx : Tensor(), self.needs_input_grad(1) ? gr.dw : Tensor()};
-  });
+  record("rms_norm", {x, w}, {out.y},
+         [xs, ws, rs](const std::vector<Tensor>& g, const Node& self) -> std::vector<Tensor> {
+           RmsNormGrads gr = hydra::rms_norm_backward(g[0], xs, ws, rs);
+           return {self.needs_input_grad(0) ? gr.dx : Tensor(), self.needs_input_grad(1) ? gr.dw : Tensor()};
+         });
   return out.y;
 }
 

@@ -19,10 +19,17 @@ namespace {
 
 // Per-row statistics (rstd, lse, norm) are float32 for float32/bfloat16 inputs and float64 for float64.
 DType stat_dtype(DType t) { return t == DType::Float64 ? DType::Float64 : DType::Float32; }
-template <typename T> using stat_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+template <typename T>
+using stat_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
-template <typename T> T from_double(double v) { return static_cast<T>(static_cast<compute_t<T>>(v)); }
-template <typename T> double to_double(T v) { return static_cast<double>(static_cast<compute_t<T>>(v)); }
+template <typename T>
+T from_double(double v) {
+  return static_cast<T>(static_cast<compute_t<T>>(v));
+}
+template <typename T>
+double to_double(T v) {
+  return static_cast<double>(static_cast<compute_t<T>>(v));
+}
 
 Shape leading_shape(const Tensor& t) {  // t.shape[:-1]
   return Shape(t.shape().begin(), t.shape().end() - 1);
@@ -86,8 +93,8 @@ void rms_norm_bwd_kernel(const T* gy, const T* x, const T* w, const stat_t<T>* r
   });
 }
 
-void rms_norm_forward_cpu(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& rstd, int64_t N,
-                          int64_t D, double eps) {
+void rms_norm_forward_cpu(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& rstd, int64_t N, int64_t D,
+                          double eps) {
   dispatch_floating(x.dtype(), "rms_norm_forward", [&]<typename T>() {
     rms_norm_fwd_kernel<T>(x.data<T>(), w.data<T>(), y.data<T>(), rstd.data<stat_t<T>>(), N, D, eps);
   });
@@ -96,8 +103,8 @@ void rms_norm_forward_cpu(const Tensor& x, const Tensor& w, const Tensor& y, con
 void rms_norm_backward_cpu(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dx,
                            const Tensor& dw, int64_t N, int64_t D) {
   dispatch_floating(x.dtype(), "rms_norm_backward", [&]<typename T>() {
-    rms_norm_bwd_kernel<T>(gy.data<T>(), x.data<T>(), w.data<T>(), rstd.data<stat_t<T>>(), dx.data<T>(),
-                           dw.data<T>(), N, D);
+    rms_norm_bwd_kernel<T>(gy.data<T>(), x.data<T>(), w.data<T>(), rstd.data<stat_t<T>>(), dx.data<T>(), dw.data<T>(),
+                           N, D);
   });
 }
 
@@ -125,8 +132,8 @@ int64_t count_valid_targets(const Tensor& targets, int64_t N, int64_t V, int64_t
 }
 
 template <typename T, typename I>
-void cross_entropy_fwd_kernel(const T* logits, const I* targets, stat_t<T>* lse, double* row_loss, int64_t N,
-                              int64_t V, int64_t ignore_index) {
+void cross_entropy_fwd_kernel(const T* logits, const I* targets, stat_t<T>* lse, double* row_loss, int64_t N, int64_t V,
+                              int64_t ignore_index) {
   cpu::parallel_for(N, 4 * V, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const T* xr = logits + r * V;
@@ -150,8 +157,8 @@ void cross_entropy_fwd_kernel(const T* logits, const I* targets, stat_t<T>* lse,
 }
 
 template <typename T, typename I>
-void cross_entropy_bwd_kernel(const T* logits, const I* targets, const stat_t<T>* lse, T* dlogits, int64_t N,
-                              int64_t V, int64_t ignore_index, double scale) {
+void cross_entropy_bwd_kernel(const T* logits, const I* targets, const stat_t<T>* lse, T* dlogits, int64_t N, int64_t V,
+                              int64_t ignore_index, double scale) {
   cpu::parallel_for(N, 2 * V, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const T* xr = logits + r * V;
@@ -175,8 +182,8 @@ void cross_entropy_forward_cpu(const Tensor& logits, const Tensor& targets, cons
   std::vector<double> row_loss(static_cast<std::size_t>(N), 0.0);
   dispatch_floating(logits.dtype(), "cross_entropy_forward", [&]<typename T>() {
     dispatch_index(targets.dtype(), "cross_entropy_forward", [&]<typename I>() {
-      cross_entropy_fwd_kernel<T, I>(logits.data<T>(), targets.data<I>(), lse.data<stat_t<T>>(), row_loss.data(), N,
-                                     V, ignore_index);
+      cross_entropy_fwd_kernel<T, I>(logits.data<T>(), targets.data<I>(), lse.data<stat_t<T>>(), row_loss.data(), N, V,
+                                     ignore_index);
     });
     double total = 0.0;  // summed in row order: independent of the thread count
     for (double v : row_loss) total += v;
@@ -189,8 +196,8 @@ void cross_entropy_backward_cpu(const Tensor& gloss, const Tensor& logits, const
   const double scale = n_valid > 0 ? gloss.item() / static_cast<double>(n_valid) : 0.0;
   dispatch_floating(logits.dtype(), "cross_entropy_backward", [&]<typename T>() {
     dispatch_index(targets.dtype(), "cross_entropy_backward", [&]<typename I>() {
-      cross_entropy_bwd_kernel<T, I>(logits.data<T>(), targets.data<I>(), lse.data<stat_t<T>>(), dlogits.data<T>(),
-                                     N, V, ignore_index, scale);
+      cross_entropy_bwd_kernel<T, I>(logits.data<T>(), targets.data<I>(), lse.data<stat_t<T>>(), dlogits.data<T>(), N,
+                                     V, ignore_index, scale);
     });
   });
 }
@@ -218,8 +225,7 @@ void l2_normalize_fwd_kernel(const T* x, T* y, stat_t<T>* norm, int64_t N, int64
 }
 
 template <typename T>
-void l2_normalize_bwd_kernel(const T* gy, const T* y, const stat_t<T>* norm, T* dx, int64_t N, int64_t D,
-                             double eps) {
+void l2_normalize_bwd_kernel(const T* gy, const T* y, const stat_t<T>* norm, T* dx, int64_t N, int64_t D, double eps) {
   cpu::parallel_for(N, 2 * D, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const T* gr = gy + r * D;
@@ -237,8 +243,7 @@ void l2_normalize_bwd_kernel(const T* gy, const T* y, const stat_t<T>* norm, T* 
   });
 }
 
-void l2_normalize_forward_cpu(const Tensor& x, const Tensor& y, const Tensor& norm, int64_t N, int64_t D,
-                              double eps) {
+void l2_normalize_forward_cpu(const Tensor& x, const Tensor& y, const Tensor& norm, int64_t N, int64_t D, double eps) {
   dispatch_floating(x.dtype(), "l2_normalize_forward", [&]<typename T>() {
     l2_normalize_fwd_kernel<T>(x.data<T>(), y.data<T>(), norm.data<stat_t<T>>(), N, D, eps);
   });
@@ -304,8 +309,7 @@ void rotary_kernel(const T* x, T* y, int64_t rows, int64_t T_len, int64_t D, con
   });
 }
 
-void rotary_cpu(const Tensor& x, const Tensor& y, int64_t position_offset, double base, double sign,
-                const char* op) {
+void rotary_cpu(const Tensor& x, const Tensor& y, int64_t position_offset, double base, double sign, const char* op) {
   const int64_t D = x.size(-1), T_len = x.size(-2);
   const int64_t rows = D > 0 ? x.numel() / D : 0;
   dispatch_floating(x.dtype(), op, [&]<typename T>() {
@@ -354,8 +358,8 @@ void causal_conv1d_fwd_kernel(const T* x, const T* w, const T* bias, const T* ca
 }
 
 template <typename T>
-void causal_conv1d_bwd_kernel(const T* gy, const T* gnc, const T* x, const T* w, const T* cache, T* dx, T* dw,
-                              T* dbias, T* dcache, const ConvDims& d) {
+void causal_conv1d_bwd_kernel(const T* gy, const T* gnc, const T* x, const T* w, const T* cache, T* dx, T* dw, T* dbias,
+                              T* dcache, const ConvDims& d) {
   const int64_t Km1 = d.K - 1;
   // dxp[b, c, s] = Σ_j w[c, j] gy[b, s − j, c] (0 ≤ s − j < T) + gnc[b, c, s − T] (s ≥ T).
   auto dxp = [&](int64_t b, int64_t c, int64_t s) {
@@ -399,7 +403,10 @@ void causal_conv1d_bwd_kernel(const T* gy, const T* gnc, const T* x, const T* w,
   });
 }
 
-template <typename T> T* data_or_null(const Tensor& t) { return t.defined() && t.numel() > 0 ? t.data<T>() : nullptr; }
+template <typename T>
+T* data_or_null(const Tensor& t) {
+  return t.defined() && t.numel() > 0 ? t.data<T>() : nullptr;
+}
 
 void causal_conv1d_forward_cpu(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& cache,
                                const Tensor& y, const Tensor& new_cache, const ConvDims& d) {
@@ -413,8 +420,7 @@ void causal_conv1d_backward_cpu(const Tensor& gy, const Tensor& gnc, const Tenso
                                 const Tensor& cache, const CausalConv1dGrads& g, const ConvDims& d) {
   dispatch_floating(x.dtype(), "causal_conv1d_backward", [&]<typename T>() {
     causal_conv1d_bwd_kernel<T>(gy.data<T>(), data_or_null<T>(gnc), x.data<T>(), w.data<T>(), data_or_null<T>(cache),
-                                g.dx.data<T>(), g.dw.data<T>(), data_or_null<T>(g.dbias), data_or_null<T>(g.dcache),
-                                d);
+                                g.dx.data<T>(), g.dw.data<T>(), data_or_null<T>(g.dbias), data_or_null<T>(g.dcache), d);
   });
 }
 
@@ -466,10 +472,14 @@ RmsNormOutput rms_norm_forward(const Tensor& x, const Tensor& w, double eps) {
   HYDRA_CHECK(eps >= 0.0, "{}: eps must be >= 0, got {}", op, eps);
   const Tensor xc = x.contiguous(), wc = w.contiguous();
   const int64_t D = x.size(-1), N = x.numel() / D;
-  RmsNormOutput out{empty(x.shape(), x.dtype(), x.device()), empty(leading_shape(x), stat_dtype(x.dtype()), x.device())};
+  RmsNormOutput out{empty(x.shape(), x.dtype(), x.device()),
+                    empty(leading_shape(x), stat_dtype(x.dtype()), x.device())};
   switch (x.device().type) {
-    case DeviceType::CPU: rms_norm_forward_cpu(xc, wc, out.y, out.rstd, N, D, eps); break;
-    case DeviceType::CUDA: cuda_kernel_missing(op);
+    case DeviceType::CPU:
+      rms_norm_forward_cpu(xc, wc, out.y, out.rstd, N, D, eps);
+      break;
+    case DeviceType::CUDA:
+      cuda_kernel_missing(op);
   }
   return out;
 }
@@ -500,8 +510,11 @@ RmsNormGrads rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& 
   const int64_t D = x.size(-1), N = x.numel() / D;
   RmsNormGrads g{empty(x.shape(), x.dtype(), x.device()), empty(w.shape(), w.dtype(), w.device())};
   switch (x.device().type) {
-    case DeviceType::CPU: rms_norm_backward_cpu(gc, xc, wc, rc, g.dx, g.dw, N, D); break;
-    case DeviceType::CUDA: cuda_kernel_missing(op);
+    case DeviceType::CPU:
+      rms_norm_backward_cpu(gc, xc, wc, rc, g.dx, g.dw, N, D);
+      break;
+    case DeviceType::CUDA:
+      cuda_kernel_missing(op);
   }
   return g;
 }
@@ -535,7 +548,8 @@ CrossEntropyOutput cross_entropy_forward(const Tensor& logits, const Tensor& tar
       cross_entropy_forward_cpu(lc, tc, out.loss, out.lse, N, V, ignore_index, n_valid);
       break;
     }
-    case DeviceType::CUDA: cuda_kernel_missing(op);
+    case DeviceType::CUDA:
+      cuda_kernel_missing(op);
   }
   return out;
 }
@@ -563,7 +577,8 @@ Tensor cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const T
       cross_entropy_backward_cpu(gloss, lc, tc, sc, dlogits, N, V, ignore_index, n_valid);
       break;
     }
-    case DeviceType::CUDA: cuda_kernel_missing(op);
+    case DeviceType::CUDA:
+      cuda_kernel_missing(op);
   }
   return dlogits;
 }
@@ -579,8 +594,11 @@ L2NormalizeOutput l2_normalize_forward(const Tensor& x, double eps) {
   L2NormalizeOutput out{empty(x.shape(), x.dtype(), x.device()),
                         zeros(leading_shape(x), stat_dtype(x.dtype()), x.device())};
   switch (x.device().type) {
-    case DeviceType::CPU: l2_normalize_forward_cpu(xc, out.y, out.norm, N, D, eps); break;
-    case DeviceType::CUDA: cuda_kernel_missing(op);
+    case DeviceType::CPU:
+      l2_normalize_forward_cpu(xc, out.y, out.norm, N, D, eps);
+      break;
+    case DeviceType::CUDA:
+      cuda_kernel_missing(op);
   }
   return out;
 }
@@ -606,8 +624,11 @@ Tensor l2_normalize_backward(const Tensor& gy, const Tensor& y, const Tensor& no
   const int64_t D = y.size(-1), N = D > 0 ? y.numel() / D : 0;
   Tensor dx = empty(y.shape(), y.dtype(), y.device());
   switch (y.device().type) {
-    case DeviceType::CPU: l2_normalize_backward_cpu(gc, yc, nc, dx, N, D, eps); break;
-    case DeviceType::CUDA: cuda_kernel_missing(op);
+    case DeviceType::CPU:
+      l2_normalize_backward_cpu(gc, yc, nc, dx, N, D, eps);
+      break;
+    case DeviceType::CUDA:
+      cuda_kernel_missing(op);
   }
   return dx;
 }
@@ -629,8 +650,11 @@ Tensor rotary_forward(const Tensor& x, int64_t position_offset, double base) {
   const Tensor xc = x.contiguous();
   Tensor y = empty(x.shape(), x.dtype(), x.device());
   switch (x.device().type) {
-    case DeviceType::CPU: rotary_cpu(xc, y, position_offset, base, +1.0, op); break;
-    case DeviceType::CUDA: cuda_kernel_missing(op);
+    case DeviceType::CPU:
+      rotary_cpu(xc, y, position_offset, base, +1.0, op);
+      break;
+    case DeviceType::CUDA:
+      cuda_kernel_missing(op);
   }
   return y;
 }
@@ -641,8 +665,11 @@ Tensor rotary_backward(const Tensor& gy, int64_t position_offset, double base) {
   const Tensor gc = gy.contiguous();
   Tensor dx = empty(gy.shape(), gy.dtype(), gy.device());
   switch (gy.device().type) {
-    case DeviceType::CPU: rotary_cpu(gc, dx, position_offset, base, -1.0, op); break;
-    case DeviceType::CUDA: cuda_kernel_missing(op);
+    case DeviceType::CPU:
+      rotary_cpu(gc, dx, position_offset, base, -1.0, op);
+      break;
+    case DeviceType::CUDA:
+      cuda_kernel_missing(op);
   }
   return dx;
 }
@@ -656,8 +683,11 @@ CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& w, const
   CausalConv1dOutput out{empty(x.shape(), x.dtype(), x.device()),
                          d.K > 1 ? empty({d.B, d.C, d.K - 1}, x.dtype(), x.device()) : Tensor()};
   switch (x.device().type) {
-    case DeviceType::CPU: causal_conv1d_forward_cpu(xc, wc, bc, cc, out.y, out.new_cache, d); break;
-    case DeviceType::CUDA: cuda_kernel_missing(op);
+    case DeviceType::CPU:
+      causal_conv1d_forward_cpu(xc, wc, bc, cc, out.y, out.new_cache, d);
+      break;
+    case DeviceType::CUDA:
+      cuda_kernel_missing(op);
   }
   return out;
 }
@@ -685,8 +715,11 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& gy, const Tensor& g_new_c
                       has_bias ? empty({d.C}, x.dtype(), x.device()) : Tensor(),
                       d.K > 1 ? empty({d.B, d.C, d.K - 1}, x.dtype(), x.device()) : Tensor()};
   switch (x.device().type) {
-    case DeviceType::CPU: causal_conv1d_backward_cpu(gc, gnc, xc, wc, cc, g, d); break;
-    case DeviceType::CUDA: cuda_kernel_missing(op);
+    case DeviceType::CPU:
+      causal_conv1d_backward_cpu(gc, gnc, xc, wc, cc, g, d);
+      break;
+    case DeviceType::CUDA:
+      cuda_kernel_missing(op);
   }
   return g;
 }

@@ -10,7 +10,6 @@
 #include "tensor/ops/indexing.h"
 
 #include <algorithm>
-#include <numeric>
 
 #include "tensor/cpu/loops.h"
 #include "tensor/dispatch.h"
@@ -161,6 +160,10 @@ void embedding_backward_cpu_impl(const T* grad, const I* ids, int64_t N, int64_t
 void embedding_backward_cpu(const Tensor& grad, const Tensor& ids, int64_t V, int64_t pad, const Tensor& out) {
   check_index_values(ids, V, "embedding_backward", "ids", fmt::format("an embedding of {} rows", V));
   const int64_t N = ids.numel(), C = out.size(1);
+  if (N == 0) {  // no lookups: no gradient (and reshape() of a shape with a 0 in the middle would refuse)
+    Tensor(out).fill_(0.0);
+    return;
+  }
   const Tensor g = grad.reshape({N, C}).contiguous(), flat = ids.reshape({N}).contiguous();
   dispatch_floating(grad.dtype(), "embedding_backward", [&]<typename T>() {
     dispatch_index(ids.dtype(), "embedding_backward", [&]<typename I>() {
@@ -407,7 +410,7 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
     case DeviceType::CPU:
       check_index_values(ids, V, "embedding", "ids",
                          fmt::format("a weight of {} rows (shape {})", V, shape_str(weight.shape())));
-      gather_cpu(weight, 0, broadcast_index(ids.reshape({N}), 0, {N, C}), out.view({N, C}));
+      if (N > 0) gather_cpu(weight, 0, broadcast_index(ids.reshape({N}), 0, {N, C}), out.view({N, C}));
       break;
     case DeviceType::CUDA: cuda_kernel_missing("embedding");
   }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <type_traits>
@@ -26,9 +27,23 @@ acc_t<T> to_acc(T v) {
   return static_cast<acc_t<T>>(static_cast<compute_t<T>>(v));
 }
 
+// float64 -> bfloat16 rounded once (to nearest even): go through float with round-to-odd (truncate, then set
+// the lowest mantissa bit when inexact), so the float -> bfloat16 step cannot double-round.
+BFloat16 bf16_from_double(double v) {
+  float f = static_cast<float>(v);
+  if (std::isfinite(f) && static_cast<double>(f) != v) {
+    if (std::abs(static_cast<double>(f)) > std::abs(v)) f = std::nextafter(f, 0.0f);
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    u |= 1u;
+    std::memcpy(&f, &u, 4);
+  }
+  return BFloat16(f);
+}
+
 template <typename T>
 T from_acc(acc_t<T> v) {
-  if constexpr (std::is_same_v<T, BFloat16>) return BFloat16(static_cast<float>(v));
+  if constexpr (std::is_same_v<T, BFloat16>) return bf16_from_double(v);
   else return static_cast<T>(v);
 }
 
