@@ -8,7 +8,7 @@
 using namespace hydra;
 
 TEST_SUITE("gpu") {
-  TEST_CASE("cuda runtime: devices are visible and described") {
+  TEST_CASE("cuda runtime: devices are visible and described by name") {
     const bool required = std::getenv("HYDRA_REQUIRE_CUDA") && std::string(std::getenv("HYDRA_REQUIRE_CUDA")) == "1";
     const int n = cuda::device_count();
     if (n == 0) {
