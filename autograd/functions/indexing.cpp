@@ -22,17 +22,16 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
 }
 
 Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
-  HYDRA_CHECK(!xs.empty(), "stack: expected at least one tensor, got an empty list");
-  for (std::size_t i = 0; i < xs.size(); ++i) {
-    HYDRA_CHECK(xs[i].defined(), "stack: tensor {} of {} is undefined", i, xs.size());
-    HYDRA_CHECK(xs[i].shape() == xs[0].shape(), "stack: tensor {} has shape {} but tensor 0 has shape {}; all shapes "
-                "must be equal", i, shape_str(xs[i].shape()), shape_str(xs[0].shape()));
-  }
+  Tensor y = hydra::stack(xs, dim);  // validates the list and the shapes
+  if (!any_requires_grad(xs)) return y;
   const int64_t d = wrap_dim(dim, xs[0].dim() + 1, "stack");
-  std::vector<Tensor> us;
-  us.reserve(xs.size());
-  for (const Tensor& x : xs) us.push_back(ag::unsqueeze(x, d));
-  return ag::concat(us, d);
+  record("stack", xs, {y}, [d](const std::vector<Tensor>& g, const Node& self) -> std::vector<Tensor> {
+    std::vector<Tensor> pieces(self.next.size());
+    for (std::size_t i = 0; i < pieces.size(); ++i)
+      if (self.needs_input_grad(i)) pieces[i] = g[0].select(d, static_cast<int64_t>(i)).contiguous();
+    return pieces;
+  });
+  return y;
 }
 
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
