@@ -15,8 +15,18 @@ if(NOT HYDRA_CUDA STREQUAL "OFF")
     enable_language(CUDA)
     find_package(CUDAToolkit REQUIRED)
     separate_arguments(_hydra_gencode UNIX_COMMAND "${HYDRA_CUDA_GENCODE}")
-    # CMake 3.25 does not know nvcc's C++20 dialect flag, so it is given here directly.
-    set(HYDRA_CUDA_FLAGS ${_hydra_gencode} -std=c++20 --expt-relaxed-constexpr --extended-lambda -lineinfo)
+    # FMT_USE_CONSTEXPR=1: fmt 9 turns constexpr off under nvcc, which then breaks its C++20 is_constant_evaluated.
+    set(HYDRA_CUDA_FLAGS ${_hydra_gencode} --expt-relaxed-constexpr --extended-lambda -lineinfo -DFMT_USE_CONSTEXPR=1)
+    # CUDA sources are C++20. CMake before 3.26 has no CUDA20 dialect flag for nvcc: there the CUDA17 level
+    # is asked for and its flag set to -std=c++20.
+    if(DEFINED CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+      set(CMAKE_CUDA_STANDARD 20)
+    else()
+      set(CMAKE_CUDA_STANDARD 17)
+      set(CMAKE_CUDA17_STANDARD_COMPILE_OPTION "-std=c++20")
+      set(CMAKE_CUDA17_EXTENSION_COMPILE_OPTION "-std=c++20")
+    endif()
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
     set(HYDRA_HAS_CUDA ON)
     find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/include)
     find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/lib)

@@ -1,117 +1,85 @@
 #include "tensor/random.h"
 
-#include <cmath>
-#include <numbers>
-
 #include "tensor/cpu/loops.h"
+#include "tensor/cuda/ops.h"
 #include "tensor/dispatch.h"
+#include "tensor/philox.h"
 
 namespace hydra {
 
 std::array<uint32_t, 4> philox4x32(std::array<uint32_t, 4> c, std::array<uint32_t, 2> k) {
-  constexpr uint32_t kMulA = 0xD2511F53u, kMulB = 0xCD9E8D57u;
-  constexpr uint32_t kWeylA = 0x9E3779B9u, kWeylB = 0xBB67AE85u;
-  for (int round = 0; round < 10; ++round) {
-    const uint64_t pa = static_cast<uint64_t>(kMulA) * c[0];
-    const uint64_t pb = static_cast<uint64_t>(kMulB) * c[2];
-    const uint32_t hi_a = static_cast<uint32_t>(pa >> 32), lo_a = static_cast<uint32_t>(pa);
-    const uint32_t hi_b = static_cast<uint32_t>(pb >> 32), lo_b = static_cast<uint32_t>(pb);
-    c = {hi_b ^ c[1] ^ k[0], lo_b, hi_a ^ c[3] ^ k[1], lo_a};
-    k[0] += kWeylA;
-    k[1] += kWeylB;
-  }
-  return c;
+  const philox::Block b = philox::philox4x32(c[0], c[1], c[2], c[3], k[0], k[1]);
+  return {b.w[0], b.w[1], b.w[2], b.w[3]};
 }
 
 namespace {
 
-// Word i of the stream that starts at block `offset`.
-struct Stream {
-  uint64_t seed, offset;
-  std::array<uint32_t, 4> block(uint64_t b) const {
-    const uint64_t n = offset + b;
-    return philox4x32({static_cast<uint32_t>(n), static_cast<uint32_t>(n >> 32), 0u, 0u},
-                      {static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)});
-  }
-  uint32_t word(uint64_t i) const { return block(i / 4)[i % 4]; }
-};
-
-double uniform24(uint32_t w) { return static_cast<double>(w >> 8) * 0x1.0p-24; }
-double uniform53(uint32_t a, uint32_t b) {
-  return (static_cast<double>(a >> 5) * 67108864.0 + static_cast<double>(b >> 6)) * 0x1.0p-53;
-}
-
-// Fills a contiguous CPU tensor: value(i, stream) for each element, in parallel over blocks of elements.
-template <typename T, typename F>
-void fill_elements(Tensor& t, const Stream& s, F value) {
-  T* p = t.data<T>();
-  cpu::parallel_for(t.numel(), 16, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      if constexpr (std::is_same_v<T, BFloat16>) {
-        p[i] = BFloat16(static_cast<float>(value(i, s)));
-      } else {
-        p[i] = static_cast<T>(value(i, s));
+// Fills a contiguous CPU tensor with element i = sample(stream, params, i), in parallel over elements.
+void random_fill_cpu(Tensor& t, const philox::Stream& s, const philox::DistParams& p) {
+  dispatch_numeric(t.dtype(), "random", [&]<typename T>() {
+    T* out = t.data<T>();
+    cpu::parallel_for(t.numel(), 16, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const double v = philox::sample(s, p, i);
+        if constexpr (std::is_same_v<T, BFloat16>) {
+          out[i] = BFloat16(static_cast<float>(v));
+        } else {
+          out[i] = static_cast<T>(v);
+        }
       }
-    }
+    });
   });
 }
 
-Tensor make_host(const Shape& shape, DType dtype, const Device& device, const char* op) {
-  if (!device.is_cpu()) cuda_kernel_missing(op);
-  return empty(shape, dtype, kCPU);
+// The one dispatch point of every generator call: reserves the blocks, then fills on the tensor's device.
+Tensor& random_fill(Tensor& t, Generator& gen, const philox::DistParams& p, const char* op) {
+  HYDRA_CHECK(t.is_contiguous(), "{}: tensor of shape {} must be contiguous", op, shape_str(t.shape()));
+  const philox::Stream s{gen.seed(), gen.advance(philox::blocks_for(p, t.numel()))};
+  switch (t.device().type) {
+    case DeviceType::CPU: random_fill_cpu(t, s, p); break;
+    case DeviceType::CUDA: cuda::random_fill(t, s.seed, s.offset, p); break;
+  }
+  return t;
 }
 
 }  // namespace
 
 Tensor random_bits(Generator& gen, int64_t n, const Device& device) {
   HYDRA_CHECK(n >= 0, "random_bits: negative count {}", n);
-  Stream s{gen.seed(), gen.advance((n + 3) / 4)};
-  Tensor t = make_host({n}, DType::Int64, device, "random_bits");
-  fill_elements<int64_t>(t, s, [](int64_t i, const Stream& st) { return static_cast<int64_t>(st.word(i)); });
-  return t;
+  Tensor t = empty({n}, DType::Int64, device);
+  philox::DistParams p;
+  p.dist = philox::Dist::Bits;
+  return random_fill(t, gen, p, "random_bits");
 }
 
 Tensor& uniform_(Tensor& t, double low, double high, Generator& gen) {
   check_floating(t, "uniform_");
-  HYDRA_CHECK(t.is_contiguous(), "uniform_: tensor of shape {} must be contiguous", shape_str(t.shape()));
-  if (!t.is_cpu()) cuda_kernel_missing("uniform_");
-  const bool wide = t.dtype() == DType::Float64;
-  Stream s{gen.seed(), gen.advance((t.numel() * (wide ? 2 : 1) + 3) / 4)};
-  dispatch_floating(t.dtype(), "uniform_", [&]<typename T>() {
-    fill_elements<T>(t, s, [&](int64_t i, const Stream& st) {
-      const double u = wide ? uniform53(st.word(2 * i), st.word(2 * i + 1)) : uniform24(st.word(i));
-      return low + (high - low) * u;
-    });
-  });
-  return t;
+  philox::DistParams p;
+  p.dist = philox::Dist::Uniform;
+  p.a = low;
+  p.b = high;
+  p.wide = t.dtype() == DType::Float64;
+  return random_fill(t, gen, p, "uniform_");
 }
 
 Tensor& normal_(Tensor& t, double mean, double std, Generator& gen) {
   check_floating(t, "normal_");
-  HYDRA_CHECK(t.is_contiguous(), "normal_: tensor of shape {} must be contiguous", shape_str(t.shape()));
-  if (!t.is_cpu()) cuda_kernel_missing("normal_");
-  const int64_t pairs = (t.numel() + 1) / 2;
-  Stream s{gen.seed(), gen.advance((2 * pairs + 3) / 4)};
-  dispatch_floating(t.dtype(), "normal_", [&]<typename T>() {
-    fill_elements<T>(t, s, [&](int64_t i, const Stream& st) {
-      const int64_t j = i / 2;
-      const double u1 = 1.0 - uniform24(st.word(2 * j));
-      const double u2 = uniform24(st.word(2 * j + 1));
-      const double r = std::sqrt(-2.0 * std::log(u1));
-      const double a = 2.0 * std::numbers::pi * u2;
-      return mean + std * r * (i % 2 == 0 ? std::cos(a) : std::sin(a));
-    });
-  });
-  return t;
+  philox::DistParams p;
+  p.dist = philox::Dist::Normal;
+  p.a = mean;
+  p.b = std;
+  return random_fill(t, gen, p, "normal_");
 }
 
 Tensor rand(const Shape& shape, Generator& gen, DType dtype, const Device& device) {
-  Tensor t = make_host(shape, dtype, device, "rand");
+  HYDRA_CHECK(is_floating(dtype), "uniform_: expected a floating dtype, got {}", dtype_name(dtype));
+  Tensor t = empty(shape, dtype, device);
   return uniform_(t, 0.0, 1.0, gen);
 }
 
 Tensor randn(const Shape& shape, Generator& gen, DType dtype, const Device& device) {
-  Tensor t = make_host(shape, dtype, device, "randn");
+  HYDRA_CHECK(is_floating(dtype), "normal_: expected a floating dtype, got {}", dtype_name(dtype));
+  Tensor t = empty(shape, dtype, device);
   return normal_(t, 0.0, 1.0, gen);
 }
 
@@ -120,15 +88,12 @@ Tensor randint(int64_t low, int64_t high, const Shape& shape, Generator& gen, DT
   HYDRA_CHECK(high - low <= (int64_t{1} << 32), "randint: range [{}, {}) wider than 2^32 is not supported", low, high);
   HYDRA_CHECK(dtype == DType::Int32 || dtype == DType::Int64, "randint: dtype must be int32 or int64, got {}",
               dtype_name(dtype));
-  Tensor t = make_host(shape, dtype, device, "randint");
-  Stream s{gen.seed(), gen.advance((t.numel() + 3) / 4)};
-  const uint64_t range = static_cast<uint64_t>(high - low);
-  dispatch_index(dtype, "randint", [&]<typename T>() {
-    fill_elements<T>(t, s, [&](int64_t i, const Stream& st) {
-      return low + static_cast<int64_t>((static_cast<uint64_t>(st.word(i)) * range) >> 32);
-    });
-  });
-  return t;
+  Tensor t = empty(shape, dtype, device);
+  philox::DistParams p;
+  p.dist = philox::Dist::RandInt;
+  p.low = low;
+  p.range = static_cast<uint64_t>(high - low);
+  return random_fill(t, gen, p, "randint");
 }
 
 }  // namespace hydra

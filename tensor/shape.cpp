@@ -32,6 +32,14 @@ int64_t wrap_dim(int64_t dim, int64_t ndim, const char* op) {
   return dim < 0 ? dim + (ndim == 0 ? 1 : ndim) : dim;
 }
 
+int64_t wrap_dim(int64_t dim, const Shape& shape, const char* op) {
+  const int64_t ndim = static_cast<int64_t>(shape.size());
+  const int64_t lo = ndim == 0 ? -1 : -ndim, hi = ndim == 0 ? 0 : ndim - 1;
+  HYDRA_CHECK(dim >= lo && dim <= hi, "{}: dim {} out of range for a tensor of shape {} (rank {}; expected {}..{})", op,
+              dim, shape_str(shape), ndim, lo, hi);
+  return dim < 0 ? dim + (ndim == 0 ? 1 : ndim) : dim;
+}
+
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
   size_t n = std::max(a.size(), b.size());
   Shape out(n);

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "tensor/cpu/loops.h"
+#include "tensor/cuda/ops.h"
 #include "tensor/dispatch.h"
 
 namespace hydra {
@@ -12,8 +13,8 @@ namespace hydra {
 // ---------------------------------------------------------------------------------------------------------
 // metadata
 
-int64_t Tensor::size(int64_t d) const { return shape()[wrap_dim(d, dim(), "Tensor::size")]; }
-int64_t Tensor::stride(int64_t d) const { return strides()[wrap_dim(d, dim(), "Tensor::stride")]; }
+int64_t Tensor::size(int64_t d) const { return shape()[wrap_dim(d, shape(), "Tensor::size")]; }
+int64_t Tensor::stride(int64_t d) const { return strides()[wrap_dim(d, shape(), "Tensor::stride")]; }
 
 bool Tensor::is_contiguous() const {
   if (numel() == 0) return true;  // nothing to lay out
@@ -30,6 +31,11 @@ bool Tensor::has_expanded_dims() const {
   for (int64_t i = 0; i < dim(); ++i)
     if (shape()[i] > 1 && strides()[i] == 0) return true;
   return false;
+}
+
+bool Tensor::may_overlap(const Tensor& o) const {
+  if (storage() != o.storage() || numel() == 0 || o.numel() == 0) return false;
+  return !(offset() == o.offset() && shape() == o.shape() && strides() == o.strides());
 }
 
 void* Tensor::raw_data() const {
@@ -86,8 +92,8 @@ Tensor Tensor::reshape(const Shape& want) const {
 
 Tensor Tensor::flatten(int64_t start, int64_t end) const {
   if (dim() == 0) return reshape({1});
-  start = wrap_dim(start, dim(), "flatten");
-  end = wrap_dim(end, dim(), "flatten");
+  start = wrap_dim(start, shape(), "flatten");
+  end = wrap_dim(end, shape(), "flatten");
   HYDRA_CHECK(start <= end, "flatten: start dim {} after end dim {}", start, end);
   Shape s(shape().begin(), shape().begin() + start);
   int64_t m = 1;
@@ -98,7 +104,7 @@ Tensor Tensor::flatten(int64_t start, int64_t end) const {
 }
 
 Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const {
-  d = wrap_dim(d, dim(), "slice");
+  d = wrap_dim(d, shape(), "slice");
   HYDRA_CHECK(step >= 1, "slice: step must be >= 1, got {}", step);
   const int64_t n = shape()[d];
   if (start < 0) start += n;
@@ -112,7 +118,7 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
 }
 
 Tensor Tensor::narrow(int64_t d, int64_t start, int64_t length) const {
-  d = wrap_dim(d, dim(), "narrow");
+  d = wrap_dim(d, shape(), "narrow");
   HYDRA_CHECK(start >= 0 && length >= 0 && start + length <= shape()[d],
               "narrow: [{}, {}) out of range for dim {} of size {} (shape {})", start, start + length, d, shape()[d],
               shape_str(shape()));
@@ -120,7 +126,7 @@ Tensor Tensor::narrow(int64_t d, int64_t start, int64_t length) const {
 }
 
 Tensor Tensor::select(int64_t d, int64_t index) const {
-  d = wrap_dim(d, dim(), "select");
+  d = wrap_dim(d, shape(), "select");
   const int64_t n = shape()[d];
   HYDRA_CHECK(index >= -n && index < n, "select: index {} out of range for dim {} of size {} (shape {})", index, d,
               n, shape_str(shape()));
@@ -132,8 +138,8 @@ Tensor Tensor::select(int64_t d, int64_t index) const {
 }
 
 Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
-  d0 = wrap_dim(d0, dim(), "transpose");
-  d1 = wrap_dim(d1, dim(), "transpose");
+  d0 = wrap_dim(d0, shape(), "transpose");
+  d1 = wrap_dim(d1, shape(), "transpose");
   Shape s = shape(), st = strides();
   std::swap(s[d0], s[d1]);
   std::swap(st[d0], st[d1]);
@@ -146,7 +152,7 @@ Tensor Tensor::permute(const std::vector<int64_t>& dims) const {
   Shape s(dims.size()), st(dims.size());
   std::vector<bool> seen(dims.size(), false);
   for (size_t i = 0; i < dims.size(); ++i) {
-    int64_t d = wrap_dim(dims[i], dim(), "permute");
+    int64_t d = wrap_dim(dims[i], shape(), "permute");
     HYDRA_CHECK(!seen[d], "permute: dim {} repeated in the permutation", d);
     seen[d] = true;
     s[i] = shape()[d];
@@ -187,7 +193,7 @@ Tensor Tensor::unsqueeze(int64_t d) const {
 }
 
 Tensor Tensor::squeeze(int64_t d) const {
-  d = wrap_dim(d, dim(), "squeeze");
+  d = wrap_dim(d, shape(), "squeeze");
   HYDRA_CHECK(shape()[d] == 1, "squeeze: dim {} has size {}, not 1 (shape {})", d, shape()[d], shape_str(shape()));
   Shape s = shape(), st = strides();
   s.erase(s.begin() + d);
@@ -243,29 +249,32 @@ Tensor& Tensor::copy_(const Tensor& src) {
   check_defined(src, "copy_", "src");
   HYDRA_CHECK(!has_expanded_dims(), "copy_: destination of shape {} has broadcast (stride-0) dims; writing to it "
               "would alias elements", shape_str(shape()));
-  broadcast_shapes(shape(), src.shape(), "copy_");
   HYDRA_CHECK(broadcast_shapes(shape(), src.shape(), "copy_") == shape(),
               "copy_: source of shape {} does not broadcast to the destination shape {}", shape_str(src.shape()),
               shape_str(shape()));
-  if (device().is_cpu() && src.device().is_cpu()) {
-    copy_cpu(*this, src);
+  if (device() == src.device()) {
+    const Tensor from = may_overlap(src) ? src.clone() : src;  // e.g. z.copy_(z.transpose(0, 1))
+    switch (device().type) {
+      case DeviceType::CPU: copy_cpu(*this, from); break;
+      case DeviceType::CUDA: cuda::copy(*this, from); break;
+    }
     return *this;
   }
-  // Between devices: same dtype and both contiguous go through the allocator's byte copies.
-  HYDRA_CHECK(src.dtype() == dtype() && src.shape() == shape() && src.is_contiguous() && is_contiguous(),
-              "copy_: copies between {} and {} need equal dtypes and contiguous tensors of equal shape (got {} {} "
-              "-> {} {})", src.device(), device(), dtype_name(src.dtype()), shape_str(src.shape()),
-              dtype_name(dtype()), shape_str(shape()));
+  // Between devices: cast on the source side, move the bytes contiguously, then place them on this side.
+  const Tensor staged = src.to(dtype()).expand(shape()).contiguous();
+  const bool direct = is_contiguous() && src.shape() == shape();
+  Tensor landing = direct ? *this : empty(shape(), dtype(), device());
   const std::size_t nbytes = numel() * element_size();
   if (device().is_cpu()) {
-    allocator_for(src.device()).copy_to_host(raw_data(), src.raw_data(), nbytes);
-  } else if (src.device().is_cpu()) {
-    allocator_for(device()).copy_from_host(raw_data(), src.raw_data(), nbytes);
+    allocator_for(staged.device()).copy_to_host(landing.raw_data(), staged.raw_data(), nbytes);
+  } else if (staged.device().is_cpu()) {
+    allocator_for(device()).copy_from_host(landing.raw_data(), staged.raw_data(), nbytes);
   } else {
-    HYDRA_CHECK(src.device() == device(), "copy_: device-to-device copies between {} and {} go through the host",
-                src.device(), device());
-    allocator_for(device()).copy_within(raw_data(), src.raw_data(), nbytes);
+    // cuda:i -> cuda:j goes through the host (peer copies come with the distributed work).
+    copy_(staged.to(kCPU));
+    return *this;
   }
+  if (!direct) copy_(landing);
   return *this;
 }
 
@@ -276,30 +285,30 @@ Tensor Tensor::contiguous() const {
 
 Tensor Tensor::clone() const {
   Tensor out = empty(shape(), dtype(), device());
-  if (!device().is_cpu()) cuda_kernel_missing("clone");
-  copy_cpu(out, *this);
+  out.copy_(*this);
   return out;
 }
 
 Tensor Tensor::to(DType t) const {
   if (t == dtype()) return *this;
   Tensor out = empty(shape(), t, device());
-  if (!device().is_cpu()) cuda_kernel_missing("to(dtype)");
-  copy_cpu(out, *this);
+  out.copy_(*this);
   return out;
 }
 
 Tensor Tensor::to(const Device& d) const {
   if (d == device()) return *this;
-  Tensor src = contiguous();
   Tensor out = empty(shape(), dtype(), d);
-  out.copy_(src);
+  out.copy_(*this);
   return out;
 }
 
 Tensor& Tensor::fill_(double value) {
   HYDRA_CHECK(!has_expanded_dims(), "fill_: tensor of shape {} has broadcast (stride-0) dims", shape_str(shape()));
-  if (!device().is_cpu()) cuda_kernel_missing("fill_");
+  if (device().is_cuda()) {
+    cuda::fill(*this, value);
+    return *this;
+  }
   dispatch_all(dtype(), "fill_", [&]<typename T>() {
     const T v = convert<T>(value);
     cpu::for_each_row<1>(shape(), {strides()}, {static_cast<char*>(raw_data())}, {int64_t(sizeof(T))},

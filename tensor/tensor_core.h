@@ -96,6 +96,9 @@ class Tensor {
   std::string str(int64_t max_per_dim = 6) const;  // shape, dtype, device and a few values
 
   bool is_same(const Tensor& other) const { return impl_ == other.impl_; }
+  // Same storage but not the very same view (same offset, shape and strides): an in-place op from `other`
+  // into this tensor could then read elements it has already written, so callers copy `other` first.
+  bool may_overlap(const Tensor& other) const;
   TensorImpl& impl() const {
     HYDRA_CHECK(impl_ != nullptr, "operation on an undefined Tensor");
     return *impl_;

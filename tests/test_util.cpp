@@ -1,5 +1,7 @@
 #include "tests/test_util.h"
 
+#include "tensor/cuda/backend.h"
+
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -94,6 +96,18 @@ Tensor leaf(const Tensor& t) {
   if (l.is_same(t)) l = t.detach();
   ag::set_requires_grad(l);
   return l;
+}
+
+bool gpu_available() {
+  const char* req = std::getenv("HYDRA_REQUIRE_CUDA");
+  const bool required = req && std::string(req) == "1";
+  if (cuda::device_count() == 0) {
+    REQUIRE_MESSAGE(!required, "HYDRA_REQUIRE_CUDA=1 but no CUDA device is usable (" << cuda::runtime_version() << ")");
+    MESSAGE("SKIPPED: no CUDA device (" << cuda::runtime_version() << ")");
+    return false;
+  }
+  cuda::set_poison_allocations(true);
+  return true;
 }
 
 void check_throws_with(const std::function<void()>& f, const std::vector<std::string>& fragments) {

@@ -39,6 +39,11 @@ void check_gradcheck(const std::string& op, const ag::GradFn& fn, const std::vec
 // A float64 leaf requiring grad.
 Tensor leaf(const Tensor& t);
 
+// GPU tests: true when a CUDA device is usable. Otherwise prints a skip message and returns false, unless
+// HYDRA_REQUIRE_CUDA=1, which makes "no device" a test failure (GPU CI machines set it). When true, the CUDA
+// allocator's poison mode is on for the rest of the test run.
+bool gpu_available();
+
 // Runs f, REQUIREs that it throws, and CHECKs that the message contains every fragment.
 void check_throws_with(const std::function<void()>& f, const std::vector<std::string>& fragments);
 

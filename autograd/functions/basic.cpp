@@ -202,7 +202,7 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
   Tensor y = x.permute(dims);
   if (!any_requires_grad({x})) return y;
   std::vector<int64_t> inv(dims.size());
-  for (std::size_t i = 0; i < dims.size(); ++i) inv[wrap_dim(dims[i], x.dim(), "permute")] = static_cast<int64_t>(i);
+  for (std::size_t i = 0; i < dims.size(); ++i) inv[wrap_dim(dims[i], x.shape(), "permute")] = static_cast<int64_t>(i);
   record("permute", {x}, {y}, [inv](const std::vector<Tensor>& g, const Node&) -> std::vector<Tensor> {
     return {g[0].permute(inv)};
   });

@@ -8,7 +8,7 @@ namespace hydra::ag {
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
   Tensor y = hydra::concat(xs, dim);
   if (!any_requires_grad(xs)) return y;
-  const int64_t d = wrap_dim(dim, y.dim(), "concat");
+  const int64_t d = wrap_dim(dim, y.shape(), "concat");
   std::vector<int64_t> sizes;
   sizes.reserve(xs.size());
   for (const Tensor& x : xs) sizes.push_back(x.size(d));
@@ -37,19 +37,20 @@ Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
   std::vector<Tensor> pieces = hydra::split(x, sizes, dim);  // validates
   if (!any_requires_grad({x})) return pieces;
-  const int64_t d = wrap_dim(dim, x.dim(), "split");
-  int64_t off = 0;
-  for (std::size_t i = 0; i < pieces.size(); ++i) {
-    pieces[i] = ag::narrow(x, d, off, sizes[i]);
-    off += sizes[i];
-  }
+  const int64_t d = wrap_dim(dim, x.shape(), "split");
+  // One node for all pieces: backward concatenates the piece gradients (the engine gives zeros for pieces that
+  // received none), so the cost is one pass over x rather than one zero-filled copy of x per piece.
+  for (Tensor& p : pieces) p = p.detach();  // fresh handles to carry the record
+  record("split", {x}, pieces, [d](const std::vector<Tensor>& g, const Node&) -> std::vector<Tensor> {
+    return {hydra::concat(g, d)};
+  });
   return pieces;
 }
 
 std::vector<Tensor> chunk(const Tensor& x, int64_t n, int64_t dim) {
   std::vector<Tensor> pieces = hydra::chunk(x, n, dim);  // validates and picks the sizes
   if (!any_requires_grad({x})) return pieces;
-  const int64_t d = wrap_dim(dim, x.dim(), "chunk");
+  const int64_t d = wrap_dim(dim, x.shape(), "chunk");
   std::vector<int64_t> sizes;
   for (const Tensor& p : pieces) sizes.push_back(p.size(d));
   return ag::split(x, sizes, d);

@@ -2,6 +2,11 @@
 // The CUDA backend's host-side interface. Host-only code includes this header (no CUDA headers here).
 // Built with CUDA (HYDRA_CUDA=AUTO with nvcc, or ON): tensor/cuda/runtime.cu; built without: runtime_stub.cpp,
 // whose functions throw "built without CUDA" (device_count() returns 0 there).
+//
+// Each device has one context, made on first use: a non-blocking compute stream (every kernel of the
+// library runs on it, in order), the cuBLASLt handle and its workspace, and the caching allocator.
+#include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "tensor/storage.h"
@@ -12,6 +17,63 @@ bool is_built();                 // whether this binary contains the CUDA backen
 int device_count();              // 0 without a driver or GPU (never throws)
 std::string device_name(int index);
 std::string runtime_version();   // e.g. "CUDA runtime 13.0, driver 13.0" or why it is unavailable
-Allocator& allocator(int index);  // the device's allocator; throws naming the device when unavailable
+Allocator& allocator(int index);  // the device's caching allocator; throws naming the device when unavailable
+
+int current_device();
+void set_device(int index);
+// Makes `index` the current device for its lifetime, restoring the previous one after.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int index);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int prev_;
+};
+
+void synchronize(int index);  // waits for the device's compute stream (and any error it raised)
+
+// Streams and events, as opaque handles (cudaStream_t / cudaEvent_t inside).
+struct StreamHandle {
+  void* ptr = nullptr;
+  int device = 0;
+};
+StreamHandle compute_stream(int index);
+StreamHandle create_stream(int index);  // an extra non-blocking stream (e.g. for communication); caller destroys
+void destroy_stream(StreamHandle s);
+class Event {
+ public:
+  explicit Event(int device, bool timing = true);
+  ~Event();
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  void record(StreamHandle s);
+  void wait(StreamHandle s) const;   // make `s` wait for this event
+  void synchronize() const;
+  float elapsed_ms(const Event& end) const;  // both recorded, end after this
+
+ private:
+  void* ev_ = nullptr;
+  int device_ = 0;
+};
+
+// Caching allocator statistics of one device.
+struct MemoryStats {
+  std::size_t in_use_bytes = 0;      // bytes handed out to live blocks (after rounding)
+  std::size_t peak_in_use_bytes = 0;
+  std::size_t reserved_bytes = 0;    // bytes obtained from cudaMalloc and not yet returned (in use + cached)
+  std::size_t num_device_mallocs = 0;  // cudaMalloc calls made
+  std::size_t num_device_frees = 0;    // cudaFree calls made
+  std::size_t num_allocations = 0;     // allocate() calls
+  std::size_t num_cache_hits = 0;      // allocate() calls served from the cache
+};
+MemoryStats memory_stats(int index = 0);
+void reset_peak_memory_stats(int index = 0);
+void empty_cache(int index = 0);  // returns every cached (free) block to the driver
+// Test aid: while on, every block the allocator hands out is first filled with 0xFF bytes (NaN in every
+// floating dtype, -1 in integers), so an output element a kernel forgets to write fails its comparison.
+void set_poison_allocations(bool on);
 
 }  // namespace hydra::cuda

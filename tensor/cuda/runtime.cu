@@ -1,30 +1,295 @@
-// CUDA runtime queries for the CUDA backend. Device tensors themselves (the caching allocator and the
-// kernels) arrive with the CUDA-backend issue; until then allocator() refuses with a clear message.
-#include <cuda_runtime.h>
+// The CUDA runtime side of the backend: error reporting, device contexts (compute stream, cuBLASLt handle and
+// workspace), the caching device allocator with its statistics, host<->device copies with pinned staging,
+// device guards, streams and events.
+//
+// Caching allocator: requests are rounded up (to 512 B below 1 MiB, to 2 MiB above) and served best-fit from
+// the free blocks of the same device and stream; a block is only returned to the driver by empty_cache() or
+// when cudaMalloc fails (then the cache is emptied and the call retried once). So a steady-state training
+// loop makes no cudaMalloc calls after its first step. Blocks are tied to the compute stream they were made
+// for; a block used on another stream must not be freed before that stream's work (later issues record it).
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
 
 #include "tensor/check.h"
-#include "tensor/cuda/backend.h"
+#include "tensor/cuda/common.cuh"
 
 namespace hydra::cuda {
+
+void throw_cuda_error(cudaError_t err, const char* stmt, const char* file, int line) {
+  int dev = -1;
+  cudaGetDevice(&dev);
+  cudaGetLastError();
+  std::string f(file);
+  auto pos = f.rfind("/tensor/");
+  if (pos != std::string::npos) f = f.substr(pos + 1);
+  throw std::runtime_error(HYDRA_FORMAT("CUDA error {} ({}) in `{}` on cuda:{} [{}:{}]", cudaGetErrorName(err),
+                                       cudaGetErrorString(err), stmt, dev, f, line));
+}
+
+void throw_cublas_error(cublasStatus_t st, const char* stmt, const char* file, int line, const std::string& context) {
+  int dev = -1;
+  cudaGetDevice(&dev);
+  std::string f(file);
+  auto pos = f.rfind("/tensor/");
+  if (pos != std::string::npos) f = f.substr(pos + 1);
+  throw std::runtime_error(HYDRA_FORMAT("cuBLAS error {} in `{}` on cuda:{} ({}) [{}:{}]", static_cast<int>(st), stmt,
+                                       dev, context, f, line));
+}
 
 bool is_built() { return true; }
 
 int device_count() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no driver / no device" error
+    cudaGetLastError();  // clear the "no driver / no device" error
     return 0;
   }
   return n;
 }
 
+namespace {
+
+void check_index(int index, const char* what) {
+  const int n = device_count();
+  HYDRA_CHECK_ENV(index >= 0 && index < n, "{} cuda:{}: no such device ({} CUDA device(s) visible)", what, index, n);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// caching allocator
+
+std::atomic<bool> g_poison{false};
+
+class CachingAllocator final : public Allocator {
+ public:
+  explicit CachingAllocator(int device) : device_(device) {}
+
+  void* allocate(std::size_t nbytes) override {
+    void* p = allocate_block(nbytes);
+    if (p && g_poison.load()) {
+      DeviceGuard guard(device_);
+      HYDRA_CUDA_CHECK(cudaMemsetAsync(p, 0xFF, nbytes, context(device_).stream));
+    }
+    return p;
+  }
+
+  void* allocate_block(std::size_t nbytes) {
+    if (nbytes == 0) return nullptr;
+    const std::size_t size = round_size(nbytes);
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.num_allocations++;
+    auto it = free_.lower_bound(size);
+    // Best fit, but never hand out a block more than twice the request (large blocks stay for large requests).
+    if (it != free_.end() && it->first <= std::max<std::size_t>(2 * size, size + (std::size_t{2} << 20))) {
+      void* p = it->second;
+      const std::size_t block = it->first;
+      free_.erase(it);
+      live_[p] = block;
+      stats_.in_use_bytes += block;
+      stats_.num_cache_hits++;
+      stats_.peak_in_use_bytes = std::max(stats_.peak_in_use_bytes, stats_.in_use_bytes);
+      return p;
+    }
+    DeviceGuard guard(device_);
+    void* p = nullptr;
+    cudaError_t err = cudaMalloc(&p, size);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      release_cached_locked();
+      err = cudaMalloc(&p, size);
+    }
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      std::size_t free_b = 0, total_b = 0;
+      cudaMemGetInfo(&free_b, &total_b);
+      HYDRA_CHECK_ENV(false,
+                      "CUDA out of memory on cuda:{}: requested {} bytes ({:.2f} MiB); {:.2f} MiB in use by tensors, "
+                      "{:.2f} MiB reserved by the allocator, {:.2f} MiB free of {:.2f} MiB on the device",
+                      device_, nbytes, nbytes / 1048576.0, stats_.in_use_bytes / 1048576.0,
+                      stats_.reserved_bytes / 1048576.0, free_b / 1048576.0, total_b / 1048576.0);
+    }
+    stats_.num_device_mallocs++;
+    stats_.reserved_bytes += size;
+    live_[p] = size;
+    stats_.in_use_bytes += size;
+    stats_.peak_in_use_bytes = std::max(stats_.peak_in_use_bytes, stats_.in_use_bytes);
+    return p;
+  }
+
+  void deallocate(void* ptr, std::size_t) override {
+    if (!ptr) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = live_.find(ptr);
+    if (it == live_.end()) return;  // not ours: nothing sensible to do in a destructor path
+    stats_.in_use_bytes -= it->second;
+    free_.emplace(it->second, ptr);
+    live_.erase(it);
+  }
+
+  void copy_within(void* dst, const void* src, std::size_t n) override {
+    if (n == 0) return;
+    DeviceGuard guard(device_);
+    HYDRA_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, context(device_).stream));
+  }
+
+  // Host <-> device. Copies above kStageFrom go through two pinned staging buffers, chunk by chunk, so the
+  // host-side memcpy of one chunk overlaps the DMA of the previous one.
+  void copy_to_host(void* host_dst, const void* src, std::size_t n) override {
+    if (n == 0) return;
+    DeviceGuard guard(device_);
+    cudaStream_t s = context(device_).stream;
+    if (n < kStageFrom) {
+      HYDRA_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, n, cudaMemcpyDeviceToHost, s));
+      HYDRA_CUDA_CHECK(cudaStreamSynchronize(s));
+      return;
+    }
+    std::lock_guard<std::mutex> lock(stage_mu_);
+    ensure_staging();
+    for (std::size_t off = 0, k = 0; off < n; off += kChunk, ++k) {
+      const std::size_t len = std::min(kChunk, n - off);
+      char* buf = stage_[k % 2];
+      HYDRA_CUDA_CHECK(cudaMemcpyAsync(buf, static_cast<const char*>(src) + off, len, cudaMemcpyDeviceToHost, s));
+      HYDRA_CUDA_CHECK(cudaStreamSynchronize(s));
+      std::memcpy(static_cast<char*>(host_dst) + off, buf, len);
+    }
+  }
+
+  void copy_from_host(void* dst, const void* host_src, std::size_t n) override {
+    if (n == 0) return;
+    DeviceGuard guard(device_);
+    cudaStream_t s = context(device_).stream;
+    if (n < kStageFrom) {
+      HYDRA_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, n, cudaMemcpyHostToDevice, s));
+      HYDRA_CUDA_CHECK(cudaStreamSynchronize(s));  // the host buffer may be freed right after we return
+      return;
+    }
+    std::lock_guard<std::mutex> lock(stage_mu_);
+    ensure_staging();
+    for (std::size_t off = 0, k = 0; off < n; off += kChunk, ++k) {
+      const std::size_t len = std::min(kChunk, n - off);
+      char* buf = stage_[k % 2];
+      HYDRA_CUDA_CHECK(cudaEventSynchronize(stage_done_[k % 2]));  // the DMA that last read this buffer is done
+      std::memcpy(buf, static_cast<const char*>(host_src) + off, len);
+      HYDRA_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(dst) + off, buf, len, cudaMemcpyHostToDevice, s));
+      HYDRA_CUDA_CHECK(cudaEventRecord(stage_done_[k % 2], s));
+    }
+    HYDRA_CUDA_CHECK(cudaStreamSynchronize(s));
+  }
+
+  MemoryStats stats() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+  }
+  void reset_peak() {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.peak_in_use_bytes = stats_.in_use_bytes;
+  }
+  void empty_cache() {
+    std::lock_guard<std::mutex> lock(mu_);
+    release_cached_locked();
+  }
+
+ private:
+  static constexpr std::size_t kStageFrom = std::size_t{4} << 20;
+  static constexpr std::size_t kChunk = std::size_t{8} << 20;
+
+  static std::size_t round_size(std::size_t n) {
+    if (n < (std::size_t{1} << 20)) return (n + 511) / 512 * 512;
+    return (n + (std::size_t{2} << 20) - 1) / (std::size_t{2} << 20) * (std::size_t{2} << 20);
+  }
+  void release_cached_locked() {
+    DeviceGuard guard(device_);
+    cudaDeviceSynchronize();  // cached blocks may still be read by queued kernels
+    for (auto& [size, p] : free_) {
+      cudaFree(p);
+      stats_.reserved_bytes -= size;
+      stats_.num_device_frees++;
+    }
+    free_.clear();
+  }
+  void ensure_staging() {
+    if (stage_[0]) return;
+    for (int i = 0; i < 2; ++i) {
+      HYDRA_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&stage_[i]), kChunk));
+      HYDRA_CUDA_CHECK(cudaEventCreateWithFlags(&stage_done_[i], cudaEventDisableTiming));
+      HYDRA_CUDA_CHECK(cudaEventRecord(stage_done_[i], context(device_).stream));
+    }
+  }
+
+  int device_;
+  std::mutex mu_;
+  std::multimap<std::size_t, void*> free_;
+  std::unordered_map<void*, std::size_t> live_;
+  MemoryStats stats_;
+  std::mutex stage_mu_;
+  char* stage_[2] = {nullptr, nullptr};
+  cudaEvent_t stage_done_[2] = {nullptr, nullptr};
+};
+
+struct Registry {
+  std::mutex mu;
+  std::vector<std::unique_ptr<DeviceContext>> contexts;
+  std::vector<std::unique_ptr<CachingAllocator>> allocators;
+};
+Registry& registry() {
+  static Registry* r = new Registry();  // never destroyed: tensors may outlive static destruction order
+  return *r;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------
+// contexts
+
+DeviceContext& context(int device) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  if (r.contexts.empty()) r.contexts.resize(std::max(device_count(), 1));
+  HYDRA_CHECK_ENV(device >= 0 && device < static_cast<int>(r.contexts.size()) && device < device_count(),
+                  "cuda:{}: no such device ({} CUDA device(s) visible)", device, device_count());
+  auto& ctx = r.contexts[device];
+  if (!ctx) {
+    ctx = std::make_unique<DeviceContext>();
+    ctx->device = device;
+    int prev = 0;
+    HYDRA_CUDA_CHECK(cudaGetDevice(&prev));
+    HYDRA_CUDA_CHECK(cudaSetDevice(device));
+    HYDRA_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
+    HYDRA_CUBLAS_CHECK(cublasLtCreate(&ctx->lt), "creating the cuBLASLt handle");
+    ctx->workspace_bytes = std::size_t{32} << 20;
+    HYDRA_CUDA_CHECK(cudaMalloc(&ctx->workspace, ctx->workspace_bytes));
+    HYDRA_CUDA_CHECK(cudaSetDevice(prev));
+  }
+  return *ctx;
+}
+
+Allocator& allocator(int index) {
+  check_index(index, "cannot place a tensor on");
+  context(index);
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  if (r.allocators.size() < r.contexts.size()) r.allocators.resize(r.contexts.size());
+  auto& a = r.allocators[index];
+  if (!a) a = std::make_unique<CachingAllocator>(index);
+  return *a;
+}
+
+static CachingAllocator& caching(int index) { return static_cast<CachingAllocator&>(allocator(index)); }
+MemoryStats memory_stats(int index) { return caching(index).stats(); }
+void reset_peak_memory_stats(int index) { caching(index).reset_peak(); }
+void empty_cache(int index) { caching(index).empty_cache(); }
+void set_poison_allocations(bool on) { g_poison = on; }
+
 std::string device_name(int index) {
-  int n = device_count();
-  HYDRA_CHECK_ENV(index >= 0 && index < n, "cuda:{}: no such device ({} CUDA device(s) visible)", index, n);
+  check_index(index, "device_name:");
   cudaDeviceProp prop{};
-  cudaError_t err = cudaGetDeviceProperties(&prop, index);
-  HYDRA_CHECK_ENV(err == cudaSuccess, "cudaGetDeviceProperties(cuda:{}) failed: {}", index, cudaGetErrorString(err));
-  return fmt::format("{} (sm_{}{}, {} SMs, {:.1f} GiB)", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+  HYDRA_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
+  return HYDRA_FORMAT("{} (sm_{}{}, {} SMs, {:.1f} GiB)", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
                      prop.totalGlobalMem / double(1 << 30));
 }
 
@@ -32,17 +297,73 @@ std::string runtime_version() {
   int rt = 0, drv = 0;
   cudaRuntimeGetVersion(&rt);
   if (cudaDriverGetVersion(&drv) != cudaSuccess) drv = 0;
-  return fmt::format("CUDA runtime {}.{}, driver {}", rt / 1000, (rt % 1000) / 10,
-                     drv ? fmt::format("{}.{}", drv / 1000, (drv % 1000) / 10) : std::string("none"));
+  cudaGetLastError();
+  return HYDRA_FORMAT("CUDA runtime {}.{}, driver {}", rt / 1000, (rt % 1000) / 10,
+                     drv ? HYDRA_FORMAT("{}.{}", drv / 1000, (drv % 1000) / 10) : std::string("none"));
 }
 
-Allocator& allocator(int index) {
-  int n = device_count();
-  HYDRA_CHECK_ENV(index >= 0 && index < n, "cannot place a tensor on cuda:{}: {} CUDA device(s) visible", index, n);
-  HYDRA_CHECK_ENV(false,
-                  "cannot place a tensor on cuda:{}: CUDA tensors are not implemented yet (the device allocator "
-                  "and kernels come with the CUDA backend)",
-                  index);
+int current_device() {
+  int d = 0;
+  HYDRA_CUDA_CHECK(cudaGetDevice(&d));
+  return d;
+}
+void set_device(int index) {
+  check_index(index, "set_device:");
+  HYDRA_CUDA_CHECK(cudaSetDevice(index));
+}
+DeviceGuard::DeviceGuard(int index) : prev_(current_device()) {
+  if (index != prev_) HYDRA_CUDA_CHECK(cudaSetDevice(index));
+}
+DeviceGuard::~DeviceGuard() { cudaSetDevice(prev_); }
+
+void synchronize(int index) {
+  DeviceGuard g(index);
+  HYDRA_CUDA_CHECK(cudaStreamSynchronize(context(index).stream));
+}
+
+StreamHandle compute_stream(int index) { return {context(index).stream, index}; }
+StreamHandle create_stream(int index) {
+  DeviceGuard g(index);
+  cudaStream_t s = nullptr;
+  HYDRA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  return {s, index};
+}
+void destroy_stream(StreamHandle s) {
+  if (s.ptr) cudaStreamDestroy(static_cast<cudaStream_t>(s.ptr));
+}
+
+Event::Event(int device, bool timing) : device_(device) {
+  DeviceGuard g(device);
+  cudaEvent_t e = nullptr;
+  HYDRA_CUDA_CHECK(cudaEventCreateWithFlags(&e, timing ? cudaEventDefault : cudaEventDisableTiming));
+  ev_ = e;
+}
+Event::~Event() {
+  if (ev_) cudaEventDestroy(static_cast<cudaEvent_t>(ev_));
+}
+void Event::record(StreamHandle s) {
+  HYDRA_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(ev_), static_cast<cudaStream_t>(s.ptr)));
+}
+void Event::wait(StreamHandle s) const {
+  HYDRA_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(s.ptr), static_cast<cudaEvent_t>(ev_), 0));
+}
+void Event::synchronize() const { HYDRA_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(ev_))); }
+float Event::elapsed_ms(const Event& end) const {
+  float ms = 0;
+  HYDRA_CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(ev_), static_cast<cudaEvent_t>(end.ev_)));
+  return ms;
+}
+
+Geom make_geom(const Tensor& t, const char* op) {
+  HYDRA_CHECK(t.dim() <= kMaxDims, "{}: CUDA kernels take tensors of rank <= {}, got shape {}", op, kMaxDims,
+              shape_str(t.shape()));
+  Geom g;
+  g.ndim = static_cast<int>(t.dim());
+  for (int d = 0; d < g.ndim; ++d) {
+    g.size[d] = t.size(d);
+    g.stride[d] = t.stride(d);
+  }
+  return g;
 }
 
 }  // namespace hydra::cuda

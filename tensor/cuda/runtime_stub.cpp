@@ -4,18 +4,34 @@
 
 namespace hydra::cuda {
 
+namespace {
+[[noreturn]] void no_cuda(const char* what) {
+  HYDRA_CHECK_ENV(false, "{}: this build has no CUDA backend (configured without nvcc or with HYDRA_CUDA=OFF)", what);
+}
+}  // namespace
+
 bool is_built() { return false; }
 int device_count() { return 0; }
-std::string device_name(int index) {
-  HYDRA_CHECK_ENV(false, "cuda:{}: this build has no CUDA backend (configured without nvcc or with HYDRA_CUDA=OFF)",
-                  index);
-}
+std::string device_name(int index) { no_cuda(fmt::format("cuda:{}", index).c_str()); }
 std::string runtime_version() { return "built without CUDA"; }
-Allocator& allocator(int index) {
-  HYDRA_CHECK_ENV(false,
-                  "cannot place a tensor on cuda:{}: this build has no CUDA backend (configured without nvcc or "
-                  "with HYDRA_CUDA=OFF)",
-                  index);
-}
+Allocator& allocator(int index) { no_cuda(fmt::format("cannot place a tensor on cuda:{}", index).c_str()); }
+int current_device() { no_cuda("cuda::current_device"); }
+void set_device(int) { no_cuda("cuda::set_device"); }
+DeviceGuard::DeviceGuard(int) : prev_(0) { no_cuda("cuda::DeviceGuard"); }
+DeviceGuard::~DeviceGuard() = default;
+void synchronize(int) { no_cuda("cuda::synchronize"); }
+StreamHandle compute_stream(int) { no_cuda("cuda::compute_stream"); }
+StreamHandle create_stream(int) { no_cuda("cuda::create_stream"); }
+void destroy_stream(StreamHandle) { no_cuda("cuda::destroy_stream"); }
+Event::Event(int, bool) { no_cuda("cuda::Event"); }
+Event::~Event() = default;
+void Event::record(StreamHandle) { no_cuda("cuda::Event::record"); }
+void Event::wait(StreamHandle) const { no_cuda("cuda::Event::wait"); }
+void Event::synchronize() const { no_cuda("cuda::Event::synchronize"); }
+float Event::elapsed_ms(const Event&) const { no_cuda("cuda::Event::elapsed_ms"); }
+MemoryStats memory_stats(int) { no_cuda("cuda::memory_stats"); }
+void reset_peak_memory_stats(int) { no_cuda("cuda::reset_peak_memory_stats"); }
+void empty_cache(int) { no_cuda("cuda::empty_cache"); }
+void set_poison_allocations(bool) {}
 
 }  // namespace hydra::cuda

@@ -3,6 +3,7 @@
 #include "tensor/ops/elementwise.h"
 
 #include "tensor/cpu/loops.h"
+#include "tensor/cuda/ops.h"
 #include "tensor/dispatch.h"
 #include "tensor/ops/elementwise_functors.h"
 
@@ -130,7 +131,7 @@ Tensor unary(UnaryOp op, const Tensor& x) {
   Tensor out = empty(x.shape(), x.dtype(), x.device());
   switch (x.device().type) {
     case DeviceType::CPU: unary_cpu(op, x, out); break;
-    case DeviceType::CUDA: cuda_kernel_missing(name);
+    case DeviceType::CUDA: cuda::unary(op, x, out); break;
   }
   return out;
 }
@@ -148,7 +149,7 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   Tensor out = empty(s, a.dtype(), a.device());
   switch (a.device().type) {
     case DeviceType::CPU: binary_cpu(op, a.expand(s), b.expand(s), out); break;
-    case DeviceType::CUDA: cuda_kernel_missing(name);
+    case DeviceType::CUDA: cuda::binary(op, a.expand(s), b.expand(s), out); break;
   }
   return out;
 }
@@ -162,7 +163,7 @@ Tensor compare(CompareOp op, const Tensor& a, const Tensor& b) {
   Tensor out = empty(s, DType::Bool, a.device());
   switch (a.device().type) {
     case DeviceType::CPU: compare_cpu(op, a.expand(s), b.expand(s), out); break;
-    case DeviceType::CUDA: cuda_kernel_missing("compare");
+    case DeviceType::CUDA: cuda::compare(op, a.expand(s), b.expand(s), out); break;
   }
   return out;
 }
@@ -191,7 +192,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   Tensor out = empty(s, a.dtype(), a.device());
   switch (a.device().type) {
     case DeviceType::CPU: where_cpu(cond.expand(s), a.expand(s), b.expand(s), out); break;
-    case DeviceType::CUDA: cuda_kernel_missing("where");
+    case DeviceType::CUDA: cuda::where(cond.expand(s), a.expand(s), b.expand(s), out); break;
   }
   return out;
 }
@@ -204,8 +205,9 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
   return where(mask, scalar_tensor(value, x.dtype(), x.device()), x);
 }
 
-Tensor& binary_(BinaryOp op, Tensor& dst, const Tensor& src) {
+Tensor& binary_(BinaryOp op, Tensor& dst, const Tensor& src_in) {
   const char* name = binary_op_name(op);
+  const Tensor src = dst.may_overlap(src_in) ? src_in.clone() : src_in;  // e.g. x[1:] += x[:-1]
   check_same_device(dst, src, name);
   check_same_dtype(dst, src, name);
   HYDRA_CHECK(broadcast_shapes(dst.shape(), src.shape(), name) == dst.shape(),
@@ -215,7 +217,7 @@ Tensor& binary_(BinaryOp op, Tensor& dst, const Tensor& src) {
               shape_str(dst.shape()));
   switch (dst.device().type) {
     case DeviceType::CPU: binary_cpu(op, dst, src.expand(dst.shape()), dst); break;
-    case DeviceType::CUDA: cuda_kernel_missing(name);
+    case DeviceType::CUDA: cuda::binary(op, dst, src.expand(dst.shape()), dst); break;
   }
   return dst;
 }

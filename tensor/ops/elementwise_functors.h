@@ -1,13 +1,50 @@
 #pragma once
-// Scalar functors of the elementwise ops, usable on host and device (HYDRA_HD). Arithmetic runs in
-// compute_t<T> (float for bfloat16). with_*_functor<T>(op, k) calls k(functor) for the op: one switch here,
-// shared by the CPU kernels and, later, the CUDA kernels.
+// Scalar functors of the elementwise ops, usable on host and device (HYDRA_HD). Each is a named struct (nvcc
+// does not allow device lambdas in the places these are made). Arithmetic runs in compute_t<T> (float for
+// bfloat16): Lift1/Lift2/LiftCmp convert in and out. with_*_functor<T>(op, k) calls k(functor) for the op:
+// one switch, shared by the CPU kernels and the CUDA kernels.
 #include <cmath>
+#include <type_traits>
 
 #include "tensor/dtype.h"
 #include "tensor/ops/elementwise.h"
 
 namespace hydra {
+
+namespace fn {
+// clang-format off
+struct Neg { template <class C> HYDRA_HD C operator()(C x) const { return -x; } };
+struct Abs { template <class C> HYDRA_HD C operator()(C x) const { return x < C(0) ? -x : x; } };
+struct Relu { template <class C> HYDRA_HD C operator()(C x) const { return x > C(0) ? x : C(0); } };
+struct Square { template <class C> HYDRA_HD C operator()(C x) const { return x * x; } };
+struct Exp { template <class C> HYDRA_HD C operator()(C x) const { return std::exp(x); } };
+struct Log { template <class C> HYDRA_HD C operator()(C x) const { return std::log(x); } };
+struct Sqrt { template <class C> HYDRA_HD C operator()(C x) const { return std::sqrt(x); } };
+struct Rsqrt { template <class C> HYDRA_HD C operator()(C x) const { return C(1) / std::sqrt(x); } };
+struct Sigmoid { template <class C> HYDRA_HD C operator()(C x) const { return C(1) / (C(1) + std::exp(-x)); } };
+struct Silu { template <class C> HYDRA_HD C operator()(C x) const { return x / (C(1) + std::exp(-x)); } };
+struct Tanh { template <class C> HYDRA_HD C operator()(C x) const { return std::tanh(x); } };
+struct Reciprocal { template <class C> HYDRA_HD C operator()(C x) const { return C(1) / x; } };
+struct Sin { template <class C> HYDRA_HD C operator()(C x) const { return std::sin(x); } };
+struct Cos { template <class C> HYDRA_HD C operator()(C x) const { return std::cos(x); } };
+
+struct Add { template <class C> HYDRA_HD C operator()(C a, C b) const { return a + b; } };
+struct Sub { template <class C> HYDRA_HD C operator()(C a, C b) const { return a - b; } };
+struct Mul { template <class C> HYDRA_HD C operator()(C a, C b) const { return a * b; } };
+struct Div { template <class C> HYDRA_HD C operator()(C a, C b) const { return a / b; } };
+struct Pow { template <class C> HYDRA_HD C operator()(C a, C b) const { return std::pow(a, b); } };
+// NaN propagates: a NaN on either side wins.
+struct Maximum { template <class C> HYDRA_HD C operator()(C a, C b) const { return (a > b || a != a) ? a : b; } };
+struct Minimum { template <class C> HYDRA_HD C operator()(C a, C b) const { return (a < b || a != a) ? a : b; } };
+
+struct Eq { template <class C> HYDRA_HD bool operator()(C a, C b) const { return a == b; } };
+struct Ne { template <class C> HYDRA_HD bool operator()(C a, C b) const { return a != b; } };
+struct Lt { template <class C> HYDRA_HD bool operator()(C a, C b) const { return a < b; } };
+struct Le { template <class C> HYDRA_HD bool operator()(C a, C b) const { return a <= b; } };
+struct Gt { template <class C> HYDRA_HD bool operator()(C a, C b) const { return a > b; } };
+struct Ge { template <class C> HYDRA_HD bool operator()(C a, C b) const { return a >= b; } };
+// clang-format on
+}  // namespace fn
 
 template <typename T, typename F>
 struct Lift1 {  // applies F in compute_t<T> and rounds back to T
@@ -19,30 +56,33 @@ struct Lift2 {
   F f;
   HYDRA_HD T operator()(T a, T b) const { return T(f(static_cast<compute_t<T>>(a), static_cast<compute_t<T>>(b))); }
 };
+template <typename T, typename F>
+struct LiftCmp {  // compares in compute_t<T>
+  F f;
+  HYDRA_HD bool operator()(T a, T b) const { return f(static_cast<compute_t<T>>(a), static_cast<compute_t<T>>(b)); }
+};
 
 template <typename T, typename K>
 void with_unary_functor(UnaryOp op, K&& k) {
-  using C = compute_t<T>;
-  auto lift = [&](auto f) { k(Lift1<T, decltype(f)>{f}); };
   switch (op) {
-    case UnaryOp::Neg: return lift([] HYDRA_HD(C x) -> C { return -x; });
-    case UnaryOp::Abs: return lift([] HYDRA_HD(C x) -> C { return x < C(0) ? -x : x; });
-    case UnaryOp::Relu: return lift([] HYDRA_HD(C x) -> C { return x > C(0) ? x : C(0); });
-    case UnaryOp::Square: return lift([] HYDRA_HD(C x) -> C { return x * x; });
+    case UnaryOp::Neg: return k(Lift1<T, fn::Neg>{});
+    case UnaryOp::Abs: return k(Lift1<T, fn::Abs>{});
+    case UnaryOp::Relu: return k(Lift1<T, fn::Relu>{});
+    case UnaryOp::Square: return k(Lift1<T, fn::Square>{});
     default: break;
   }
-  if constexpr (std::is_floating_point_v<C>) {
+  if constexpr (std::is_floating_point_v<compute_t<T>>) {
     switch (op) {
-      case UnaryOp::Exp: return lift([] HYDRA_HD(C x) -> C { return std::exp(x); });
-      case UnaryOp::Log: return lift([] HYDRA_HD(C x) -> C { return std::log(x); });
-      case UnaryOp::Sqrt: return lift([] HYDRA_HD(C x) -> C { return std::sqrt(x); });
-      case UnaryOp::Rsqrt: return lift([] HYDRA_HD(C x) -> C { return C(1) / std::sqrt(x); });
-      case UnaryOp::Sigmoid: return lift([] HYDRA_HD(C x) -> C { return C(1) / (C(1) + std::exp(-x)); });
-      case UnaryOp::Silu: return lift([] HYDRA_HD(C x) -> C { return x / (C(1) + std::exp(-x)); });
-      case UnaryOp::Tanh: return lift([] HYDRA_HD(C x) -> C { return std::tanh(x); });
-      case UnaryOp::Reciprocal: return lift([] HYDRA_HD(C x) -> C { return C(1) / x; });
-      case UnaryOp::Sin: return lift([] HYDRA_HD(C x) -> C { return std::sin(x); });
-      case UnaryOp::Cos: return lift([] HYDRA_HD(C x) -> C { return std::cos(x); });
+      case UnaryOp::Exp: return k(Lift1<T, fn::Exp>{});
+      case UnaryOp::Log: return k(Lift1<T, fn::Log>{});
+      case UnaryOp::Sqrt: return k(Lift1<T, fn::Sqrt>{});
+      case UnaryOp::Rsqrt: return k(Lift1<T, fn::Rsqrt>{});
+      case UnaryOp::Sigmoid: return k(Lift1<T, fn::Sigmoid>{});
+      case UnaryOp::Silu: return k(Lift1<T, fn::Silu>{});
+      case UnaryOp::Tanh: return k(Lift1<T, fn::Tanh>{});
+      case UnaryOp::Reciprocal: return k(Lift1<T, fn::Reciprocal>{});
+      case UnaryOp::Sin: return k(Lift1<T, fn::Sin>{});
+      case UnaryOp::Cos: return k(Lift1<T, fn::Cos>{});
       default: break;
     }
   }
@@ -51,20 +91,18 @@ void with_unary_functor(UnaryOp op, K&& k) {
 
 template <typename T, typename K>
 void with_binary_functor(BinaryOp op, K&& k) {
-  using C = compute_t<T>;
-  auto lift = [&](auto f) { k(Lift2<T, decltype(f)>{f}); };
   switch (op) {
-    case BinaryOp::Add: return lift([] HYDRA_HD(C a, C b) -> C { return a + b; });
-    case BinaryOp::Sub: return lift([] HYDRA_HD(C a, C b) -> C { return a - b; });
-    case BinaryOp::Mul: return lift([] HYDRA_HD(C a, C b) -> C { return a * b; });
-    case BinaryOp::Maximum: return lift([] HYDRA_HD(C a, C b) -> C { return (a > b || a != a) ? a : b; });
-    case BinaryOp::Minimum: return lift([] HYDRA_HD(C a, C b) -> C { return (a < b || a != a) ? a : b; });
+    case BinaryOp::Add: return k(Lift2<T, fn::Add>{});
+    case BinaryOp::Sub: return k(Lift2<T, fn::Sub>{});
+    case BinaryOp::Mul: return k(Lift2<T, fn::Mul>{});
+    case BinaryOp::Maximum: return k(Lift2<T, fn::Maximum>{});
+    case BinaryOp::Minimum: return k(Lift2<T, fn::Minimum>{});
     default: break;
   }
-  if constexpr (std::is_floating_point_v<C>) {
+  if constexpr (std::is_floating_point_v<compute_t<T>>) {
     switch (op) {
-      case BinaryOp::Div: return lift([] HYDRA_HD(C a, C b) -> C { return a / b; });
-      case BinaryOp::Pow: return lift([] HYDRA_HD(C a, C b) -> C { return std::pow(a, b); });
+      case BinaryOp::Div: return k(Lift2<T, fn::Div>{});
+      case BinaryOp::Pow: return k(Lift2<T, fn::Pow>{});
       default: break;
     }
   }
@@ -73,17 +111,13 @@ void with_binary_functor(BinaryOp op, K&& k) {
 
 template <typename T, typename K>
 void with_compare_functor(CompareOp op, K&& k) {
-  using C = compute_t<T>;
-  auto cmp = [&](auto f) {
-    k([f] HYDRA_HD(T a, T b) -> bool { return f(static_cast<C>(a), static_cast<C>(b)); });
-  };
   switch (op) {
-    case CompareOp::Eq: return cmp([] HYDRA_HD(C a, C b) { return a == b; });
-    case CompareOp::Ne: return cmp([] HYDRA_HD(C a, C b) { return a != b; });
-    case CompareOp::Lt: return cmp([] HYDRA_HD(C a, C b) { return a < b; });
-    case CompareOp::Le: return cmp([] HYDRA_HD(C a, C b) { return a <= b; });
-    case CompareOp::Gt: return cmp([] HYDRA_HD(C a, C b) { return a > b; });
-    case CompareOp::Ge: return cmp([] HYDRA_HD(C a, C b) { return a >= b; });
+    case CompareOp::Eq: return k(LiftCmp<T, fn::Eq>{});
+    case CompareOp::Ne: return k(LiftCmp<T, fn::Ne>{});
+    case CompareOp::Lt: return k(LiftCmp<T, fn::Lt>{});
+    case CompareOp::Le: return k(LiftCmp<T, fn::Le>{});
+    case CompareOp::Gt: return k(LiftCmp<T, fn::Gt>{});
+    case CompareOp::Ge: return k(LiftCmp<T, fn::Ge>{});
   }
 }
 

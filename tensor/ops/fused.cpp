@@ -141,6 +141,7 @@ void cross_entropy_fwd_kernel(const T* logits, const I* targets, stat_t<T>* lse,
       double m = -std::numeric_limits<double>::infinity(), s = 0.0;
       for (int64_t v = 0; v < V; ++v) {
         const double z = to_double(xr[v]);
+        if (z == -std::numeric_limits<double>::infinity()) continue;  // masked logit: adds exp(-inf) = 0
         if (z > m) {
           s = s * std::exp(m - z) + 1.0;
           m = z;

@@ -185,7 +185,7 @@ void check_scatter_args(const Tensor& base, int64_t& dim, const Tensor& idx, con
   HYDRA_CHECK(base.dtype() != DType::Bool, "{}: bool tensors cannot be accumulated (base shape {})", op,
               shape_str(base.shape()));
   HYDRA_CHECK(base.dim() >= 1, "{}: base must have rank >= 1, got shape {}", op, shape_str(base.shape()));
-  dim = wrap_dim(dim, base.dim(), op);
+  dim = wrap_dim(dim, base.shape(), op);
   HYDRA_CHECK(idx.dim() == base.dim() && src.dim() == base.dim(),
               "{}: base {}, idx {} and src {} must have the same rank", op, shape_str(base.shape()),
               shape_str(idx.shape()), shape_str(src.shape()));
@@ -209,7 +209,7 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
     HYDRA_CHECK(xs[i].defined(), "concat: tensor {} of {} is undefined", i, xs.size());
   const Tensor& x0 = xs[0];
   HYDRA_CHECK(x0.dim() >= 1, "concat: tensors must have rank >= 1, got shape {} at position 0", shape_str(x0.shape()));
-  dim = wrap_dim(dim, x0.dim(), "concat");
+  dim = wrap_dim(dim, x0.shape(), "concat");
   Shape out_shape = x0.shape();
   out_shape[dim] = 0;
   for (std::size_t i = 0; i < xs.size(); ++i) {
@@ -249,7 +249,7 @@ Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
   check_defined(x, "split", "x");
   HYDRA_CHECK(x.dim() >= 1, "split: x must have rank >= 1, got shape {}", shape_str(x.shape()));
-  dim = wrap_dim(dim, x.dim(), "split");
+  dim = wrap_dim(dim, x.shape(), "split");
   int64_t total = 0;
   for (std::size_t i = 0; i < sizes.size(); ++i) {
     HYDRA_CHECK(sizes[i] >= 0, "split: size {} at position {} is negative (sizes {})", sizes[i], i, sizes_str(sizes));
@@ -271,7 +271,7 @@ std::vector<Tensor> chunk(const Tensor& x, int64_t n, int64_t dim) {
   check_defined(x, "chunk", "x");
   HYDRA_CHECK(n >= 1, "chunk: number of chunks must be >= 1, got {} (x shape {})", n, shape_str(x.shape()));
   HYDRA_CHECK(x.dim() >= 1, "chunk: x must have rank >= 1, got shape {}", shape_str(x.shape()));
-  dim = wrap_dim(dim, x.dim(), "chunk");
+  dim = wrap_dim(dim, x.shape(), "chunk");
   const int64_t S = x.size(dim);
   std::vector<int64_t> sizes;
   if (S == 0) {
@@ -293,7 +293,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& idx) {
   check_index_dtype(idx, "index_select", "idx");
   check_rank(idx, 1, "index_select", "idx");
   HYDRA_CHECK(x.dim() >= 1, "index_select: x must have rank >= 1, got shape {}", shape_str(x.shape()));
-  dim = wrap_dim(dim, x.dim(), "index_select");
+  dim = wrap_dim(dim, x.shape(), "index_select");
   Shape out_shape = x.shape();
   out_shape[dim] = idx.numel();
   Tensor out = empty(out_shape, x.dtype(), x.device());
@@ -320,7 +320,7 @@ Tensor index_add(const Tensor& x, int64_t dim, const Tensor& idx, const Tensor& 
   HYDRA_CHECK(x.dtype() != DType::Bool, "index_add: bool tensors cannot be accumulated (x shape {})",
               shape_str(x.shape()));
   HYDRA_CHECK(x.dim() >= 1, "index_add: x must have rank >= 1, got shape {}", shape_str(x.shape()));
-  dim = wrap_dim(dim, x.dim(), "index_add");
+  dim = wrap_dim(dim, x.shape(), "index_add");
   Shape want = x.shape();
   want[dim] = idx.numel();
   HYDRA_CHECK(src.shape() == want, "index_add: src has shape {} but expected {} (x shape {} with dim {} replaced by "
@@ -344,7 +344,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& idx) {
   check_same_device(x, idx, "gather");
   check_index_dtype(idx, "gather", "idx");
   HYDRA_CHECK(x.dim() >= 1, "gather: x must have rank >= 1, got shape {}", shape_str(x.shape()));
-  dim = wrap_dim(dim, x.dim(), "gather");
+  dim = wrap_dim(dim, x.shape(), "gather");
   HYDRA_CHECK(idx.dim() == x.dim(), "gather: idx shape {} must have the rank of x shape {}", shape_str(idx.shape()),
               shape_str(x.shape()));
   for (int64_t d = 0; d < x.dim(); ++d)

@@ -5,6 +5,7 @@
 #include <Eigen/Core>
 
 #include "tensor/cpu/loops.h"
+#include "tensor/cuda/ops.h"
 #include "tensor/dispatch.h"
 
 namespace hydra {
@@ -25,7 +26,11 @@ MatView matrix_view(const Tensor& t, Trans tr) {
   return v;
 }
 
-bool gemm_readable(const MatView& v) { return v.cs == 1 || v.rs == 1; }
+// Eigen reads a matrix in place when one of its strides is 1 and the other is a real (non-zero, non-overlapping)
+// leading dimension; broadcast (stride-0) matrices are copied first.
+bool gemm_readable(const MatView& v) {
+  return (v.cs == 1 && v.rs >= v.cols) || (v.rs == 1 && v.cs >= v.rows);
+}
 
 template <typename T>
 using RowMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, 0,
@@ -120,7 +125,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, Trans ta, Trans tb) {
         matmul_cpu<double>(a, b, ta, tb, out);
       }
       break;
-    case DeviceType::CUDA: cuda_kernel_missing("matmul");
+    case DeviceType::CUDA: cuda::matmul(a, b, ta, tb, out); break;
   }
   return out;
 }

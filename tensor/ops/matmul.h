@@ -5,6 +5,10 @@
 // multiplied with float32 accumulation and rounded back. Strided inputs whose matrices have a unit stride in
 // either of their last two dims (row- or column-major slices, e.g. transposed views) are read in place; other
 // layouts are copied to contiguous first.
+// Broadcast (stride-0) matrices are copied first.
+// Determinism: on the CPU, Eigen splits large products between threads by the thread count, so the last bits
+// of a large product may differ between runs with different OMP_NUM_THREADS (the same thread count gives the
+// same result). Every other CPU op gives identical results for any thread count.
 // FLOPs: 2·batch·M·N·K.
 #include "tensor/tensor_core.h"
 

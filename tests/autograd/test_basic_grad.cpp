@@ -105,3 +105,30 @@ TEST_CASE("cast: the gradient is cast back to the input dtype") {
   CHECK(ag::grad(x).dtype() == DType::Float64);
   CHECK(ag::grad(x).to_vector<double>() == std::vector<double>{2, 4, 4});
 }
+
+TEST_CASE("gradcheck: empty and size-1 dims, expanded matmul operands") {
+  auto bin = [](BinaryOp op) {
+    return [op](const std::vector<Tensor>& in) { return std::vector<Tensor>{ag::binary(op, in[0], in[1])}; };
+  };
+  check_gradcheck("add empty", bin(BinaryOp::Add), {leaf(randn_t({0, 3})), leaf(randn_t({3}))});
+  check_gradcheck("mul size-1", bin(BinaryOp::Mul), {leaf(randn_t({1, 1})), leaf(randn_t({4, 1}))});
+  auto mm = [](const std::vector<Tensor>& in) { return std::vector<Tensor>{ag::matmul(in[0], in[1])}; };
+  check_gradcheck("matmul K=0", mm, {leaf(randn_t({2, 0})), leaf(randn_t({0, 3}))});
+  check_gradcheck("matmul M=0", mm, {leaf(randn_t({0, 4})), leaf(randn_t({4, 2}))});
+  check_gradcheck("matmul 1x1", mm, {leaf(randn_t({1, 1})), leaf(randn_t({1, 1}))});
+  check_gradcheck("matmul expanded row", [](const std::vector<Tensor>& in) {
+    return std::vector<Tensor>{ag::matmul(ag::expand(in[0], {4, 3}), in[1])};
+  }, {leaf(randn_t({1, 3})), leaf(randn_t({3, 2}))});
+  check_gradcheck("exp empty", [](const std::vector<Tensor>& in) { return std::vector<Tensor>{ag::exp(in[0])}; },
+                  {leaf(randn_t({2, 0, 3}))});
+}
+
+TEST_CASE("backward with an expanded upstream gradient") {
+  Tensor x = leaf(randn_t({3, 4})), w = leaf(randn_t({4, 2}));
+  Tensor y = ag::matmul(x, w);
+  ag::backward(y, ones({1, 2}, DType::Float64).expand({3, 2}));
+  // dx = 1·wᵀ for every row: each row of dx is the row sums of w.
+  std::vector<double> wv = w.to_vector<double>(), gx = ag::grad(x).to_vector<double>();
+  for (int64_t i = 0; i < 3; ++i)
+    for (int64_t k = 0; k < 4; ++k) CHECK(gx[i * 4 + k] == doctest::Approx(wv[k * 2] + wv[k * 2 + 1]));
+}

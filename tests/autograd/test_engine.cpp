@@ -5,7 +5,7 @@
 using namespace hydra;
 using namespace hydra::test;
 
-TEST_CASE("backward from a scalar accumulates into leaves; fan-out sums") {
+TEST_CASE("backward from a scalar accumulates into leaves, fan-out sums") {
   Tensor x = leaf(from_vector<double>({1, 2, 3}, {3}));
   // y = sum(x * x + x), written with fan-out of x into both terms: dy/dx = 2x + 1.
   Tensor t = ag::add(ag::mul(x, x), x);
@@ -41,7 +41,7 @@ TEST_CASE("retain_graph: a second backward without it is an error naming the nod
   check_throws_with([&] { ag::backward(y, ones({2}, DType::Float64)); }, {"backward", "exp", "retain_graph"});
 }
 
-TEST_CASE("NoGradGuard records nothing; detach cuts the graph") {
+TEST_CASE("NoGradGuard records nothing, detach cuts the graph") {
   Tensor x = leaf(from_vector<double>({1, 2}, {2}));
   {
     ag::NoGradGuard guard;

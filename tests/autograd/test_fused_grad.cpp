@@ -107,7 +107,7 @@ Tensor composed_causal_conv1d(const Tensor& x, const Tensor& w, const Tensor& bi
 // ---------------------------------------------------------------------------------------------------------
 // gradcheck
 
-TEST_CASE("gradcheck rms_norm (x and w; D = 1; strided x)") {
+TEST_CASE("gradcheck rms_norm (x and w, D = 1, strided x)") {
   const double eps = 1e-5;
   auto fn = [eps](const std::vector<Tensor>& in) { return std::vector<Tensor>{ag::rms_norm(in[0], in[1], eps)}; };
   check_gradcheck("rms_norm", fn, {leaf(randn_t({3, 7})), leaf(rand_t({7}, 0.5, 1.5))});
@@ -146,7 +146,7 @@ TEST_CASE("gradcheck rotary (offset, T = 1, 4-d)") {
   check_gradcheck("rotary strided", at(17), {leaf(randn_t({2, 5, 3, 4}).transpose(1, 2))});
 }
 
-TEST_CASE("gradcheck causal_conv1d (x, w, bias, cache; both outputs; K = 1; K > T)") {
+TEST_CASE("gradcheck causal_conv1d (x, w, bias, cache, both outputs, K = 1, K > T)") {
   auto fn = [](const std::vector<Tensor>& in) {
     CausalConv1dOutput o = ag::causal_conv1d(in[0], in[1], in[2], in[3]);
     std::vector<Tensor> outs{o.y};

@@ -166,3 +166,94 @@ TEST_CASE("elementwise results do not depend on the thread count") {
   omp_set_num_threads(keep);
   CHECK(one == many);
 }
+
+TEST_CASE("comparisons match float64 loops for floating and integer dtypes") {
+  const CompareOp ops[] = {CompareOp::Eq, CompareOp::Ne, CompareOp::Lt, CompareOp::Le, CompareOp::Gt, CompareOp::Ge};
+  for (DType dt : {DType::Float64, DType::Float32, DType::BFloat16, DType::Int32, DType::Int64}) {
+    // Small integers so that equal values occur (ties exercise Eq/Le/Ge).
+    Generator gen_a = fresh_generator();
+    Tensor a = randint(-3, 4, {6, 7}, gen_a).to(dt);
+    Tensor b = randint(-3, 4, {7}, gen_a).to(dt);
+    std::vector<double> va = a.to_vector<double>(), vb = b.to_vector<double>();
+    for (CompareOp op : ops) {
+      INFO(dtype_name(dt) << " op " << static_cast<int>(op));
+      std::vector<int64_t> want;
+      for (int64_t i = 0; i < 6; ++i)
+        for (int64_t j = 0; j < 7; ++j) {
+          const double x = va[i * 7 + j], y = vb[j];
+          bool r = false;
+          switch (op) {
+            case CompareOp::Eq: r = x == y; break;
+            case CompareOp::Ne: r = x != y; break;
+            case CompareOp::Lt: r = x < y; break;
+            case CompareOp::Le: r = x <= y; break;
+            case CompareOp::Gt: r = x > y; break;
+            case CompareOp::Ge: r = x >= y; break;
+          }
+          want.push_back(r);
+        }
+      Tensor got = compare(op, a.transpose(0, 1).transpose(0, 1), b);
+      CHECK(got.dtype() == DType::Bool);
+      CHECK(got.to_vector<int64_t>() == want);
+    }
+  }
+}
+
+TEST_CASE("integer unary and binary ops match int64 loops") {
+  Tensor a = from_vector<int64_t>({5, -7, 0, 12, -1, 3}, {2, 3});
+  Tensor b = from_vector<int64_t>({2, 3, -4}, {3});
+  for (DType dt : {DType::Int32, DType::Int64}) {
+    Tensor x = a.to(dt), y = b.to(dt);
+    CHECK(sub(x, y).to_vector<int64_t>() == std::vector<int64_t>{3, -10, 4, 10, -4, 7});
+    CHECK(neg(x).to_vector<int64_t>() == std::vector<int64_t>{-5, 7, 0, -12, 1, -3});
+    CHECK(relu(x).to_vector<int64_t>() == std::vector<int64_t>{5, 0, 0, 12, 0, 3});
+    CHECK(square(x).to_vector<int64_t>() == std::vector<int64_t>{25, 49, 0, 144, 1, 9});
+    CHECK(maximum(x, y).to_vector<int64_t>() == std::vector<int64_t>{5, 3, 0, 12, 3, 3});
+    CHECK(minimum(x, y).to_vector<int64_t>() == std::vector<int64_t>{2, -7, -4, 2, -1, -4});
+    check_throws_with([&] { div(x, y); }, {"div", dtype_name(dt).data()});
+  }
+}
+
+TEST_CASE("binary ops read non-contiguous operands (transposed, sliced with offset, expanded)") {
+  for (DType dt : {DType::Float64, DType::Float32, DType::BFloat16}) {
+    INFO(dtype_name(dt));
+    Tensor base = randn_t({9, 8}, dt);
+    Tensor a = base.slice(0, 1, 9, 2).transpose(0, 1);  // (8, 4), offset 8, strides (1, 16)
+    Tensor b = randn_t({4, 8}, dt).transpose(0, 1);     // (8, 4), strides (1, 8)
+    Tensor c = randn_t({1, 4}, dt).expand({8, 4});      // stride-0 rows
+    for (BinaryOp op : {BinaryOp::Add, BinaryOp::Mul, BinaryOp::Sub}) {
+      check_close(binary(op, a, b), ref_binary_tensor(op, a.contiguous(), b.contiguous()), "strided");
+      check_close(binary(op, a, c), ref_binary_tensor(op, a.contiguous(), c.contiguous()), "expanded");
+    }
+  }
+}
+
+TEST_CASE("in-place ops with an overlapping source read the source as it was") {
+  Tensor x = arange(0, 8, 1, DType::Float64);
+  Tensor tail = x.slice(0, 1, 8), head = x.slice(0, 0, 7);
+  add_(tail, head);  // x[1:] += x[:-1] with the old values: 0, 1, 3, 5, 7, 9, 11, 13
+  CHECK(x.to_vector<double>() == std::vector<double>{0, 1, 3, 5, 7, 9, 11, 13});
+  Tensor z = arange(0, 9, 1, DType::Float64).view({3, 3});
+  z.copy_(z.transpose(0, 1));
+  CHECK(z.to_vector<double>() == std::vector<double>{0, 3, 6, 1, 4, 7, 2, 5, 8});
+}
+
+TEST_CASE("elementwise and reduction results are identical for 1 and several threads") {
+  Tensor a = randn_t({300, 257}, DType::Float32);
+  auto run = [&] {
+    Generator gen7(7);
+    std::vector<float> out = silu(a).to_vector<float>();
+    for (float v : sum(a, {0}).to_vector<float>()) out.push_back(v);
+    for (float v : softmax(a, -1).to_vector<float>()) out.push_back(v);
+    for (float v : rms_norm_forward(a, ones({257}), 1e-5).y.to_vector<float>()) out.push_back(v);
+    out.push_back(cross_entropy_forward(a, randint(0, 257, {300}, gen7)).loss.to_vector<float>()[0]);
+    return out;
+  };
+  const int keep = omp_get_max_threads();
+  omp_set_num_threads(1);
+  std::vector<float> one = run();
+  omp_set_num_threads(std::max(2, keep));
+  std::vector<float> many = run();
+  omp_set_num_threads(keep);
+  CHECK(one == many);
+}

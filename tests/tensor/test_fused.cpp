@@ -276,7 +276,7 @@ TEST_CASE("causal_conv1d_forward matches SPEC 2.6 loops (K = 1, K > T, T = 1, ca
   }
 }
 
-TEST_CASE("causal_conv1d_forward: streaming in chunks with the cache equals one pass; strided x") {
+TEST_CASE("causal_conv1d_forward: streaming in chunks with the cache equals one pass, strided x") {
   const int64_t B = 2, T = 9, C = 4, K = 4;
   Tensor x = randn_t({B, T, C}), w = randn_t({C, K}), bias = randn_t({C});
   CausalConv1dOutput full = causal_conv1d_forward(x, w, bias, Tensor());
@@ -340,4 +340,18 @@ TEST_CASE("fused ops reject bad arguments with messages naming the values") {
         rms_norm_forward(randn_t({2, 6}), randn_t({6}, DType::Float32), 1e-6);
       },
       {"rms_norm_forward", "dtype"});
+}
+
+TEST_CASE("cross_entropy_forward with masked (-inf) logits, the first column included") {
+  const double inf = std::numeric_limits<double>::infinity();
+  Tensor logits = from_vector<double>({-inf, 1.0, 2.0, 0.5, -inf, 3.0}, {2, 3});
+  Tensor targets = from_vector<int64_t>({2, 0}, {2});
+  auto out = cross_entropy_forward(logits, targets);
+  const double lse0 = std::log(std::exp(1.0) + std::exp(2.0)), lse1 = std::log(std::exp(0.5) + std::exp(3.0));
+  CHECK(out.lse.to_vector<double>()[0] == doctest::Approx(lse0).epsilon(1e-12));
+  CHECK(out.lse.to_vector<double>()[1] == doctest::Approx(lse1).epsilon(1e-12));
+  CHECK(out.loss.item() == doctest::Approx(((lse0 - 2.0) + (lse1 - 0.5)) / 2).epsilon(1e-12));
+  Tensor g = cross_entropy_backward(scalar_tensor(1.0, DType::Float64), logits, targets, out.lse);
+  for (double v : g.to_vector<double>()) CHECK(std::isfinite(v));
+  CHECK(g.to_vector<double>()[0] == 0.0);  // a masked logit gets no gradient
 }

@@ -75,3 +75,19 @@ TEST_CASE("matmul errors name the shapes and transposes") {
   check_throws_with([] { matmul(zeros({2, 2, 3}), zeros({3, 3, 2})); }, {"matmul", "broadcast"});
   check_throws_with([] { matmul(zeros({2, 3}, DType::Int64), zeros({3, 2}, DType::Int64)); }, {"matmul", "int64"});
 }
+
+TEST_CASE("matmul with broadcast (stride-0) matrices and single-row strided views") {
+  Tensor row = from_vector<double>({1, 2, 3}, {1, 3}).expand({4, 3});  // every row the same, rs = 0
+  Tensor w = randn_t({3, 2});
+  check_close(matmul(row, w), ref_matmul(row, w, Trans::No, Trans::No), "expanded rows");
+  Tensor col = randn_t({3, 1}).expand({3, 5});  // cs = 0
+  check_close(matmul(w.transpose(0, 1), col), ref_matmul(w.transpose(0, 1), col, Trans::No, Trans::No), "expanded cols");
+  Tensor wide = randn_t({6, 4});
+  Tensor one_row = wide.slice(0, 2, 3).transpose(0, 1).transpose(0, 1);  // (1, 4) view with offset
+  Tensor strided_row = randn_t({4, 6}).slice(1, 0, 6, 3).transpose(0, 1).slice(0, 0, 1);  // (1, 4), cs = 6
+  Tensor rhs = randn_t({4, 3});
+  check_close(matmul(one_row, rhs), ref_matmul(one_row, rhs, Trans::No, Trans::No), "one row");
+  check_close(matmul(strided_row, rhs), ref_matmul(strided_row, rhs, Trans::No, Trans::No), "strided row");
+  check_close(matmul(rhs, strided_row, Trans::Yes, Trans::Yes), ref_matmul(rhs, strided_row, Trans::Yes, Trans::Yes),
+              "transposed strided row");
+}

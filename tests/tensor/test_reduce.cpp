@@ -154,7 +154,7 @@ TEST_CASE("sum and mean over dim sets match float64 loops, every dtype and layou
   check_close(mean(x), ref_reduce(x, {}, false, ref_mean), "global mean");
 }
 
-TEST_CASE("sum over an empty dim is zero; size-1 dims, 0-d inputs and integer sums are exact") {
+TEST_CASE("sum over an empty dim is zero, size-1 dims, 0-d inputs and integer sums are exact") {
   Tensor e = zeros({3, 0, 2}, DType::Float32);
   Tensor s = sum(e, {1});
   CHECK(s.shape() == Shape{3, 2});
@@ -224,7 +224,7 @@ TEST_CASE("max, min, argmax and argmin along a dim match float64 loops") {
         }
 }
 
-TEST_CASE("max and argmax pick the first index on ties; integers; global forms") {
+TEST_CASE("max and argmax pick the first index on ties, integers, global forms") {
   Tensor xi = from_vector<int64_t>({3, 7, 7, 1, 2, 2, 9, 2, 5, 5, 5, 5}, {3, 4});
   ValuesIndices r = max(xi, 1);
   CHECK(r.values.to_vector<int64_t>() == std::vector<int64_t>{7, 9, 5});
@@ -299,7 +299,7 @@ TEST_CASE("softmax family is stable on a long last dim with inputs of magnitude 
   }
 }
 
-TEST_CASE("cumsum along any dim matches float64 loops; integers are exact") {
+TEST_CASE("cumsum along any dim matches float64 loops, integers are exact") {
   for (DType dt : kFloatTypes)
     for (auto& [layout, x] : inputs_753(dt))
       for (int64_t dim : {0, 1, 2, -1, -3}) {

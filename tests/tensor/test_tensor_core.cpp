@@ -71,7 +71,7 @@ TEST_CASE("views share storage: view, reshape, slice, select, narrow, transpose,
   CHECK(x.to_vector<double>()[4] == 4.0);
 }
 
-TEST_CASE("reshape of a non-contiguous tensor copies; view refuses") {
+TEST_CASE("reshape of a non-contiguous tensor copies, view refuses") {
   Tensor x = arange(0, 6, 1, DType::Float32).view({2, 3}).transpose(0, 1);
   Tensor r = x.reshape({6});
   CHECK(r.storage() != x.storage());

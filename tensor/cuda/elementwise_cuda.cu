@@ -1,0 +1,236 @@
+// Elementwise kernels: copy/cast, fill, unary, binary, compare, where, random fill.
+//
+// Every kernel is a grid-stride loop over the output's elements (row-major linear index i). The output is
+// contiguous; each input is either contiguous (read at i) or strided (read at geom_offset(geom, i)), decided
+// once per launch. Contiguous launches process 4 elements per thread iteration so several loads are in flight.
+// Math runs in compute_t<T> (float for bfloat16) through the same host/device functors as the CPU kernels.
+// Bytes moved per call: each input read once plus the output written once (the benchmark counts this).
+// Reference: the CPU kernels, which tests compare against the float64 loops.
+#include "tensor/cuda/common.cuh"
+#include "tensor/cuda/ops.h"
+#include "tensor/dispatch.h"
+#include "tensor/ops/elementwise_functors.h"
+
+namespace hydra::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+// An input operand as the kernels see it.
+template <typename T>
+struct In {
+  const T* p;
+  Geom g;
+  bool contiguous;
+  __device__ __forceinline__ T operator[](int64_t i) const { return contiguous ? p[i] : p[geom_offset(g, i)]; }
+};
+
+template <typename T>
+In<T> make_in(const Tensor& t, const char* op) {
+  const bool c = t.is_contiguous();
+  return In<T>{static_cast<const T*>(t.raw_data()), c ? Geom{} : make_geom(t, op), c};
+}
+
+template <typename TO, typename TI, typename F>
+__global__ void map1_kernel(TO* out, In<TI> a, int64_t n, F f) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = f(a[i]);
+}
+
+template <typename TO, typename TA, typename TB, typename F>
+__global__ void map2_kernel(TO* out, In<TA> a, In<TB> b, int64_t n, F f) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = f(a[i], b[i]);
+}
+
+// Contiguous fast path: 4 consecutive elements per thread and iteration. No __restrict__: in-place ops
+// (binary_) pass the same buffer as input and output.
+template <typename TO, typename TA, typename TB, typename F>
+__global__ void map2_contig_kernel(TO* out, const TA* a, const TB* b, int64_t n,
+                                   F f) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x * 4;
+  for (int64_t base = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * 4; base < n; base += stride) {
+    if (base + 3 < n) {
+      TA x0 = a[base], x1 = a[base + 1], x2 = a[base + 2], x3 = a[base + 3];
+      TB y0 = b[base], y1 = b[base + 1], y2 = b[base + 2], y3 = b[base + 3];
+      out[base] = f(x0, y0);
+      out[base + 1] = f(x1, y1);
+      out[base + 2] = f(x2, y2);
+      out[base + 3] = f(x3, y3);
+    } else {
+      for (int64_t i = base; i < n; ++i) out[i] = f(a[i], b[i]);
+    }
+  }
+}
+
+template <typename TO, typename TI, typename F>
+__global__ void map1_contig_kernel(TO* out, const TI* a, int64_t n, F f) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x * 4;
+  for (int64_t base = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * 4; base < n; base += stride) {
+    if (base + 3 < n) {
+      TI x0 = a[base], x1 = a[base + 1], x2 = a[base + 2], x3 = a[base + 3];
+      out[base] = f(x0);
+      out[base + 1] = f(x1);
+      out[base + 2] = f(x2);
+      out[base + 3] = f(x3);
+    } else {
+      for (int64_t i = base; i < n; ++i) out[i] = f(a[i]);
+    }
+  }
+}
+
+template <typename TO, typename TI, typename F>
+void launch_map1(const Tensor& out, const Tensor& a, F f, const char* op) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  DeviceGuard guard(out.device().index);
+  cudaStream_t s = stream_of(out);
+  TO* o = static_cast<TO*>(out.raw_data());
+  if (a.is_contiguous()) {
+    map1_contig_kernel<TO, TI><<<grid_for(n, kThreads, 4), kThreads, 0, s>>>(o, static_cast<const TI*>(a.raw_data()),
+                                                                             n, f);
+  } else {
+    map1_kernel<TO, TI><<<grid_for(n, kThreads), kThreads, 0, s>>>(o, make_in<TI>(a, op), n, f);
+  }
+  HYDRA_CUDA_CHECK_LAUNCH("elementwise");
+}
+
+template <typename TO, typename TA, typename TB, typename F>
+void launch_map2(const Tensor& out, const Tensor& a, const Tensor& b, F f, const char* op) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  DeviceGuard guard(out.device().index);
+  cudaStream_t s = stream_of(out);
+  TO* o = static_cast<TO*>(out.raw_data());
+  if (a.is_contiguous() && b.is_contiguous()) {
+    map2_contig_kernel<TO, TA, TB><<<grid_for(n, kThreads, 4), kThreads, 0, s>>>(
+        o, static_cast<const TA*>(a.raw_data()), static_cast<const TB*>(b.raw_data()), n, f);
+  } else {
+    map2_kernel<TO, TA, TB><<<grid_for(n, kThreads), kThreads, 0, s>>>(o, make_in<TA>(a, op), make_in<TB>(b, op), n,
+                                                                      f);
+  }
+  HYDRA_CUDA_CHECK_LAUNCH("elementwise");
+}
+
+template <typename D, typename S>
+struct Convert {
+  __device__ D operator()(S v) const {
+    if constexpr (std::is_same_v<D, bool>) {
+      return static_cast<compute_t<S>>(v) != compute_t<S>(0);
+    } else if constexpr (std::is_same_v<D, BFloat16>) {
+      return BFloat16(static_cast<float>(static_cast<compute_t<S>>(v)));
+    } else {
+      return static_cast<D>(static_cast<compute_t<S>>(v));
+    }
+  }
+};
+
+// dst strided (not contiguous): element i of the row-major order goes to geom_offset(gd, i).
+template <typename D, typename S>
+__global__ void copy_strided_kernel(D* dst, Geom gd, In<S> src, int64_t n) {
+  const Convert<D, S> conv;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[geom_offset(gd, i)] = conv(src[i]);
+}
+
+template <typename T>
+__global__ void fill_kernel(T* dst, Geom gd, bool contiguous, T v, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[contiguous ? i : geom_offset(gd, i)] = v;
+}
+
+template <typename T>
+__global__ void where_kernel(T* out, In<bool> c, In<T> a, In<T> b, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = c[i] ? a[i] : b[i];
+}
+
+template <typename T>
+__global__ void random_kernel(T* out, int64_t n, philox::Stream s, philox::DistParams p) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const double v = philox::sample(s, p, i);
+    if constexpr (std::is_same_v<T, BFloat16>) {
+      out[i] = BFloat16(static_cast<float>(v));
+    } else {
+      out[i] = static_cast<T>(v);
+    }
+  }
+}
+
+}  // namespace
+
+void copy(const Tensor& dst, const Tensor& src) {
+  const Tensor s = src.expand(dst.shape());
+  dispatch_all(dst.dtype(), "copy_", [&]<typename D>() {
+    dispatch_all(s.dtype(), "copy_", [&]<typename S>() {
+      if (dst.is_contiguous()) {
+        launch_map1<D, S>(dst, s, Convert<D, S>{}, "copy_");
+        return;
+      }
+      const int64_t n = dst.numel();
+      if (n == 0) return;
+      DeviceGuard guard(dst.device().index);
+      copy_strided_kernel<D, S><<<grid_for(n, kThreads), kThreads, 0, stream_of(dst)>>>(
+          static_cast<D*>(dst.raw_data()), make_geom(dst, "copy_"), make_in<S>(s, "copy_"), n);
+      HYDRA_CUDA_CHECK_LAUNCH("copy_");
+    });
+  });
+}
+
+void fill(const Tensor& dst, double value) {
+  dispatch_all(dst.dtype(), "fill_", [&]<typename T>() {
+    Tensor v = empty({}, dst.dtype(), kCPU);
+    v.fill_(value);  // the value rounded to T exactly as on the CPU
+    const T tv = *static_cast<const T*>(v.raw_data());
+    const int64_t n = dst.numel();
+    if (n == 0) return;
+    DeviceGuard guard(dst.device().index);
+    fill_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream_of(dst)>>>(
+        static_cast<T*>(dst.raw_data()), dst.is_contiguous() ? Geom{} : make_geom(dst, "fill_"), dst.is_contiguous(),
+        tv, n);
+    HYDRA_CUDA_CHECK_LAUNCH("fill_");
+  });
+}
+
+void random_fill(const Tensor& t, uint64_t seed, uint64_t offset, const philox::DistParams& p) {
+  dispatch_numeric(t.dtype(), "random", [&]<typename T>() {
+    const int64_t n = t.numel();
+    if (n == 0) return;
+    DeviceGuard guard(t.device().index);
+    random_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream_of(t)>>>(static_cast<T*>(t.raw_data()), n,
+                                                                          philox::Stream{seed, offset}, p);
+    HYDRA_CUDA_CHECK_LAUNCH("random");
+  });
+}
+
+void unary(UnaryOp op, const Tensor& x, const Tensor& out) {
+  dispatch_numeric(x.dtype(), unary_op_name(op), [&]<typename T>() {
+    with_unary_functor<T>(op, [&](auto f) { launch_map1<T, T>(out, x, f, unary_op_name(op)); });
+  });
+}
+
+void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  dispatch_numeric(a.dtype(), binary_op_name(op), [&]<typename T>() {
+    with_binary_functor<T>(op, [&](auto f) { launch_map2<T, T, T>(out, a, b, f, binary_op_name(op)); });
+  });
+}
+
+void compare(CompareOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  dispatch_all(a.dtype(), "compare", [&]<typename T>() {
+    with_compare_functor<T>(op, [&](auto f) { launch_map2<bool, T, T>(out, a, b, f, "compare"); });
+  });
+}
+
+void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
+  dispatch_all(a.dtype(), "where", [&]<typename T>() {
+    const int64_t n = out.numel();
+    if (n == 0) return;
+    DeviceGuard guard(out.device().index);
+    where_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream_of(out)>>>(
+        static_cast<T*>(out.raw_data()), make_in<bool>(cond, "where"), make_in<T>(a, "where"), make_in<T>(b, "where"),
+        n);
+    HYDRA_CUDA_CHECK_LAUNCH("where");
+  });
+}
+
+}  // namespace hydra::cuda
