@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds on a GPU machine and runs the gpu-labelled tests (HYDRA_REQUIRE_CUDA=1: no device is a failure), then
+# the whole suite. Usage: scripts/device-check.sh [build-dir]. Logs go to $OUT when set.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build-device}
+out=${OUT:-/tmp}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+cmake -S . -B "$build" -G Ninja -DHYDRA_CUDA=ON > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
+cmake --build "$build" -j16 > "$out/build.log" 2>&1 || { grep -E "error|FAILED" -A5 "$out/build.log" | head -60; exit 1; }
+export HYDRA_REQUIRE_CUDA=1
+(cd "$build" && ctest -L gpu --output-on-failure -j4) > "$out/ctest-gpu.log" 2>&1; rc_gpu=$?
+grep -E "tests passed|Failed|\*\*\*|ERROR|CHECK|logged" "$out/ctest-gpu.log" | head -60
+(cd "$build" && ctest --output-on-failure -j8) > "$out/ctest-all.log" 2>&1; rc_all=$?
+tail -3 "$out/ctest-all.log"
+echo "gpu rc=$rc_gpu all rc=$rc_all"
