@@ -17,7 +17,7 @@ Tensor ref64(const std::function<Tensor(const std::vector<Tensor>&)>& f, const s
 }
 }  // namespace
 
-TEST_SUITE("gpu") {
+TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest label gpu
   TEST_CASE("cuda unary ops match float64 for every floating dtype, contiguous, strided and odd sizes") {
     if (!gpu_available()) return;
     const UnaryOp ops[] = {UnaryOp::Neg, UnaryOp::Exp, UnaryOp::Log, UnaryOp::Sqrt, UnaryOp::Rsqrt,

@@ -11,7 +11,7 @@ namespace {
 const Device kGpu("cuda:0");
 }
 
-TEST_SUITE("gpu") {
+TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest label gpu
   TEST_CASE("cuda runtime: devices are visible and described by name") {
     if (!gpu_available()) return;
     const int n = cuda::device_count();
