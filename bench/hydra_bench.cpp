@@ -2,7 +2,8 @@
 //   * float32 GEMM through hydra::matmul vs the same product written directly with Eigen (wrapper overhead);
 //   * elementwise throughput (GB/s of bytes read + written) vs memcpy of the same buffer size.
 // Timing: steady_clock around each call, warm-up runs first, median of the timed runs (min and max shown).
-// Usage: hydra-bench [--quick] [--threads N]
+// The CUDA section (bench/cuda_bench.cu) runs after the CPU one when a device is present.
+// Usage: hydra-bench [cpu|cuda|all] [--quick] [--threads N]
 #include <omp.h>
 
 #include <Eigen/Core>
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/cuda_bench.h"
 #include "tensor/tensor.h"
 
 using namespace hydra;
@@ -91,20 +93,24 @@ void bench_elementwise(int64_t n, int reps) {
 
 int main(int argc, char** argv) {
   bool quick = false;
+  std::string section = "all";
   int threads = omp_get_max_threads();
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    if (arg == "--quick") {
+    if (arg == "cpu" || arg == "cuda" || arg == "all") {
+      section = arg;
+    } else if (arg == "--quick") {
       quick = true;
     } else if (arg == "--threads" && i + 1 < argc) {
       threads = std::stoi(argv[++i]);
     } else {
-      fmt::print(stderr, "usage: hydra-bench [--quick] [--threads N]\nunknown argument '{}'\n", arg);
+      fmt::print(stderr, "usage: hydra-bench [cpu|cuda|all] [--quick] [--threads N]\nunknown argument '{}'\n", arg);
       return 2;
     }
   }
   omp_set_num_threads(threads);
   Eigen::setNbThreads(threads);
+  if (section == "cuda") return hydra::bench::run_cuda_bench(quick) ? 0 : 1;
   fmt::print("hydra-bench (CPU): {} OpenMP threads, Eigen {}.{}.{} using {} threads{}\n\n", threads,
              EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, Eigen::nbThreads(),
              quick ? ", quick mode" : "");
@@ -118,5 +124,6 @@ int main(int argc, char** argv) {
   bench_elementwise(n, quick ? 5 : 20);
   fmt::print("\nGB/s counts bytes read + written (memcpy: 2·4n; binary ops: 3·4n; unary: 2·4n); the memcpy row is\n"
              "the machine's practical bandwidth ceiling for these access patterns.\n");
+  if (section == "all") hydra::bench::run_cuda_bench(quick);
   return 0;
 }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "tensor/cpu/loops.h"
+#include "tensor/cuda/fused_ops.h"
 #include "tensor/dispatch.h"
 
 namespace hydra {
@@ -480,7 +481,8 @@ RmsNormOutput rms_norm_forward(const Tensor& x, const Tensor& w, double eps) {
       rms_norm_forward_cpu(xc, wc, out.y, out.rstd, N, D, eps);
       break;
     case DeviceType::CUDA:
-      cuda_kernel_missing(op);
+      cuda::rms_norm_forward(xc, wc, out.y, out.rstd, eps);
+      break;
   }
   return out;
 }
@@ -515,7 +517,8 @@ RmsNormGrads rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& 
       rms_norm_backward_cpu(gc, xc, wc, rc, g.dx, g.dw, N, D);
       break;
     case DeviceType::CUDA:
-      cuda_kernel_missing(op);
+      cuda::rms_norm_backward(gc, xc, wc, rc, g.dx, g.dw);
+      break;
   }
   return g;
 }
@@ -549,8 +552,15 @@ CrossEntropyOutput cross_entropy_forward(const Tensor& logits, const Tensor& tar
       cross_entropy_forward_cpu(lc, tc, out.loss, out.lse, N, V, ignore_index, n_valid);
       break;
     }
-    case DeviceType::CUDA:
-      cuda_kernel_missing(op);
+    case DeviceType::CUDA: {
+      // The targets are checked on the device (the first bad row is read back); same message as the CPU path.
+      const cuda::CrossEntropyTargetCheck chk = cuda::cross_entropy_forward(lc, tc, out.loss, out.lse, ignore_index);
+      HYDRA_CHECK(chk.bad_row < 0,
+                  "{}: target {} at row {} is out of range for V = {} (expected ignore_index {} or a class in "
+                  "[0, {})); logits shape {}",
+                  op, chk.bad_value, chk.bad_row, V, ignore_index, V, shape_str(logits.shape()));
+      break;
+    }
   }
   return out;
 }
@@ -579,7 +589,9 @@ Tensor cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const T
       break;
     }
     case DeviceType::CUDA:
-      cuda_kernel_missing(op);
+      // gloss stays on the device (no host sync); n_valid is counted there. The targets were checked by forward.
+      cuda::cross_entropy_backward(gloss, lc, tc, sc, dlogits, ignore_index);
+      break;
   }
   return dlogits;
 }
@@ -599,7 +611,8 @@ L2NormalizeOutput l2_normalize_forward(const Tensor& x, double eps) {
       l2_normalize_forward_cpu(xc, out.y, out.norm, N, D, eps);
       break;
     case DeviceType::CUDA:
-      cuda_kernel_missing(op);
+      cuda::l2_normalize_forward(xc, out.y, out.norm, eps);
+      break;
   }
   return out;
 }
@@ -629,7 +642,8 @@ Tensor l2_normalize_backward(const Tensor& gy, const Tensor& y, const Tensor& no
       l2_normalize_backward_cpu(gc, yc, nc, dx, N, D, eps);
       break;
     case DeviceType::CUDA:
-      cuda_kernel_missing(op);
+      cuda::l2_normalize_backward(gc, yc, nc, dx, eps);
+      break;
   }
   return dx;
 }
@@ -655,7 +669,8 @@ Tensor rotary_forward(const Tensor& x, int64_t position_offset, double base) {
       rotary_cpu(xc, y, position_offset, base, +1.0, op);
       break;
     case DeviceType::CUDA:
-      cuda_kernel_missing(op);
+      cuda::rotary(xc, y, position_offset, base, +1.0);
+      break;
   }
   return y;
 }
@@ -670,7 +685,8 @@ Tensor rotary_backward(const Tensor& gy, int64_t position_offset, double base) {
       rotary_cpu(gc, dx, position_offset, base, -1.0, op);
       break;
     case DeviceType::CUDA:
-      cuda_kernel_missing(op);
+      cuda::rotary(gc, dx, position_offset, base, -1.0);
+      break;
   }
   return dx;
 }
@@ -688,7 +704,8 @@ CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& w, const
       causal_conv1d_forward_cpu(xc, wc, bc, cc, out.y, out.new_cache, d);
       break;
     case DeviceType::CUDA:
-      cuda_kernel_missing(op);
+      cuda::causal_conv1d_forward(xc, wc, bc, cc, out.y, out.new_cache);
+      break;
   }
   return out;
 }
@@ -720,7 +737,8 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& gy, const Tensor& g_new_c
       causal_conv1d_backward_cpu(gc, gnc, xc, wc, cc, g, d);
       break;
     case DeviceType::CUDA:
-      cuda_kernel_missing(op);
+      cuda::causal_conv1d_backward(gc, gnc, xc, wc, cc, g.dx, g.dw, g.dbias, g.dcache);
+      break;
   }
   return g;
 }

@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include "tensor/cpu/loops.h"
+#include "tensor/cuda/indexing_ops.h"
 #include "tensor/dispatch.h"
 
 namespace hydra {
@@ -20,8 +21,17 @@ namespace {
 std::string sizes_str(const std::vector<int64_t>& v) { return shape_str(v); }
 
 // Throws when some value of idx lies outside [0, n): names the value, its flat position and the range.
-// Scans sequentially so the first bad position in row-major order is reported. CPU tensors only.
+// Scans sequentially so the first bad position in row-major order is reported. A CUDA idx is scanned on the
+// device, which reports the same first bad position and its value.
 void check_index_values(const Tensor& idx, int64_t n, const char* op, const char* idx_name, const std::string& what) {
+  if (idx.is_cuda()) {
+    int64_t v = 0;
+    const int64_t i = cuda::first_bad_index(idx, n, &v);
+    HYDRA_CHECK(i < 0,
+                "{}: {} value {} at flat position {} ({} has shape {}) is out of range; valid range is [0, {}) for {}",
+                op, idx_name, v, i, idx_name, shape_str(idx.shape()), n, what);
+    return;
+  }
   const Tensor c = idx.contiguous();
   dispatch_index(idx.dtype(), op, [&]<typename I>() {
     const I* p = static_cast<const I*>(c.raw_data());
@@ -227,7 +237,7 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
   Tensor out = empty(out_shape, x0.dtype(), x0.device());
   switch (x0.device().type) {
     case DeviceType::CPU: concat_cpu(xs, dim, out); break;
-    case DeviceType::CUDA: cuda_kernel_missing("concat");
+    case DeviceType::CUDA: cuda::concat(xs, dim, out); break;
   }
   return out;
 }
@@ -303,7 +313,11 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& idx) {
                          fmt::format("dim {} of x with shape {}", dim, shape_str(x.shape())));
       gather_cpu(x, dim, broadcast_index(idx, dim, out_shape), out);
       break;
-    case DeviceType::CUDA: cuda_kernel_missing("index_select");
+    case DeviceType::CUDA:
+      check_index_values(idx, x.size(dim), "index_select", "idx",
+                         fmt::format("dim {} of x with shape {}", dim, shape_str(x.shape())));
+      cuda::gather(x, dim, broadcast_index(idx, dim, out_shape), out);
+      break;
   }
   return out;
 }
@@ -333,7 +347,12 @@ Tensor index_add(const Tensor& x, int64_t dim, const Tensor& idx, const Tensor& 
       out.copy_(x);
       scatter_add_cpu(out, dim, broadcast_index(idx, dim, want), src);
       break;
-    case DeviceType::CUDA: cuda_kernel_missing("index_add");
+    case DeviceType::CUDA:
+      check_index_values(idx, x.size(dim), "index_add", "idx",
+                         fmt::format("dim {} of x with shape {}", dim, shape_str(x.shape())));
+      out.copy_(x);
+      cuda::scatter_add(out, dim, broadcast_index(idx, dim, want), src);
+      break;
   }
   return out;
 }
@@ -358,7 +377,11 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& idx) {
                          fmt::format("dim {} of x with shape {}", dim, shape_str(x.shape())));
       gather_cpu(x, dim, idx, out);
       break;
-    case DeviceType::CUDA: cuda_kernel_missing("gather");
+    case DeviceType::CUDA:
+      check_index_values(idx, x.size(dim), "gather", "idx",
+                         fmt::format("dim {} of x with shape {}", dim, shape_str(x.shape())));
+      cuda::gather(x, dim, idx, out);
+      break;
   }
   return out;
 }
@@ -373,7 +396,12 @@ Tensor scatter_add(const Tensor& base, int64_t dim, const Tensor& idx, const Ten
       out.copy_(base);
       scatter_add_cpu(out, dim, idx, src);
       break;
-    case DeviceType::CUDA: cuda_kernel_missing("scatter_add");
+    case DeviceType::CUDA:
+      check_index_values(idx, base.size(dim), "scatter_add", "idx",
+                         fmt::format("dim {} of base with shape {}", dim, shape_str(base.shape())));
+      out.copy_(base);
+      cuda::scatter_add(out, dim, idx, src);
+      break;
   }
   return out;
 }
@@ -388,7 +416,11 @@ Tensor& scatter_add_(Tensor& dst, int64_t dim, const Tensor& idx, const Tensor& 
                          fmt::format("dim {} of dst with shape {}", dim, shape_str(dst.shape())));
       scatter_add_cpu(dst, dim, idx, src);
       break;
-    case DeviceType::CUDA: cuda_kernel_missing("scatter_add_");
+    case DeviceType::CUDA:
+      check_index_values(idx, dst.size(dim), "scatter_add_", "idx",
+                         fmt::format("dim {} of dst with shape {}", dim, shape_str(dst.shape())));
+      cuda::scatter_add(dst, dim, idx, src);
+      break;
   }
   return dst;
 }
@@ -412,7 +444,11 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
                          fmt::format("a weight of {} rows (shape {})", V, shape_str(weight.shape())));
       if (N > 0) gather_cpu(weight, 0, broadcast_index(ids.reshape({N}), 0, {N, C}), out.view({N, C}));
       break;
-    case DeviceType::CUDA: cuda_kernel_missing("embedding");
+    case DeviceType::CUDA:
+      check_index_values(ids, V, "embedding", "ids",
+                         fmt::format("a weight of {} rows (shape {})", V, shape_str(weight.shape())));
+      if (N > 0) cuda::gather(weight, 0, broadcast_index(ids.reshape({N}), 0, {N, C}), out.view({N, C}));
+      break;
   }
   return out;
 }
@@ -435,7 +471,10 @@ Tensor embedding_backward(const Tensor& grad, const Tensor& ids, int64_t num_row
   Tensor out = empty({num_rows, C}, grad.dtype(), grad.device());
   switch (grad.device().type) {
     case DeviceType::CPU: embedding_backward_cpu(grad, ids, num_rows, padding_idx, out); break;
-    case DeviceType::CUDA: cuda_kernel_missing("embedding_backward");
+    case DeviceType::CUDA:
+      check_index_values(ids, num_rows, "embedding_backward", "ids", fmt::format("an embedding of {} rows", num_rows));
+      cuda::embedding_backward(grad, ids, num_rows, padding_idx, out);
+      break;
   }
   return out;
 }

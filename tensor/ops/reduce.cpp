@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "tensor/cpu/loops.h"
+#include "tensor/cuda/reduce_ops.h"
 #include "tensor/dispatch.h"
 
 namespace hydra {
@@ -316,7 +317,13 @@ Tensor scatter_along_dim(const Tensor& g, const Tensor& idx, const Shape& x_shap
       });
       break;
     }
-    case DeviceType::CUDA: cuda_kernel_missing(op);
+    case DeviceType::CUDA: {
+      int64_t bad = 0;
+      HYDRA_CHECK(cuda::scatter_add_lines(gc, ic, out, outer, k, n, inner, &bad),
+                  "{}: index {} out of range for dim {} of size {} (x shape {})", op, bad, dim, n,
+                  shape_str(x_shape));
+      break;
+    }
   }
   return out;
 }
@@ -338,7 +345,17 @@ Tensor reduce_rows(const Tensor& x, const std::vector<int64_t>& dims, bool keepd
                            mode);
       });
       break;
-    case DeviceType::CUDA: cuda_kernel_missing(op);
+    case DeviceType::CUDA: {
+      cuda::RowReduce m = cuda::RowReduce::Sum;
+      switch (mode) {
+        case RowMode::Sum: m = cuda::RowReduce::Sum; break;
+        case RowMode::Mean: m = cuda::RowReduce::Mean; break;
+        case RowMode::SumAbs: m = cuda::RowReduce::SumAbs; break;
+        case RowMode::SqrtSumSquares: m = cuda::RowReduce::SqrtSumSquares; break;
+      }
+      cuda::reduce_rows(p.xp, out, p.outer, p.inner, m);
+      break;
+    }
   }
   return out;
 }
@@ -404,7 +421,9 @@ ValuesIndices extreme(const Tensor& x, int64_t dim, bool keepdim, bool want_max,
                              r.indices.data<int64_t>(), p.outer, p.n, p.inner, want_max);
       });
       break;
-    case DeviceType::CUDA: cuda_kernel_missing(op);
+    case DeviceType::CUDA:
+      cuda::extreme_lines(p.xc, r.values, r.indices, p.outer, p.n, p.inner, want_max);
+      break;
   }
   return r;
 }
@@ -447,7 +466,16 @@ Tensor softmax_family(const Tensor& x, int64_t dim, bool keepdim, SoftmaxMode mo
                              p.inner, mode);
       });
       break;
-    case DeviceType::CUDA: cuda_kernel_missing(op);
+    case DeviceType::CUDA: {
+      cuda::SoftmaxKind k = cuda::SoftmaxKind::Softmax;
+      switch (mode) {
+        case SoftmaxMode::Softmax: k = cuda::SoftmaxKind::Softmax; break;
+        case SoftmaxMode::LogSoftmax: k = cuda::SoftmaxKind::LogSoftmax; break;
+        case SoftmaxMode::LogSumExp: k = cuda::SoftmaxKind::LogSumExp; break;
+      }
+      cuda::softmax_lines(p.xc, y, p.outer, p.n, p.inner, k);
+      break;
+    }
   }
   return y;
 }
@@ -476,7 +504,7 @@ Tensor scan(const Tensor& x, int64_t dim, ScanDir dir, const char* op) {
                             p.inner, dir);
       });
       break;
-    case DeviceType::CUDA: cuda_kernel_missing(op);
+    case DeviceType::CUDA: cuda::cumsum_lines(p.xc, y, p.outer, p.n, p.inner, dir == ScanDir::Reverse); break;
   }
   return y;
 }
@@ -505,7 +533,9 @@ ValuesIndices topk(const Tensor& x, int64_t k, bool largest) {
                          r.indices.data<int64_t>(), n == 0 ? 0 : x.numel() / n, n, k, largest);
       });
       break;
-    case DeviceType::CUDA: cuda_kernel_missing("topk");
+    case DeviceType::CUDA:
+      cuda::topk_rows(xc, r.values, r.indices, n == 0 ? 0 : x.numel() / n, n, k, largest);
+      break;
   }
   return r;
 }

@@ -1,0 +1,1088 @@
+// Fused hot-path kernels on CUDA: RMSNorm, cross-entropy from logits, L2 normalisation, rotary embedding and the
+// causal depthwise conv1d, forward and backward. Math, shapes and dtypes: tensor/ops/fused.h (this file follows it
+// exactly, incl. the stat dtypes, the rounding of RMSNorm's normalised value to x's dtype and rotary's float32
+// inv_freq). All inputs arrive contiguous (the dispatch in tensor/ops/fused.cpp copies strided views first).
+//
+// Accumulation: A = float for float32/bfloat16, double for float64 (A is also the stat dtype).
+//
+// Row kernels (RMSNorm, L2 normalise, cross-entropy): one block per row (grid-stride over rows), 32..512 threads,
+// each thread owning packs i = tid, tid + blockDim, ... of VEC elements. VEC = 16 bytes / sizeof(T) (8 bf16, 4 f32,
+// 2 f64) when D % VEC == 0 and every base pointer is 16-byte aligned, else 1. Reductions: warp xor-butterfly, then
+// one value per warp in shared memory, then a butterfly again: a fixed order for a fixed block size, so results are
+// run-to-run deterministic. Rows that are read twice (the normalise pass after the sum of squares) are kept in
+// dynamic shared memory when they fit (kRowCacheBytes); each thread reads back only the packs it stored itself, so
+// no barrier is needed for the cache. Cross-entropy forward reads each logit once: an online log-sum-exp per thread
+// (running max m, sum s rescaled when m grows, once per pack; −inf logits are skipped), then (m, s) pairs are merged
+// across the block.
+//
+// Column sums (RMSNorm dw, conv dw/dbias): no float atomics. Pass 1: blocks of 32 columns × 16 row-lanes sum a
+// fixed chunk of rows (the chunking depends only on N) into partial[chunk, column] (type A); pass 2: one thread per
+// column adds the chunks in order. The result does not depend on the device or the run.
+//
+// Rotary: the cos/sin table (T, D/2) is built once per call by a small kernel (inv_freq computed on the host with
+// the CPU path's exact float32 formula and uploaded, so θ = float(p)·inv_freq is bitwise the CPU's), then one
+// thread per (row, VEC pairs) applies the rotation. Conv1d: one thread per output element, channels fastest
+// (coalesced); the K taps re-read neighbouring x rows from L1/L2.
+//
+// Bytes moved per call (S = sizeof(T), s = sizeof(A); the benchmark divides by time for GB/s; N rows, D/V width):
+//   rms_norm_forward      2·N·D·S + D·S + N·s                      (x read, y written, w, rstd)
+//   rms_norm_backward     5·N·D·S + D·S + N·s + 2·C·D·s            (dx pass: gy, x read, dx written; dw pass re-reads
+//                                                                    gy, x; C ≤ 128 chunks of partials)
+//   cross_entropy_forward N·V·S + N·(s + 8 + sizeof(I)) + tiny      (logits read once; lse, row losses, targets)
+//   cross_entropy_backward 2·N·V·S + N·(s + sizeof(I))              (logits read, dlogits written)
+//   l2_normalize_forward  2·N·D·S + N·s;  backward 3·N·D·S + N·s
+//   rotary                2·numel·S + T·D·s (table)
+//   causal_conv1d_forward 2·B·T·C·S + C·K·S + C·S + 2·B·C·(K−1)·S
+//   causal_conv1d_backward 2·B·T·C·S (dx) + (K+1)·2·B·T·C·S (dw/dbias pass, mostly L2 hits) + small
+// FLOPs are negligible (bandwidth-bound); cross-entropy does ~1 exp per logit in each direction.
+//
+// Reference: the CPU kernels of tensor/ops/fused.cpp; tests/tensor/test_cuda_fused.cpp compares each op, forward
+// and backward, against the CPU op on the float64 upcast of the same inputs (rotary: the CPU op in the same dtype,
+// since θ's precision is dtype-dependent by SPEC §2.9).
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <type_traits>
+#include <vector>
+
+#include "tensor/check.h"
+#include "tensor/cuda/common.cuh"
+#include "tensor/cuda/fused_ops.h"
+#include "tensor/cuda/ops.h"
+#include "tensor/dispatch.h"
+
+namespace hydra::cuda {
+namespace {
+
+// ---------------------------------------------------------------------------------------------------------
+// device helpers
+
+template <typename T>
+using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+template <typename T>
+constexpr int kVec = static_cast<int>(16 / sizeof(T));
+
+constexpr int kMaxRowThreads = 512;
+constexpr int64_t kRowCacheBytes = 40 * 1024;  // dynamic shared memory per block for cached rows
+constexpr int kColTile = 32;                    // columns per block in the column-sum kernels
+constexpr int kColLanes = 16;                   // row-lanes per block in the column-sum kernels
+constexpr int64_t kMaxChunks = 128;             // row chunks of the column sums (partials: kMaxChunks × columns)
+constexpr int64_t kMinRowsPerChunk = 32;
+constexpr int kElemThreads = 256;
+
+template <typename T, int VEC>
+struct alignas(sizeof(T) * VEC) Pack {
+  T v[VEC];
+};
+
+template <typename T>
+__device__ __forceinline__ acc_t<T> to_acc(T v) {
+  return static_cast<acc_t<T>>(static_cast<compute_t<T>>(v));
+}
+template <typename T>
+__device__ __forceinline__ T from_acc(acc_t<T> v) {
+  if constexpr (std::is_same_v<T, BFloat16>) {
+    return BFloat16(v);
+  } else {
+    return static_cast<T>(v);
+  }
+}
+
+__device__ __forceinline__ float exp_a(float v) { return ::expf(v); }
+__device__ __forceinline__ double exp_a(double v) { return ::exp(v); }
+__device__ __forceinline__ float log_a(float v) { return ::logf(v); }
+__device__ __forceinline__ double log_a(double v) { return ::log(v); }
+
+template <typename A>
+__device__ __forceinline__ A neg_inf() {
+  return -static_cast<A>(INFINITY);
+}
+
+struct SumOp {
+  template <typename A>
+  __device__ __forceinline__ A operator()(A a, A b) const {
+    return a + b;
+  }
+};
+struct MinOp {
+  template <typename A>
+  __device__ __forceinline__ A operator()(A a, A b) const {
+    return b < a ? b : a;
+  }
+};
+
+// xor butterfly: every lane ends with the same value (op is commutative, so both partners compute it bitwise alike).
+template <typename A, typename Op>
+__device__ __forceinline__ A warp_reduce(A v, Op op) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Block-wide reduction, result in every thread. blockDim.x must be a multiple of 32 (≤ 1024); every thread of the
+// block must call it. sh: 32 elements of shared memory (reusable right after: the leading barrier protects it).
+template <typename A, typename Op>
+__device__ __forceinline__ A block_reduce(A v, A* sh, A identity, Op op) {
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_reduce(v, op);
+  __syncthreads();
+  if (lane == 0) sh[wid] = v;
+  __syncthreads();
+  v = lane < nw ? sh[lane] : identity;
+  return warp_reduce(v, op);
+}
+template <typename A>
+__device__ __forceinline__ A block_sum(A v, A* sh) {
+  return block_reduce(v, sh, A(0), SumOp{});
+}
+
+// Merges the online log-sum-exp state (m2, s2) into (m, s): Σ exp(z − m) = s. Symmetric in its two operands.
+template <typename A>
+__device__ __forceinline__ void lse_merge(A& m, A& s, A m2, A s2) {
+  if (m2 == neg_inf<A>()) return;
+  if (m == neg_inf<A>()) {
+    m = m2;
+    s = s2;
+  } else if (m2 > m) {
+    s = s * exp_a(m - m2) + s2;
+    m = m2;
+  } else {
+    s = s + s2 * exp_a(m2 - m);
+  }
+}
+
+template <typename A>
+__device__ __forceinline__ void warp_lse(A& m, A& s) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const A m2 = __shfl_xor_sync(0xffffffffu, m, o);
+    const A s2 = __shfl_xor_sync(0xffffffffu, s, o);
+    lse_merge(m, s, m2, s2);
+  }
+}
+
+template <typename A>
+__device__ __forceinline__ void block_lse(A& m, A& s, A* shm, A* shs) {
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  warp_lse(m, s);
+  __syncthreads();
+  if (lane == 0) {
+    shm[wid] = m;
+    shs[wid] = s;
+  }
+  __syncthreads();
+  m = lane < nw ? shm[lane] : neg_inf<A>();
+  s = lane < nw ? shs[lane] : A(0);
+  warp_lse(m, s);
+}
+
+// Dynamic shared memory of the row kernels (row caches), as an array of P.
+template <typename P>
+__device__ __forceinline__ P* row_cache() {
+  extern __shared__ __align__(16) unsigned char fused_smem[];
+  return reinterpret_cast<P*>(fused_smem);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// kernels: RMSNorm
+
+template <typename T, int VEC>
+__global__ void rms_norm_fwd_kernel(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y,
+                                    acc_t<T>* __restrict__ rstd, int64_t N, int64_t D, double eps, bool cache) {
+  using A = acc_t<T>;
+  using P = Pack<T, VEC>;
+  __shared__ A red[32];
+  P* cx = row_cache<P>();
+  const int64_t Dv = D / VEC;
+  const P* wp = reinterpret_cast<const P*>(w);
+  for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
+    const P* xr = reinterpret_cast<const P*>(x + r * D);
+    A ss = 0;
+    for (int64_t i = threadIdx.x; i < Dv; i += blockDim.x) {
+      const P p = xr[i];
+      if (cache) cx[i] = p;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const A a = to_acc(p.v[k]);
+        ss += a * a;
+      }
+    }
+    ss = block_sum(ss, red);
+    const A rs = static_cast<A>(1.0 / ::sqrt(static_cast<double>(ss) / static_cast<double>(D) + eps));
+    if (threadIdx.x == 0) rstd[r] = rs;
+    P* yr = reinterpret_cast<P*>(y + r * D);
+    for (int64_t i = threadIdx.x; i < Dv; i += blockDim.x) {
+      const P p = cache ? cx[i] : xr[i];
+      const P q = wp[i];
+      P o;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const T n = from_acc<T>(to_acc(p.v[k]) * rs);  // the normalised value, rounded to x's dtype
+        o.v[k] = from_acc<T>(to_acc(n) * to_acc(q.v[k]));
+      }
+      yr[i] = o;
+    }
+  }
+}
+
+// dx = rstd · (dn − n · mean_j(dn_j n_j)),  dn = gy ⊙ w,  n = x · rstd.
+template <typename T, int VEC>
+__global__ void rms_norm_bwd_dx_kernel(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ w,
+                                       const acc_t<T>* __restrict__ rstd, T* __restrict__ dx, int64_t N, int64_t D,
+                                       bool cache) {
+  using A = acc_t<T>;
+  using P = Pack<T, VEC>;
+  __shared__ A red[32];
+  const int64_t Dv = D / VEC;
+  P* cg = row_cache<P>();
+  P* cx = cg + Dv;
+  const P* wp = reinterpret_cast<const P*>(w);
+  for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
+    const P* gr = reinterpret_cast<const P*>(gy + r * D);
+    const P* xr = reinterpret_cast<const P*>(x + r * D);
+    const A rs = rstd[r];
+    A dot = 0;
+    for (int64_t i = threadIdx.x; i < Dv; i += blockDim.x) {
+      const P g = gr[i], xv = xr[i], q = wp[i];
+      if (cache) {
+        cg[i] = g;
+        cx[i] = xv;
+      }
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) dot += to_acc(g.v[k]) * to_acc(q.v[k]) * to_acc(xv.v[k]);
+    }
+    dot = block_sum(dot, red);
+    const A mean = dot * rs / static_cast<A>(D);
+    P* dr = reinterpret_cast<P*>(dx + r * D);
+    for (int64_t i = threadIdx.x; i < Dv; i += blockDim.x) {
+      const P g = cache ? cg[i] : gr[i];
+      const P xv = cache ? cx[i] : xr[i];
+      const P q = wp[i];
+      P o;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const A dn = to_acc(g.v[k]) * to_acc(q.v[k]);
+        const A n = to_acc(xv.v[k]) * rs;
+        o.v[k] = from_acc<T>(rs * (dn - n * mean));
+      }
+      dr[i] = o;
+    }
+  }
+}
+
+// partial[chunk, d] = Σ_{r in chunk} gy[r, d] · x[r, d] · rstd[r].  Block (kColTile, kColLanes), grid (⌈D/32⌉, chunks).
+template <typename T>
+__global__ void rms_norm_dw_partial_kernel(const T* __restrict__ gy, const T* __restrict__ x,
+                                           const acc_t<T>* __restrict__ rstd, acc_t<T>* __restrict__ partial,
+                                           int64_t N, int64_t D, int64_t rows_per_chunk) {
+  using A = acc_t<T>;
+  __shared__ A sh[kColLanes][kColTile + 1];
+  const int64_t d = blockIdx.x * int64_t(kColTile) + threadIdx.x;
+  const int64_t r0 = blockIdx.y * rows_per_chunk, r1 = min(N, r0 + rows_per_chunk);
+  A acc = 0;
+  if (d < D) {
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kColLanes)
+      acc += to_acc(gy[r * D + d]) * to_acc(x[r * D + d]) * rstd[r];
+  }
+  sh[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && d < D) {
+    A s = 0;
+#pragma unroll
+    for (int k = 0; k < kColLanes; ++k) s += sh[k][threadIdx.x];
+    partial[blockIdx.y * D + d] = s;
+  }
+}
+
+// out[d] = Σ_c partial[c, d] in chunk order.
+template <typename T>
+__global__ void column_finalize_kernel(const acc_t<T>* __restrict__ partial, T* __restrict__ out, int64_t chunks,
+                                       int64_t D) {
+  using A = acc_t<T>;
+  for (int64_t d = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; d < D; d += int64_t(gridDim.x) * blockDim.x) {
+    A s = 0;
+    for (int64_t c = 0; c < chunks; ++c) s += partial[c * D + d];
+    out[d] = from_acc<T>(s);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// kernels: cross-entropy
+
+// One online log-sum-exp pass per row; row_loss[r] = lse_r − logits[r, t_r] (0 for ignored or invalid targets).
+template <typename T, typename I, int VEC>
+__global__ void cross_entropy_fwd_kernel(const T* __restrict__ logits, const I* __restrict__ targets,
+                                         acc_t<T>* __restrict__ lse, double* __restrict__ row_loss, int64_t N,
+                                         int64_t V, int64_t ignore_index) {
+  using A = acc_t<T>;
+  using P = Pack<T, VEC>;
+  __shared__ A shm[32], shs[32];
+  const A ninf = neg_inf<A>();
+  const int64_t Vv = V / VEC;
+  for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
+    const P* xr = reinterpret_cast<const P*>(logits + r * V);
+    A m = ninf, s = 0;
+    for (int64_t i = threadIdx.x; i < Vv; i += blockDim.x) {
+      const P p = xr[i];
+      A z[VEC];
+      A pm = ninf;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        z[k] = to_acc(p.v[k]);
+        pm = z[k] > pm ? z[k] : pm;
+      }
+      if (pm == ninf) continue;  // every logit of the pack is masked
+      if (pm > m) {
+        s = m == ninf ? A(0) : s * exp_a(m - pm);
+        m = pm;
+      }
+#pragma unroll
+      for (int k = 0; k < VEC; ++k)
+        if (z[k] != ninf) s += exp_a(z[k] - m);
+    }
+    block_lse(m, s, shm, shs);
+    if (threadIdx.x == 0) {
+      const A l = m + log_a(s);
+      lse[r] = l;
+      const int64_t t = static_cast<int64_t>(targets[r]);
+      const bool valid = t != ignore_index && t >= 0 && t < V;
+      row_loss[r] = valid ? static_cast<double>(l) - static_cast<double>(to_acc(logits[r * V + t])) : 0.0;
+    }
+  }
+}
+
+// One block: loss = Σ_{valid} row_loss / n_valid (double, fixed order); info = {first bad row or −1, its value,
+// n_valid}.
+template <typename I, typename S>
+__global__ void cross_entropy_finalize_kernel(const double* __restrict__ row_loss, const I* __restrict__ targets,
+                                              S* __restrict__ loss, long long* __restrict__ info, int64_t N,
+                                              int64_t V, int64_t ignore_index) {
+  __shared__ double shd[32];
+  __shared__ long long shl[32];
+  double total = 0.0;
+  long long count = 0, bad = LLONG_MAX;
+  for (int64_t r = threadIdx.x; r < N; r += blockDim.x) {
+    const int64_t t = static_cast<int64_t>(targets[r]);
+    if (t == ignore_index) continue;
+    if (t < 0 || t >= V) {
+      bad = min(bad, static_cast<long long>(r));
+      continue;
+    }
+    total += row_loss[r];
+    ++count;
+  }
+  total = block_sum(total, shd);
+  count = block_sum(count, shl);
+  bad = block_reduce(bad, shl, LLONG_MAX, MinOp{});
+  if (threadIdx.x == 0) {
+    loss[0] = static_cast<S>(count > 0 ? total / static_cast<double>(count) : 0.0);
+    info[0] = bad == LLONG_MAX ? -1 : bad;
+    info[1] = bad == LLONG_MAX ? 0 : static_cast<long long>(targets[bad]);
+    info[2] = count;
+  }
+}
+
+// One block: n_valid = #rows whose target is not ignore_index and in [0, V).
+template <typename I>
+__global__ void cross_entropy_count_kernel(const I* __restrict__ targets, long long* __restrict__ n_valid, int64_t N,
+                                           int64_t V, int64_t ignore_index) {
+  __shared__ long long shl[32];
+  long long count = 0;
+  for (int64_t r = threadIdx.x; r < N; r += blockDim.x) {
+    const int64_t t = static_cast<int64_t>(targets[r]);
+    count += (t != ignore_index && t >= 0 && t < V) ? 1 : 0;
+  }
+  count = block_sum(count, shl);
+  if (threadIdx.x == 0) *n_valid = count;
+}
+
+// dlogits[r, v] = (exp(logits[r, v] − lse_r) − [v = t_r]) · gloss / n_valid; zero rows for ignored targets.
+template <typename T, typename I, int VEC>
+__global__ void cross_entropy_bwd_kernel(const T* __restrict__ logits, const I* __restrict__ targets,
+                                         const acc_t<T>* __restrict__ lse, const acc_t<T>* __restrict__ gloss,
+                                         const long long* __restrict__ n_valid, T* __restrict__ dlogits, int64_t N,
+                                         int64_t V, int64_t ignore_index) {
+  using A = acc_t<T>;
+  using P = Pack<T, VEC>;
+  const long long nv = *n_valid;
+  const A scale = nv > 0 ? static_cast<A>(static_cast<double>(*gloss) / static_cast<double>(nv)) : A(0);
+  const int64_t Vv = V / VEC;
+  for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
+    const int64_t t = static_cast<int64_t>(targets[r]);
+    const bool zero = t == ignore_index || scale == A(0);
+    const P* xr = reinterpret_cast<const P*>(logits + r * V);
+    P* dr = reinterpret_cast<P*>(dlogits + r * V);
+    if (zero) {
+      P o;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) o.v[k] = from_acc<T>(A(0));
+      for (int64_t i = threadIdx.x; i < Vv; i += blockDim.x) dr[i] = o;
+      continue;
+    }
+    const A l = lse[r];
+    for (int64_t i = threadIdx.x; i < Vv; i += blockDim.x) {
+      const P p = xr[i];
+      P o;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        A q = exp_a(to_acc(p.v[k]) - l);
+        if (i * VEC + k == t) q -= A(1);
+        o.v[k] = from_acc<T>(q * scale);
+      }
+      dr[i] = o;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// kernels: L2 normalisation
+
+template <typename T, int VEC>
+__global__ void l2_normalize_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, acc_t<T>* __restrict__ norm,
+                                        int64_t N, int64_t D, double eps, bool cache) {
+  using A = acc_t<T>;
+  using P = Pack<T, VEC>;
+  __shared__ A red[32];
+  P* cx = row_cache<P>();
+  const int64_t Dv = D / VEC;
+  for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
+    const P* xr = reinterpret_cast<const P*>(x + r * D);
+    A ss = 0;
+    for (int64_t i = threadIdx.x; i < Dv; i += blockDim.x) {
+      const P p = xr[i];
+      if (cache) cx[i] = p;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const A a = to_acc(p.v[k]);
+        ss += a * a;
+      }
+    }
+    ss = block_sum(ss, red);
+    const double nrm = ::sqrt(static_cast<double>(ss));
+    if (threadIdx.x == 0) norm[r] = static_cast<A>(nrm);
+    const A inv = static_cast<A>(1.0 / (nrm > eps ? nrm : eps));
+    P* yr = reinterpret_cast<P*>(y + r * D);
+    for (int64_t i = threadIdx.x; i < Dv; i += blockDim.x) {
+      const P p = cache ? cx[i] : xr[i];
+      P o;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) o.v[k] = from_acc<T>(to_acc(p.v[k]) * inv);
+      yr[i] = o;
+    }
+  }
+}
+
+// norm > eps: dx = (g − y · <g, y>) / norm;  norm ≤ eps: dx = g / eps.
+template <typename T, int VEC>
+__global__ void l2_normalize_bwd_kernel(const T* __restrict__ gy, const T* __restrict__ y,
+                                        const acc_t<T>* __restrict__ norm, T* __restrict__ dx, int64_t N, int64_t D,
+                                        double eps, bool cache) {
+  using A = acc_t<T>;
+  using P = Pack<T, VEC>;
+  __shared__ A red[32];
+  const int64_t Dv = D / VEC;
+  P* cg = row_cache<P>();
+  P* cy = cg + Dv;
+  for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
+    const P* gr = reinterpret_cast<const P*>(gy + r * D);
+    const P* yr = reinterpret_cast<const P*>(y + r * D);
+    A dot = 0;
+    for (int64_t i = threadIdx.x; i < Dv; i += blockDim.x) {
+      const P g = gr[i], yv = yr[i];
+      if (cache) {
+        cg[i] = g;
+        cy[i] = yv;
+      }
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) dot += to_acc(g.v[k]) * to_acc(yv.v[k]);
+    }
+    dot = block_sum(dot, red);
+    const double nrm = static_cast<double>(norm[r]);
+    const bool clamped = !(nrm > eps);
+    const A inv = static_cast<A>(1.0 / (clamped ? eps : nrm));
+    P* dr = reinterpret_cast<P*>(dx + r * D);
+    for (int64_t i = threadIdx.x; i < Dv; i += blockDim.x) {
+      const P g = cache ? cg[i] : gr[i];
+      const P yv = cache ? cy[i] : yr[i];
+      P o;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const A gk = to_acc(g.v[k]);
+        o.v[k] = from_acc<T>(clamped ? gk * inv : (gk - to_acc(yv.v[k]) * dot) * inv);
+      }
+      dr[i] = o;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// kernels: rotary
+
+// cos_t/sin_t (T, H): exactly the values the CPU path multiplies by (fused.h precision rules).
+template <typename T>
+__global__ void rotary_table_kernel(const float* __restrict__ inv_freq, acc_t<T>* __restrict__ cos_t,
+                                    acc_t<T>* __restrict__ sin_t, int64_t T_len, int64_t H, int64_t position_offset) {
+  const int64_t n = T_len * H;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n; idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = idx / H, i = idx % H;
+    if constexpr (std::is_same_v<T, double>) {
+      const double theta = static_cast<double>(position_offset + t) * static_cast<double>(inv_freq[i]);
+      cos_t[idx] = ::cos(theta);
+      sin_t[idx] = ::sin(theta);
+    } else {
+      const float theta = __fmul_rn(static_cast<float>(position_offset + t), inv_freq[i]);
+      const float c = ::cosf(theta), s = ::sinf(theta);
+      cos_t[idx] = static_cast<float>(static_cast<compute_t<T>>(T(c)));  // rounded to the activation dtype
+      sin_t[idx] = static_cast<float>(static_cast<compute_t<T>>(T(s)));
+    }
+  }
+}
+
+// y_i = x_i c − x_{i+H} s',  y_{i+H} = x_{i+H} c + x_i s'  with s' = sign · s. One thread per (row, VEC pairs).
+template <typename T, int VEC>
+__global__ void rotary_apply_kernel(const T* __restrict__ x, T* __restrict__ y, const acc_t<T>* __restrict__ cos_t,
+                                    const acc_t<T>* __restrict__ sin_t, int64_t rows, int64_t T_len, int64_t H,
+                                    acc_t<T> sign) {
+  using A = acc_t<T>;
+  using P = Pack<T, VEC>;
+  const int64_t Hv = H / VEC, n = rows * Hv;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n; idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = idx / Hv, iv = idx % Hv, t = r % T_len;
+    const T* xr = x + r * 2 * H;
+    T* yr = y + r * 2 * H;
+    const P a = *reinterpret_cast<const P*>(xr + iv * VEC);
+    const P b = *reinterpret_cast<const P*>(xr + H + iv * VEC);
+    P oa, ob;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const int64_t ti = t * H + iv * VEC + k;
+      const A c = cos_t[ti], s = sign * sin_t[ti];
+      const A av = to_acc(a.v[k]), bv = to_acc(b.v[k]);
+      oa.v[k] = from_acc<T>(av * c - bv * s);
+      ob.v[k] = from_acc<T>(bv * c + av * s);
+    }
+    *reinterpret_cast<P*>(yr + iv * VEC) = oa;
+    *reinterpret_cast<P*>(yr + H + iv * VEC) = ob;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// kernels: causal depthwise conv1d
+
+struct ConvDims {
+  int64_t B, T, C, K;
+};
+
+// xp[b, c, s]: cache[b, c, s] for s < K−1 (0 without a cache), x[b, s−K+1, c] after.
+template <typename T>
+__device__ __forceinline__ acc_t<T> conv_xp(const T* x, const T* cache, const ConvDims& d, int64_t b, int64_t c,
+                                            int64_t s) {
+  const int64_t Km1 = d.K - 1;
+  if (s < Km1) return cache ? to_acc(cache[(b * d.C + c) * Km1 + s]) : acc_t<T>(0);
+  return to_acc(x[(b * d.T + (s - Km1)) * d.C + c]);
+}
+
+// dxp[b, c, s] = Σ_j w[c, j] gy[b, s − j, c] (0 ≤ s − j < T) + gnc[b, c, s − T] (s ≥ T).
+template <typename T>
+__device__ __forceinline__ acc_t<T> conv_dxp(const T* gy, const T* gnc, const T* w, const ConvDims& d, int64_t b,
+                                             int64_t c, int64_t s) {
+  acc_t<T> acc = 0;
+  for (int64_t j = 0; j < d.K; ++j) {
+    const int64_t tt = s - j;
+    if (tt >= 0 && tt < d.T) acc += to_acc(w[c * d.K + j]) * to_acc(gy[(b * d.T + tt) * d.C + c]);
+  }
+  if (gnc && s >= d.T) acc += to_acc(gnc[(b * d.C + c) * (d.K - 1) + (s - d.T)]);
+  return acc;
+}
+
+template <typename T>
+__global__ void conv_fwd_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+                                const T* __restrict__ cache, T* __restrict__ y, ConvDims d) {
+  const int64_t n = d.B * d.T * d.C;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n; idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = idx % d.C, bt = idx / d.C, t = bt % d.T, b = bt / d.T;
+    acc_t<T> acc = bias ? to_acc(bias[c]) : acc_t<T>(0);
+    for (int64_t j = 0; j < d.K; ++j) acc += to_acc(w[c * d.K + j]) * conv_xp(x, cache, d, b, c, t + j);
+    y[idx] = from_acc<T>(acc);
+  }
+}
+
+// new_cache[b, c, m] = xp[b, c, T + m].
+template <typename T>
+__global__ void conv_new_cache_kernel(const T* __restrict__ x, const T* __restrict__ cache, T* __restrict__ nc,
+                                      ConvDims d) {
+  const int64_t Km1 = d.K - 1, n = d.B * d.C * Km1;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n; idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t m = idx % Km1, bc = idx / Km1, c = bc % d.C, b = bc / d.C;
+    nc[idx] = from_acc<T>(conv_xp(x, cache, d, b, c, d.T + m));
+  }
+}
+
+template <typename T>
+__global__ void conv_bwd_dx_kernel(const T* __restrict__ gy, const T* __restrict__ gnc, const T* __restrict__ w,
+                                   T* __restrict__ dx, ConvDims d) {
+  const int64_t n = d.B * d.T * d.C;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n; idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = idx % d.C, bt = idx / d.C, t = bt % d.T, b = bt / d.T;
+    dx[idx] = from_acc<T>(conv_dxp(gy, gnc, w, d, b, c, t + d.K - 1));
+  }
+}
+
+template <typename T>
+__global__ void conv_bwd_dcache_kernel(const T* __restrict__ gy, const T* __restrict__ gnc, const T* __restrict__ w,
+                                       T* __restrict__ dcache, ConvDims d) {
+  const int64_t Km1 = d.K - 1, n = d.B * d.C * Km1;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n; idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t s = idx % Km1, bc = idx / Km1, c = bc % d.C, b = bc / d.C;
+    dcache[idx] = from_acc<T>(conv_dxp(gy, gnc, w, d, b, c, s));
+  }
+}
+
+// partial[chunk, j, c] = Σ_{bt in chunk} gy[bt, c] · (j < K ? xp[b, c, t + j] : 1).
+// Block (kColTile, kColLanes), grid (⌈C/32⌉, chunks, taps) with taps = K (+1 for dbias).
+template <typename T>
+__global__ void conv_dw_partial_kernel(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ cache,
+                                       acc_t<T>* __restrict__ partial, ConvDims d, int64_t rows_per_chunk) {
+  using A = acc_t<T>;
+  __shared__ A sh[kColLanes][kColTile + 1];
+  const int64_t c = blockIdx.x * int64_t(kColTile) + threadIdx.x;
+  const int64_t j = blockIdx.z, rows = d.B * d.T;
+  const int64_t r0 = blockIdx.y * rows_per_chunk, r1 = min(rows, r0 + rows_per_chunk);
+  A acc = 0;
+  if (c < d.C) {
+    for (int64_t bt = r0 + threadIdx.y; bt < r1; bt += kColLanes) {
+      const A g = to_acc(gy[bt * d.C + c]);
+      if (j == d.K) {
+        acc += g;
+      } else {
+        const int64_t b = bt / d.T, t = bt % d.T;
+        acc += g * conv_xp(x, cache, d, b, c, t + j);
+      }
+    }
+  }
+  sh[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < d.C) {
+    A s = 0;
+#pragma unroll
+    for (int k = 0; k < kColLanes; ++k) s += sh[k][threadIdx.x];
+    partial[(blockIdx.y * int64_t(gridDim.z) + j) * d.C + c] = s;
+  }
+}
+
+// dw[c, j] / dbias[c] = Σ_chunk partial[chunk, j, c] in chunk order.
+template <typename T>
+__global__ void conv_dw_finalize_kernel(const acc_t<T>* __restrict__ partial, T* __restrict__ dw, T* __restrict__ dbias,
+                                        int64_t chunks, int64_t taps, ConvDims d) {
+  using A = acc_t<T>;
+  const int64_t n = taps * d.C;
+  for (int64_t m = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; m < n; m += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t j = m / d.C, c = m % d.C;
+    A s = 0;
+    for (int64_t ch = 0; ch < chunks; ++ch) s += partial[ch * n + m];
+    if (j < d.K) {
+      dw[c * d.K + j] = from_acc<T>(s);
+    } else {
+      dbias[c] = from_acc<T>(s);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// launch helpers
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Whether the row kernels may use VEC-wide packs: width divisible and every base pointer 16-byte aligned.
+template <typename T>
+bool vec_ok(int64_t width, std::initializer_list<const void*> ptrs) {
+  if (width % kVec<T> != 0) return false;
+  for (const void* p : ptrs)
+    if (!aligned16(p)) return false;
+  return true;
+}
+
+// Calls f.template operator()<VEC>() with VEC = kVec<T> or 1.
+template <typename T, typename F>
+void with_vec(bool use_vec, F&& f) {
+  if (use_vec) {
+    f.template operator()<kVec<T>>();
+  } else {
+    f.template operator()<1>();
+  }
+}
+
+struct RowLaunch {
+  unsigned grid;
+  int threads;
+  std::size_t smem;
+  bool cache;
+};
+// One block per row (grid-stride beyond 2^22 rows); threads cover the packs of a row, a multiple of 32.
+// n_cached rows of `width` elements of `elem` bytes go to shared memory when they fit.
+RowLaunch row_launch(int64_t N, int64_t packs, int64_t width, std::size_t elem, int n_cached) {
+  RowLaunch l{};
+  l.grid = static_cast<unsigned>(std::min<int64_t>(N, int64_t{1} << 22));
+  l.threads = static_cast<int>(std::clamp<int64_t>((packs + 31) / 32 * 32, 32, kMaxRowThreads));
+  const int64_t bytes = static_cast<int64_t>(n_cached) * width * static_cast<int64_t>(elem);
+  l.cache = n_cached > 0 && bytes <= kRowCacheBytes;
+  l.smem = l.cache ? static_cast<std::size_t>(bytes) : 0;
+  return l;
+}
+
+// Row chunks of the deterministic column sums: depends only on the row count.
+int64_t col_chunks(int64_t rows) {
+  return std::clamp<int64_t>((rows + kMinRowsPerChunk - 1) / kMinRowsPerChunk, 1, kMaxChunks);
+}
+
+DType stat_dtype_of(DType t) { return t == DType::Float64 ? DType::Float64 : DType::Float32; }
+
+template <typename T>
+void launch_rms_norm_forward(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& rstd, double eps) {
+  using A = acc_t<T>;
+  const int64_t D = x.size(-1), N = D > 0 ? x.numel() / D : 0;
+  HYDRA_CHECK(x.is_contiguous() && w.is_contiguous() && y.is_contiguous() && rstd.is_contiguous(),
+              "rms_norm_forward (cuda): operands must be contiguous (x shape {})", shape_str(x.shape()));
+  if (N == 0) return;
+  const bool v = vec_ok<T>(D, {x.raw_data(), w.raw_data(), y.raw_data()});
+  cudaStream_t s = stream_of(x);
+  with_vec<T>(v, [&]<int VEC>() {
+    const RowLaunch l = row_launch(N, D / VEC, D, sizeof(T), 1);
+    rms_norm_fwd_kernel<T, VEC><<<l.grid, l.threads, l.smem, s>>>(
+        static_cast<const T*>(x.raw_data()), static_cast<const T*>(w.raw_data()), static_cast<T*>(y.raw_data()),
+        static_cast<A*>(rstd.raw_data()), N, D, eps, l.cache);
+  });
+  HYDRA_CUDA_CHECK_LAUNCH("rms_norm_forward");
+}
+
+template <typename T>
+void launch_rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dx,
+                              const Tensor& dw) {
+  using A = acc_t<T>;
+  const int64_t D = x.size(-1), N = D > 0 ? x.numel() / D : 0;
+  HYDRA_CHECK(gy.is_contiguous() && x.is_contiguous() && w.is_contiguous() && rstd.is_contiguous() &&
+                  dx.is_contiguous() && dw.is_contiguous(),
+              "rms_norm_backward (cuda): operands must be contiguous (x shape {})", shape_str(x.shape()));
+  if (D == 0) return;
+  cudaStream_t s = stream_of(x);
+  if (N == 0) {  // dw = Σ over no rows
+    fill(dw, 0.0);
+    return;
+  }
+  const bool v = vec_ok<T>(D, {gy.raw_data(), x.raw_data(), w.raw_data(), dx.raw_data()});
+  with_vec<T>(v, [&]<int VEC>() {
+    const RowLaunch l = row_launch(N, D / VEC, D, sizeof(T), 2);
+    rms_norm_bwd_dx_kernel<T, VEC><<<l.grid, l.threads, l.smem, s>>>(
+        static_cast<const T*>(gy.raw_data()), static_cast<const T*>(x.raw_data()), static_cast<const T*>(w.raw_data()),
+        static_cast<const A*>(rstd.raw_data()), static_cast<T*>(dx.raw_data()), N, D, l.cache);
+  });
+  HYDRA_CUDA_CHECK_LAUNCH("rms_norm_backward (dx)");
+  const int64_t chunks = col_chunks(N), rpc = (N + chunks - 1) / chunks;
+  Tensor partial = empty({chunks, D}, stat_dtype_of(x.dtype()), x.device());
+  const dim3 grid(static_cast<unsigned>((D + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
+  rms_norm_dw_partial_kernel<T><<<grid, dim3(kColTile, kColLanes), 0, s>>>(
+      static_cast<const T*>(gy.raw_data()), static_cast<const T*>(x.raw_data()), static_cast<const A*>(rstd.raw_data()),
+      static_cast<A*>(partial.raw_data()), N, D, rpc);
+  HYDRA_CUDA_CHECK_LAUNCH("rms_norm_backward (dw partial)");
+  column_finalize_kernel<T><<<grid_for(D, kElemThreads), kElemThreads, 0, s>>>(
+      static_cast<const A*>(partial.raw_data()), static_cast<T*>(dw.raw_data()), chunks, D);
+  HYDRA_CUDA_CHECK_LAUNCH("rms_norm_backward (dw finalize)");
+}
+
+template <typename T, typename I>
+CrossEntropyTargetCheck launch_cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& loss,
+                                                     const Tensor& lse, int64_t ignore_index) {
+  using A = acc_t<T>;
+  const int64_t V = logits.size(-1), N = V > 0 ? logits.numel() / V : 0;
+  HYDRA_CHECK(logits.is_contiguous() && targets.is_contiguous() && lse.is_contiguous(),
+              "cross_entropy_forward (cuda): operands must be contiguous (logits shape {})",
+              shape_str(logits.shape()));
+  HYDRA_CHECK(V >= 1, "cross_entropy_forward (cuda): V must be >= 1, logits shape {}", shape_str(logits.shape()));
+  cudaStream_t s = stream_of(logits);
+  Tensor row_loss = empty({std::max<int64_t>(N, 1)}, DType::Float64, logits.device());
+  Tensor info = empty({3}, DType::Int64, logits.device());
+  if (N > 0) {
+    const bool v = vec_ok<T>(V, {logits.raw_data()});
+    with_vec<T>(v, [&]<int VEC>() {
+      const RowLaunch l = row_launch(N, V / VEC, V, sizeof(T), 0);
+      cross_entropy_fwd_kernel<T, I, VEC><<<l.grid, l.threads, 0, s>>>(
+          static_cast<const T*>(logits.raw_data()), static_cast<const I*>(targets.raw_data()),
+          static_cast<A*>(lse.raw_data()), static_cast<double*>(row_loss.raw_data()), N, V, ignore_index);
+    });
+    HYDRA_CUDA_CHECK_LAUNCH("cross_entropy_forward");
+  }
+  cross_entropy_finalize_kernel<I, A><<<1, 1024, 0, s>>>(
+      static_cast<const double*>(row_loss.raw_data()), static_cast<const I*>(targets.raw_data()),
+      static_cast<A*>(loss.raw_data()), static_cast<long long*>(info.raw_data()), N, V, ignore_index);
+  HYDRA_CUDA_CHECK_LAUNCH("cross_entropy_forward (mean)");
+  const std::vector<int64_t> h = info.to(kCPU).to_vector<int64_t>();  // waits for the stream
+  return CrossEntropyTargetCheck{h[0], h[1]};
+}
+
+template <typename T, typename I>
+void launch_cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                                   const Tensor& dlogits, int64_t ignore_index) {
+  using A = acc_t<T>;
+  const int64_t V = logits.size(-1), N = V > 0 ? logits.numel() / V : 0;
+  HYDRA_CHECK(logits.is_contiguous() && targets.is_contiguous() && lse.is_contiguous() && dlogits.is_contiguous(),
+              "cross_entropy_backward (cuda): operands must be contiguous (logits shape {})",
+              shape_str(logits.shape()));
+  HYDRA_CHECK(gloss.numel() == 1, "cross_entropy_backward (cuda): gloss must have one element, got shape {}",
+              shape_str(gloss.shape()));
+  if (N == 0) return;
+  cudaStream_t s = stream_of(logits);
+  // gloss in the stat dtype, still on the device (a cast kernel at most: no host round trip).
+  const Tensor g = gloss.contiguous().to(stat_dtype_of(logits.dtype()));
+  Tensor n_valid = empty({1}, DType::Int64, logits.device());
+  cross_entropy_count_kernel<I><<<1, 1024, 0, s>>>(static_cast<const I*>(targets.raw_data()),
+                                                    static_cast<long long*>(n_valid.raw_data()), N, V, ignore_index);
+  HYDRA_CUDA_CHECK_LAUNCH("cross_entropy_backward (count)");
+  const bool v = vec_ok<T>(V, {logits.raw_data(), dlogits.raw_data()});
+  with_vec<T>(v, [&]<int VEC>() {
+    const RowLaunch l = row_launch(N, V / VEC, V, sizeof(T), 0);
+    cross_entropy_bwd_kernel<T, I, VEC><<<l.grid, l.threads, 0, s>>>(
+        static_cast<const T*>(logits.raw_data()), static_cast<const I*>(targets.raw_data()),
+        static_cast<const A*>(lse.raw_data()), static_cast<const A*>(g.raw_data()),
+        static_cast<const long long*>(n_valid.raw_data()), static_cast<T*>(dlogits.raw_data()), N, V, ignore_index);
+  });
+  HYDRA_CUDA_CHECK_LAUNCH("cross_entropy_backward");
+}
+
+template <typename T>
+void launch_l2_normalize_forward(const Tensor& x, const Tensor& y, const Tensor& norm, double eps) {
+  using A = acc_t<T>;
+  const int64_t D = x.dim() > 0 ? x.size(-1) : 0, N = D > 0 ? x.numel() / D : 0;
+  HYDRA_CHECK(x.is_contiguous() && y.is_contiguous() && norm.is_contiguous(),
+              "l2_normalize_forward (cuda): operands must be contiguous (x shape {})", shape_str(x.shape()));
+  if (N == 0) return;
+  const bool v = vec_ok<T>(D, {x.raw_data(), y.raw_data()});
+  cudaStream_t s = stream_of(x);
+  with_vec<T>(v, [&]<int VEC>() {
+    const RowLaunch l = row_launch(N, D / VEC, D, sizeof(T), 1);
+    l2_normalize_fwd_kernel<T, VEC><<<l.grid, l.threads, l.smem, s>>>(static_cast<const T*>(x.raw_data()),
+                                                                      static_cast<T*>(y.raw_data()),
+                                                                      static_cast<A*>(norm.raw_data()), N, D, eps,
+                                                                      l.cache);
+  });
+  HYDRA_CUDA_CHECK_LAUNCH("l2_normalize_forward");
+}
+
+template <typename T>
+void launch_l2_normalize_backward(const Tensor& gy, const Tensor& y, const Tensor& norm, const Tensor& dx, double eps) {
+  using A = acc_t<T>;
+  const int64_t D = y.dim() > 0 ? y.size(-1) : 0, N = D > 0 ? y.numel() / D : 0;
+  HYDRA_CHECK(gy.is_contiguous() && y.is_contiguous() && norm.is_contiguous() && dx.is_contiguous(),
+              "l2_normalize_backward (cuda): operands must be contiguous (y shape {})", shape_str(y.shape()));
+  if (N == 0) return;
+  const bool v = vec_ok<T>(D, {gy.raw_data(), y.raw_data(), dx.raw_data()});
+  cudaStream_t s = stream_of(y);
+  with_vec<T>(v, [&]<int VEC>() {
+    const RowLaunch l = row_launch(N, D / VEC, D, sizeof(T), 2);
+    l2_normalize_bwd_kernel<T, VEC><<<l.grid, l.threads, l.smem, s>>>(
+        static_cast<const T*>(gy.raw_data()), static_cast<const T*>(y.raw_data()),
+        static_cast<const A*>(norm.raw_data()), static_cast<T*>(dx.raw_data()), N, D, eps, l.cache);
+  });
+  HYDRA_CUDA_CHECK_LAUNCH("l2_normalize_backward");
+}
+
+template <typename T>
+void launch_rotary(const Tensor& x, const Tensor& y, int64_t position_offset, double base, double sign) {
+  using A = acc_t<T>;
+  HYDRA_CHECK(x.dim() >= 2 && x.size(-1) % 2 == 0, "rotary (cuda): x must be (..., T, D) with D even, got shape {}",
+              shape_str(x.shape()));
+  HYDRA_CHECK(x.is_contiguous() && y.is_contiguous(), "rotary (cuda): operands must be contiguous (x shape {})",
+              shape_str(x.shape()));
+  const int64_t D = x.size(-1), T_len = x.size(-2), H = D / 2;
+  const int64_t rows = D > 0 ? x.numel() / D : 0;
+  if (rows == 0 || H == 0) return;
+  // inv_freq exactly as the CPU path computes it (float32, SPEC §2.9), uploaded.
+  std::vector<float> inv(static_cast<std::size_t>(H));
+  for (int64_t i = 0; i < H; ++i) {
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(D);
+    inv[static_cast<std::size_t>(i)] = 1.0f / std::pow(static_cast<float>(base), exponent);
+  }
+  const Tensor inv_d = from_vector<float>(inv, {H}, x.device());
+  const DType sd = stat_dtype_of(x.dtype());
+  Tensor cos_t = empty({T_len, H}, sd, x.device()), sin_t = empty({T_len, H}, sd, x.device());
+  cudaStream_t s = stream_of(x);
+  rotary_table_kernel<T><<<grid_for(T_len * H, kElemThreads), kElemThreads, 0, s>>>(
+      static_cast<const float*>(inv_d.raw_data()), static_cast<A*>(cos_t.raw_data()),
+      static_cast<A*>(sin_t.raw_data()), T_len, H, position_offset);
+  HYDRA_CUDA_CHECK_LAUNCH("rotary (table)");
+  const bool v = vec_ok<T>(H, {x.raw_data(), y.raw_data()});
+  with_vec<T>(v, [&]<int VEC>() {
+    const int64_t n = rows * (H / VEC);
+    rotary_apply_kernel<T, VEC><<<grid_for(n, kElemThreads), kElemThreads, 0, s>>>(
+        static_cast<const T*>(x.raw_data()), static_cast<T*>(y.raw_data()), static_cast<const A*>(cos_t.raw_data()),
+        static_cast<const A*>(sin_t.raw_data()), rows, T_len, H, static_cast<A>(sign));
+  });
+  HYDRA_CUDA_CHECK_LAUNCH("rotary");
+}
+
+template <typename T>
+const T* cptr_or_null(const Tensor& t) {
+  return t.defined() && t.numel() > 0 ? static_cast<const T*>(t.raw_data()) : nullptr;
+}
+template <typename T>
+T* ptr_or_null(const Tensor& t) {
+  return t.defined() && t.numel() > 0 ? static_cast<T*>(t.raw_data()) : nullptr;
+}
+
+ConvDims conv_dims(const Tensor& x, const Tensor& w, const char* op) {
+  HYDRA_CHECK(x.dim() == 3 && w.dim() == 2 && w.size(0) == x.size(2) && w.size(1) >= 1,
+              "{} (cuda): x must be (B, T, C) and w (C, K), got x {} and w {}", op, shape_str(x.shape()),
+              shape_str(w.shape()));
+  return ConvDims{x.size(0), x.size(1), x.size(2), w.size(1)};
+}
+
+void check_contiguous_all(std::initializer_list<const Tensor*> ts, const char* op) {
+  for (const Tensor* t : ts)
+    HYDRA_CHECK(!t->defined() || t->is_contiguous(), "{} (cuda): operands must be contiguous, got shape {}", op,
+                shape_str(t->shape()));
+}
+
+template <typename T>
+void launch_causal_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& cache,
+                                  const Tensor& y, const Tensor& new_cache) {
+  const ConvDims d = conv_dims(x, w, "causal_conv1d_forward");
+  check_contiguous_all({&x, &w, &bias, &cache, &y, &new_cache}, "causal_conv1d_forward");
+  cudaStream_t s = stream_of(x);
+  const T* cp = d.K > 1 ? cptr_or_null<T>(cache) : nullptr;
+  const int64_t n = d.B * d.T * d.C;
+  if (n > 0) {
+    conv_fwd_kernel<T><<<grid_for(n, kElemThreads), kElemThreads, 0, s>>>(
+        static_cast<const T*>(x.raw_data()), static_cast<const T*>(w.raw_data()), cptr_or_null<T>(bias), cp,
+        static_cast<T*>(y.raw_data()), d);
+    HYDRA_CUDA_CHECK_LAUNCH("causal_conv1d_forward");
+  }
+  T* ncp = ptr_or_null<T>(new_cache);
+  const int64_t nn = d.B * d.C * (d.K - 1);
+  if (ncp && nn > 0) {
+    conv_new_cache_kernel<T><<<grid_for(nn, kElemThreads), kElemThreads, 0, s>>>(static_cast<const T*>(x.raw_data()),
+                                                                                cp, ncp, d);
+    HYDRA_CUDA_CHECK_LAUNCH("causal_conv1d_forward (new_cache)");
+  }
+}
+
+template <typename T>
+void launch_causal_conv1d_backward(const Tensor& gy, const Tensor& gnc, const Tensor& x, const Tensor& w,
+                                   const Tensor& cache, const Tensor& dx, const Tensor& dw, const Tensor& dbias,
+                                   const Tensor& dcache) {
+  using A = acc_t<T>;
+  const ConvDims d = conv_dims(x, w, "causal_conv1d_backward");
+  check_contiguous_all({&gy, &gnc, &x, &w, &cache, &dx, &dw, &dbias, &dcache}, "causal_conv1d_backward");
+  cudaStream_t s = stream_of(x);
+  const T* cp = d.K > 1 ? cptr_or_null<T>(cache) : nullptr;
+  const T* gp = d.K > 1 ? cptr_or_null<T>(gnc) : nullptr;
+  const T* wp = static_cast<const T*>(w.raw_data());
+  const T* gyp = static_cast<const T*>(gy.raw_data());
+  const int64_t n = d.B * d.T * d.C;
+  if (n > 0) {
+    conv_bwd_dx_kernel<T><<<grid_for(n, kElemThreads), kElemThreads, 0, s>>>(gyp, gp, wp,
+                                                                            static_cast<T*>(dx.raw_data()), d);
+    HYDRA_CUDA_CHECK_LAUNCH("causal_conv1d_backward (dx)");
+  }
+  T* dcp = ptr_or_null<T>(dcache);
+  const int64_t nc = d.B * d.C * (d.K - 1);
+  if (dcp && nc > 0) {
+    conv_bwd_dcache_kernel<T><<<grid_for(nc, kElemThreads), kElemThreads, 0, s>>>(gyp, gp, wp, dcp, d);
+    HYDRA_CUDA_CHECK_LAUNCH("causal_conv1d_backward (dcache)");
+  }
+  if (d.C == 0) return;
+  T* dbp = ptr_or_null<T>(dbias);
+  const int64_t taps = d.K + (dbp ? 1 : 0);
+  const int64_t rows = d.B * d.T;
+  if (rows == 0) {  // sums over no (b, t)
+    fill(dw, 0.0);
+    if (dbp) fill(dbias, 0.0);
+    return;
+  }
+  HYDRA_CHECK(taps <= 65535, "causal_conv1d_backward (cuda): K = {} exceeds the supported 65534", d.K);
+  const int64_t chunks = col_chunks(rows), rpc = (rows + chunks - 1) / chunks;
+  Tensor partial = empty({chunks, taps, d.C}, stat_dtype_of(x.dtype()), x.device());
+  const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks),
+                  static_cast<unsigned>(taps));
+  conv_dw_partial_kernel<T><<<grid, dim3(kColTile, kColLanes), 0, s>>>(gyp, static_cast<const T*>(x.raw_data()), cp,
+                                                                      static_cast<A*>(partial.raw_data()), d, rpc);
+  HYDRA_CUDA_CHECK_LAUNCH("causal_conv1d_backward (dw partial)");
+  conv_dw_finalize_kernel<T><<<grid_for(taps * d.C, kElemThreads), kElemThreads, 0, s>>>(
+      static_cast<const A*>(partial.raw_data()), static_cast<T*>(dw.raw_data()), dbp, chunks, taps, d);
+  HYDRA_CUDA_CHECK_LAUNCH("causal_conv1d_backward (dw finalize)");
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------
+// entry points
+
+void rms_norm_forward(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& rstd, double eps) {
+  DeviceGuard guard(x.device().index);
+  dispatch_floating(x.dtype(), "rms_norm_forward",
+                    [&]<typename T>() { launch_rms_norm_forward<T>(x, w, y, rstd, eps); });
+}
+
+void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dx,
+                       const Tensor& dw) {
+  DeviceGuard guard(x.device().index);
+  dispatch_floating(x.dtype(), "rms_norm_backward",
+                    [&]<typename T>() { launch_rms_norm_backward<T>(gy, x, w, rstd, dx, dw); });
+}
+
+CrossEntropyTargetCheck cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& loss,
+                                              const Tensor& lse, int64_t ignore_index) {
+  DeviceGuard guard(logits.device().index);
+  return dispatch_floating(logits.dtype(), "cross_entropy_forward", [&]<typename T>() {
+    return dispatch_index(targets.dtype(), "cross_entropy_forward", [&]<typename I>() {
+      return launch_cross_entropy_forward<T, I>(logits, targets, loss, lse, ignore_index);
+    });
+  });
+}
+
+void cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                            const Tensor& dlogits, int64_t ignore_index) {
+  DeviceGuard guard(logits.device().index);
+  dispatch_floating(logits.dtype(), "cross_entropy_backward", [&]<typename T>() {
+    dispatch_index(targets.dtype(), "cross_entropy_backward", [&]<typename I>() {
+      launch_cross_entropy_backward<T, I>(gloss, logits, targets, lse, dlogits, ignore_index);
+    });
+  });
+}
+
+void l2_normalize_forward(const Tensor& x, const Tensor& y, const Tensor& norm, double eps) {
+  DeviceGuard guard(x.device().index);
+  dispatch_floating(x.dtype(), "l2_normalize_forward",
+                    [&]<typename T>() { launch_l2_normalize_forward<T>(x, y, norm, eps); });
+}
+
+void l2_normalize_backward(const Tensor& gy, const Tensor& y, const Tensor& norm, const Tensor& dx, double eps) {
+  DeviceGuard guard(y.device().index);
+  dispatch_floating(y.dtype(), "l2_normalize_backward",
+                    [&]<typename T>() { launch_l2_normalize_backward<T>(gy, y, norm, dx, eps); });
+}
+
+void rotary(const Tensor& x, const Tensor& y, int64_t position_offset, double base, double sign) {
+  DeviceGuard guard(x.device().index);
+  dispatch_floating(x.dtype(), "rotary",
+                    [&]<typename T>() { launch_rotary<T>(x, y, position_offset, base, sign); });
+}
+
+void causal_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& cache, const Tensor& y,
+                           const Tensor& new_cache) {
+  DeviceGuard guard(x.device().index);
+  dispatch_floating(x.dtype(), "causal_conv1d_forward",
+                    [&]<typename T>() { launch_causal_conv1d_forward<T>(x, w, bias, cache, y, new_cache); });
+}
+
+void causal_conv1d_backward(const Tensor& gy, const Tensor& g_new_cache, const Tensor& x, const Tensor& w,
+                            const Tensor& cache, const Tensor& dx, const Tensor& dw, const Tensor& dbias,
+                            const Tensor& dcache) {
+  DeviceGuard guard(x.device().index);
+  dispatch_floating(x.dtype(), "causal_conv1d_backward", [&]<typename T>() {
+    launch_causal_conv1d_backward<T>(gy, g_new_cache, x, w, cache, dx, dw, dbias, dcache);
+  });
+}
+
+}  // namespace hydra::cuda

@@ -1,0 +1,49 @@
+#pragma once
+// CUDA entry points of the fused hot-path ops (tensor/ops/fused.h), called only from the CUDA branch of each op's
+// dispatch function in tensor/ops/fused.cpp, which has already validated the arguments, made the inputs contiguous
+// and allocated the outputs (contiguous, on the inputs' device). Host-only header: no CUDA types.
+// Built without CUDA, tensor/cuda/fused_ops_stub.cpp defines each one to throw. Kernels: tensor/cuda/fused_cuda.cu.
+#include <cstdint>
+
+#include "tensor/tensor_core.h"
+
+namespace hydra::cuda {
+
+// RMSNorm: x (N·D contiguous), w (D) -> y (x's shape), rstd (N, stat dtype).
+void rms_norm_forward(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& rstd, double eps);
+// -> dx (x's shape), dw (D). dw is deterministic (per-chunk partial column sums, then a fixed-order reduction).
+void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dx,
+                       const Tensor& dw);
+
+// Cross-entropy forward: logits (N·V contiguous), targets (N, int32/int64) -> loss (0-d), lse (N), stat dtype.
+// Reads back (one small device-to-host copy) the first row whose target is neither ignore_index nor in [0, V):
+// bad_row = -1 when every target is fine; the caller throws with the CPU path's message. When bad_row >= 0 the
+// outputs are unspecified.
+struct CrossEntropyTargetCheck {
+  int64_t bad_row = -1;
+  int64_t bad_value = 0;
+};
+CrossEntropyTargetCheck cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& loss,
+                                              const Tensor& lse, int64_t ignore_index);
+// dlogits (N·V). gloss (one element, any floating dtype, on the device) is read by the kernel: no host sync.
+// n_valid is counted on the device. Targets are not re-validated (forward did it): a row whose target is out of
+// range is treated like an ignored row's one-hot (no index is read out of bounds), it is not reported.
+void cross_entropy_backward(const Tensor& gloss, const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                            const Tensor& dlogits, int64_t ignore_index);
+
+// L2 normalisation over the last dim: x (N·D) -> y, norm (N, stat dtype); backward gy, y, norm -> dx.
+void l2_normalize_forward(const Tensor& x, const Tensor& y, const Tensor& norm, double eps);
+void l2_normalize_backward(const Tensor& gy, const Tensor& y, const Tensor& norm, const Tensor& dx, double eps);
+
+// Rotary embedding of x (..., T, D) contiguous into y: sign = +1 rotates by θ (forward), −1 by −θ (backward).
+void rotary(const Tensor& x, const Tensor& y, int64_t position_offset, double base, double sign);
+
+// Causal depthwise conv1d (shapes in tensor/ops/fused.h). bias / cache / new_cache may be undefined (or empty).
+void causal_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& cache, const Tensor& y,
+                           const Tensor& new_cache);
+// g_new_cache, dbias, dcache may be undefined. dw/dbias are deterministic (partial sums, fixed-order reduction).
+void causal_conv1d_backward(const Tensor& gy, const Tensor& g_new_cache, const Tensor& x, const Tensor& w,
+                            const Tensor& cache, const Tensor& dx, const Tensor& dw, const Tensor& dbias,
+                            const Tensor& dcache);
+
+}  // namespace hydra::cuda

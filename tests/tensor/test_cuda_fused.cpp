@@ -1,0 +1,310 @@
+// gpu-labelled: the fused hot-path ops (tensor/ops/fused.h) on CUDA, forward and backward, against the CPU op on the
+// float64 upcast of the same inputs (the CPU ops are checked against plain loops in test_fused.cpp). Backward
+// references take the CUDA forward's saved statistics (rstd, lse, norm, y) upcast, so each kernel is checked on its
+// own. Rotary is compared with the CPU op in the same dtype: SPEC §2.9 makes θ's precision dtype-dependent (float32
+// angles for float32/bf16), so a float64 reference differs by far more than rounding at large positions.
+// Outputs are poisoned by the allocator (see gpu_available), so an unwritten element is NaN and fails.
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "autograd/functions/fused.h"
+#include "tests/test_util.h"
+
+using namespace hydra;
+using namespace hydra::test;
+
+namespace {
+const Device kGpu("cuda:0");
+constexpr DType kDts[] = {DType::Float32, DType::BFloat16, DType::Float64};
+
+// The float64 CPU copy of a (GPU) tensor; integer tensors keep their dtype.
+Tensor h64(const Tensor& t) {
+  if (!t.defined()) return t;
+  return t.to(kCPU).to(is_floating(t.dtype()) ? DType::Float64 : t.dtype());
+}
+
+// x (N, D) as a non-contiguous view: the transpose of a contiguous (D, N) tensor.
+Tensor strided_rows(int64_t N, int64_t D, DType dt) {
+  return randn_t({D, N}, dt).to(kGpu).transpose(0, 1);
+}
+
+// Logits (N, V) with some masked (−inf) entries, column 0 included, never at the target.
+Tensor masked_logits(int64_t N, int64_t V, const std::vector<int64_t>& targets, DType dt) {
+  std::vector<double> v = mul(randn_t({N, V}), 3.0).to_vector<double>();
+  for (int64_t r = 0; r < N; ++r)
+    for (int64_t c = 0; c < V; c += (r % 3) + 2)
+      if (c != targets[r]) v[r * V + c] = -std::numeric_limits<double>::infinity();
+  return from_vector<double>(v, {N, V}).to(dt);
+}
+
+std::vector<int64_t> make_targets(int64_t N, int64_t V, int64_t every_ignored, int64_t ignore_index = -100) {
+  std::vector<int64_t> t(N);
+  for (int64_t r = 0; r < N; ++r) t[r] = (every_ignored > 0 && r % every_ignored == 1) ? ignore_index : (r * 7919) % V;
+  return t;
+}
+}  // namespace
+
+TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest label gpu
+  TEST_CASE("cuda rms_norm forward and backward match float64 (D = 1 65 768 4096 and strided x)") {
+    if (!gpu_available()) return;
+    const double eps = 1e-5;
+    const std::vector<Shape> shapes = {{3, 1}, {5, 65}, {2, 7, 768}, {33, 4096}, {1, 3}, {0, 8}};
+    for (DType dt : kDts) {
+      const Tolerance tol = tolerance_for(dt);
+      for (const Shape& s : shapes) {
+        for (bool strided : {false, true}) {
+          if (strided && s.size() != 2) continue;
+          INFO(dtype_name(dt) << " " << shape_str(s) << (strided ? " strided" : ""));
+          const int64_t D = s.back();
+          Tensor x = strided ? strided_rows(s[0], D, dt) : randn_t(s, dt).to(kGpu);
+          Tensor w = rand_t({D}, 0.5, 1.5, dt).to(kGpu);
+          Tensor gy = randn_t(s, dt).to(kGpu);
+          RmsNormOutput o = rms_norm_forward(x, w, eps);
+          RmsNormOutput r = rms_norm_forward(h64(x), h64(w), eps);
+          check_close(o.y.to(kCPU), r.y, tol, "y");
+          check_close(o.rstd.to(kCPU), r.rstd, tol, "rstd");
+          CHECK(o.rstd.dtype() == (dt == DType::Float64 ? DType::Float64 : DType::Float32));
+          RmsNormGrads g = rms_norm_backward(gy, x, w, o.rstd);
+          RmsNormGrads rg = rms_norm_backward(h64(gy), h64(x), h64(w), h64(o.rstd));
+          check_close(g.dx.to(kCPU), rg.dx, tol, "dx");
+          check_close(g.dw.to(kCPU), rg.dw, tol, "dw");
+          // dw is deterministic: a second run is bitwise identical.
+          RmsNormGrads g2 = rms_norm_backward(gy, x, w, o.rstd);
+          CHECK(g2.dw.to(kCPU).to_vector<double>() == g.dw.to(kCPU).to_vector<double>());
+        }
+      }
+    }
+  }
+
+  TEST_CASE("cuda cross_entropy forward and backward match float64 (V = 1 and 32000 with N = 64 and 1)") {
+    if (!gpu_available()) return;
+    struct Case {
+      int64_t N, V, every_ignored;
+    };
+    const std::vector<Case> cases = {{64, 32000, 5}, {1, 32000, 0}, {7, 1, 3}, {13, 65, 4}, {9, 1031, 0}};
+    for (DType dt : kDts) {
+      const Tolerance tol = tolerance_for(dt);
+      for (const Case& c : cases) {
+        for (DType it : {DType::Int64, DType::Int32}) {
+          INFO(dtype_name(dt) << " N=" << c.N << " V=" << c.V << " " << dtype_name(it));
+          std::vector<int64_t> tv = make_targets(c.N, c.V, c.every_ignored);
+          Tensor logits = mul(randn_t({c.N, c.V}), 2.0).to(dt).to(kGpu);
+          Tensor targets = from_vector<int64_t>(tv, {c.N}).to(it).to(kGpu);
+          CrossEntropyOutput o = cross_entropy_forward(logits, targets);
+          CrossEntropyOutput r = cross_entropy_forward(h64(logits), h64(targets));
+          check_close(o.loss.to(kCPU).reshape({1}), r.loss.reshape({1}), tol, "loss");
+          check_close(o.lse.to(kCPU), r.lse, tol, "lse");
+          Tensor gloss = scalar_tensor(0.75, DType::Float32, kGpu);
+          Tensor d = cross_entropy_backward(gloss, logits, targets, o.lse);
+          Tensor rd = cross_entropy_backward(h64(gloss), h64(logits), h64(targets), h64(o.lse));
+          check_close(d.to(kCPU), rd, tol, "dlogits");
+        }
+      }
+    }
+  }
+
+  TEST_CASE("cuda cross_entropy with masked -inf logits and strided and 3-d logits") {
+    if (!gpu_available()) return;
+    for (DType dt : kDts) {
+      const Tolerance tol = tolerance_for(dt);
+      INFO(dtype_name(dt));
+      const int64_t N = 17, V = 300;
+      std::vector<int64_t> tv = make_targets(N, V, 4);
+      Tensor logits = masked_logits(N, V, tv, dt).to(kGpu);
+      Tensor targets = from_vector<int64_t>(tv, {N}, kGpu);
+      CrossEntropyOutput o = cross_entropy_forward(logits, targets);
+      CrossEntropyOutput r = cross_entropy_forward(h64(logits), h64(targets));
+      check_close(o.loss.to(kCPU).reshape({1}), r.loss.reshape({1}), tol, "masked loss");
+      check_close(o.lse.to(kCPU), r.lse, tol, "masked lse");
+      Tensor gloss = scalar_tensor(1.0, dt, kGpu);
+      check_close(cross_entropy_backward(gloss, logits, targets, o.lse).to(kCPU),
+                  cross_entropy_backward(h64(gloss), h64(logits), h64(targets), h64(o.lse)), tol, "masked dlogits");
+      // Strided (transposed) logits in a 3-d shape.
+      Tensor lt = randn_t({V, 2, 5}, dt).to(kGpu).permute({1, 2, 0});
+      std::vector<int64_t> t3 = make_targets(10, V, 3);
+      Tensor tg = from_vector<int64_t>(t3, {2, 5}, kGpu);
+      CrossEntropyOutput o3 = cross_entropy_forward(lt, tg);
+      CrossEntropyOutput r3 = cross_entropy_forward(h64(lt), h64(tg));
+      check_close(o3.loss.to(kCPU).reshape({1}), r3.loss.reshape({1}), tol, "strided loss");
+      check_close(o3.lse.to(kCPU), r3.lse, tol, "strided lse");
+      check_close(cross_entropy_backward(gloss, lt, tg, o3.lse).to(kCPU),
+                  cross_entropy_backward(h64(gloss), h64(lt), h64(tg), h64(o3.lse)), tol, "strided dlogits");
+    }
+  }
+
+  TEST_CASE("cuda cross_entropy: all rows ignored gives zero loss and gradient and bad targets throw") {
+    if (!gpu_available()) return;
+    Tensor logits = randn_t({4, 9}, DType::Float32).to(kGpu);
+    Tensor ign = full({4}, -1.0, DType::Int64, kGpu);
+    CrossEntropyOutput o = cross_entropy_forward(logits, ign, -1);
+    CHECK(o.loss.item() == 0.0);
+    Tensor d = cross_entropy_backward(scalar_tensor(1.0, DType::Float32, kGpu), logits, ign, o.lse, -1);
+    for (float v : d.to(kCPU).to_vector<float>()) CHECK(v == 0.0f);
+    check_close(o.lse.to(kCPU), cross_entropy_forward(h64(logits), h64(ign), -1).lse, kTolF32, "lse of ignored rows");
+    Tensor bad = from_vector<int64_t>({1, -100, 9, 12}, {4}, kGpu);
+    check_throws_with([&] { cross_entropy_forward(logits, bad); },
+                      {"cross_entropy_forward", "target 9", "row 2", "V = 9"});
+    Tensor neg = from_vector<int32_t>({1, -3, 0, 2}, {4}).to(kGpu);
+    check_throws_with([&] { cross_entropy_forward(logits, neg); }, {"target -3", "row 1", "V = 9"});
+  }
+
+  TEST_CASE("cuda l2_normalize forward and backward match float64 (zero row and D = 1 65 768 and strided)") {
+    if (!gpu_available()) return;
+    const double eps = 1e-12;
+    const std::vector<Shape> shapes = {{3, 1}, {6, 65}, {2, 4, 768}, {5, 4096}};
+    for (DType dt : kDts) {
+      const Tolerance tol = tolerance_for(dt);
+      for (const Shape& s : shapes) {
+        for (bool strided : {false, true}) {
+          if (strided && s.size() != 2) continue;
+          INFO(dtype_name(dt) << " " << shape_str(s) << (strided ? " strided" : ""));
+          const int64_t D = s.back();
+          Tensor x = strided ? strided_rows(s[0], D, dt) : randn_t(s, dt).to(kGpu);
+          if (!strided && s.size() == 2 && s[0] > 2) x.select(0, 1).zero_();  // a zero row: the clamp path
+          Tensor gy = randn_t(s, dt).to(kGpu);
+          L2NormalizeOutput o = l2_normalize_forward(x, eps);
+          L2NormalizeOutput r = l2_normalize_forward(h64(x), eps);
+          check_close(o.y.to(kCPU), r.y, tol, "y");
+          check_close(o.norm.to(kCPU), r.norm, tol, "norm");
+          Tensor dx = l2_normalize_backward(gy, o.y, o.norm, eps);
+          Tensor rdx = l2_normalize_backward(h64(gy), h64(o.y), h64(o.norm), eps);
+          check_close(dx.to(kCPU), rdx, tol, "dx");
+        }
+      }
+    }
+    // The clamp with a large eps on every row.
+    Tensor x = mul(randn_t({4, 65}, DType::Float32), 1e-3).to(kGpu), gy = randn_t({4, 65}, DType::Float32).to(kGpu);
+    L2NormalizeOutput o = l2_normalize_forward(x, 1.0);
+    check_close(o.y.to(kCPU), l2_normalize_forward(h64(x), 1.0).y, kTolF32, "clamped y");
+    check_close(l2_normalize_backward(gy, o.y, o.norm, 1.0).to(kCPU),
+                l2_normalize_backward(h64(gy), h64(o.y), h64(o.norm), 1.0), kTolF32, "clamped dx");
+  }
+
+  TEST_CASE("cuda rotary forward and backward match the cpu op (T = 1 and offsets up to 100000 and strided)") {
+    if (!gpu_available()) return;
+    const std::vector<Shape> shapes = {{1, 2}, {2, 5, 64}, {3, 7, 6}, {2, 3, 128, 128}, {4, 1, 16}};
+    for (DType dt : kDts) {
+      const Tolerance tol = tolerance_for(dt);
+      for (const Shape& s : shapes) {
+        for (int64_t off : {int64_t{0}, int64_t{37}, int64_t{100000}}) {
+          INFO(dtype_name(dt) << " " << shape_str(s) << " offset " << off);
+          Tensor x = randn_t(s, dt).to(kGpu);
+          Tensor xc = x.to(kCPU);
+          check_close(rotary_forward(x, off, 10000.0).to(kCPU).to(DType::Float64),
+                      rotary_forward(xc, off, 10000.0).to(DType::Float64), tol, "forward");
+          check_close(rotary_backward(x, off, 500000.0).to(kCPU).to(DType::Float64),
+                      rotary_backward(xc, off, 500000.0).to(DType::Float64), tol, "backward");
+          if (off == 37) {  // small positions: also against the float64 op
+            check_close(rotary_forward(x, off, 10000.0).to(kCPU), rotary_forward(h64(x), off, 10000.0), tol,
+                        "forward vs float64");
+          }
+        }
+      }
+      // Strided: (B, T, D) seen through a transpose of (T, B, D).
+      Tensor xt = randn_t({9, 3, 32}, dt).to(kGpu).transpose(0, 1);
+      check_close(rotary_forward(xt, 100000, 10000.0).to(kCPU).to(DType::Float64),
+                  rotary_forward(xt.to(kCPU), 100000, 10000.0).to(DType::Float64), tol, "strided");
+    }
+  }
+
+  TEST_CASE("cuda causal_conv1d forward and backward match float64 (K = 1 and K > T and T = 1 and strided)") {
+    if (!gpu_available()) return;
+    struct Case {
+      int64_t B, T, C, K;
+      bool bias, cache, gnc, strided;
+    };
+    const std::vector<Case> cases = {
+        {2, 7, 5, 4, true, true, true, false},    {1, 1, 3, 1, false, false, false, false},
+        {2, 2, 6, 5, true, true, true, false},    {2, 2, 6, 5, false, false, false, false},
+        {3, 33, 64, 4, true, false, true, true},  {1, 1, 70, 4, true, true, false, false},
+        {2, 129, 96, 4, false, true, true, true}, {1, 3, 2, 1, true, false, false, true}};
+    for (DType dt : kDts) {
+      const Tolerance tol = tolerance_for(dt);
+      for (const Case& c : cases) {
+        INFO(dtype_name(dt) << " B=" << c.B << " T=" << c.T << " C=" << c.C << " K=" << c.K << " bias=" << c.bias
+                            << " cache=" << c.cache << " gnc=" << c.gnc << " strided=" << c.strided);
+        Tensor x = c.strided ? randn_t({c.B, c.C, c.T}, dt).to(kGpu).transpose(1, 2) : randn_t({c.B, c.T, c.C}, dt).to(kGpu);
+        Tensor w = randn_t({c.C, c.K}, dt).to(kGpu);
+        Tensor bias = c.bias ? randn_t({c.C}, dt).to(kGpu) : Tensor();
+        Tensor cache = c.cache ? randn_t({c.B, c.C, c.K - 1}, dt).to(kGpu) : Tensor();
+        CausalConv1dOutput o = causal_conv1d_forward(x, w, bias, cache);
+        CausalConv1dOutput r = causal_conv1d_forward(h64(x), h64(w), h64(bias), h64(cache));
+        check_close(o.y.to(kCPU), r.y, tol, "y");
+        REQUIRE(o.new_cache.defined() == (c.K > 1));
+        if (c.K > 1) check_close(o.new_cache.to(kCPU), r.new_cache, tol, "new_cache");
+        Tensor gy = randn_t({c.B, c.T, c.C}, dt).to(kGpu);
+        Tensor gnc = c.gnc && c.K > 1 ? randn_t({c.B, c.C, c.K - 1}, dt).to(kGpu) : Tensor();
+        CausalConv1dGrads g = causal_conv1d_backward(gy, gnc, x, w, cache, c.bias);
+        CausalConv1dGrads rg = causal_conv1d_backward(h64(gy), h64(gnc), h64(x), h64(w), h64(cache), c.bias);
+        check_close(g.dx.to(kCPU), rg.dx, tol, "dx");
+        check_close(g.dw.to(kCPU), rg.dw, tol, "dw");
+        REQUIRE(g.dbias.defined() == c.bias);
+        if (c.bias) check_close(g.dbias.to(kCPU), rg.dbias, tol, "dbias");
+        REQUIRE(g.dcache.defined() == (c.K > 1));
+        if (c.K > 1) check_close(g.dcache.to(kCPU), rg.dcache, tol, "dcache");
+        CausalConv1dGrads g2 = causal_conv1d_backward(gy, gnc, x, w, cache, c.bias);
+        CHECK(g2.dw.to(kCPU).to_vector<double>() == g.dw.to(kCPU).to_vector<double>());
+      }
+    }
+  }
+
+  TEST_CASE("cuda fused autograd wrappers give the float64 cpu gradients") {
+    if (!gpu_available()) return;
+    // Gradients of Σ <fn(inputs), v> through the engine: float32 CUDA leaves vs float64 CPU leaves.
+    auto run = [](const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& fn,
+                  const std::vector<Tensor>& values, const std::vector<Tensor>& vs, bool on_gpu) {
+      std::vector<Tensor> leaves;
+      for (const Tensor& t : values) {
+        Tensor l = on_gpu ? t.to(DType::Float32).to(kGpu).detach() : t.to(DType::Float64).detach();
+        if (l.is_same(t)) l = t.clone();
+        ag::set_requires_grad(l);
+        leaves.push_back(l);
+      }
+      std::vector<Tensor> outs = fn(leaves), grads;
+      for (const Tensor& v : vs) grads.push_back(on_gpu ? v.to(outs[grads.size()].dtype()).to(kGpu) : v);
+      ag::backward(outs, grads);
+      std::vector<Tensor> gs;
+      for (const Tensor& l : leaves) gs.push_back(h64(ag::grad(l)));
+      return gs;
+    };
+    auto compare_all = [&](const char* what, const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& fn,
+                           const std::vector<Tensor>& values, const std::vector<Tensor>& vs) {
+      // Inputs rounded to float32 first, so both sides see the same values.
+      std::vector<Tensor> v32;
+      for (const Tensor& t : values) v32.push_back(t.to(DType::Float32).to(DType::Float64));
+      std::vector<Tensor> g = run(fn, v32, vs, true), r = run(fn, v32, vs, false);
+      for (std::size_t i = 0; i < g.size(); ++i) {
+        INFO(what << " input " << i);
+        REQUIRE(g[i].defined());
+        check_close(g[i], r[i], kTolF32, what);
+      }
+    };
+    compare_all(
+        "rms_norm", [](const std::vector<Tensor>& in) { return std::vector<Tensor>{ag::rms_norm(in[0], in[1], 1e-5)}; },
+        {randn_t({6, 65}), rand_t({65}, 0.5, 1.5)}, {randn_t({6, 65})});
+    compare_all(
+        "l2_normalize", [](const std::vector<Tensor>& in) { return std::vector<Tensor>{ag::l2_normalize(in[0])}; },
+        {randn_t({5, 768})}, {randn_t({5, 768})});
+    compare_all(
+        "rotary", [](const std::vector<Tensor>& in) { return std::vector<Tensor>{ag::rotary(in[0], 3, 10000.0)}; },
+        {randn_t({2, 5, 64})}, {randn_t({2, 5, 64})});
+    compare_all(
+        "causal_conv1d",
+        [](const std::vector<Tensor>& in) {
+          CausalConv1dOutput o = ag::causal_conv1d(in[0], in[1], in[2], in[3]);
+          return std::vector<Tensor>{o.y, o.new_cache};
+        },
+        {randn_t({2, 9, 12}), randn_t({12, 4}), randn_t({12}), randn_t({2, 12, 3})},
+        {randn_t({2, 9, 12}), randn_t({2, 12, 3})});
+    // cross_entropy: targets fixed (not a leaf); the loss is 0-d.
+    std::vector<int64_t> tv = make_targets(8, 1000, 3);
+    Tensor tg = from_vector<int64_t>(tv, {8});
+    compare_all(
+        "cross_entropy",
+        [tg](const std::vector<Tensor>& in) {
+          return std::vector<Tensor>{ag::cross_entropy(in[0], in[0].is_cuda() ? tg.to(kGpu) : tg)};
+        },
+        {mul(randn_t({8, 1000}), 2.0)}, {scalar_tensor(1.5, DType::Float64)});
+  }
+}
