@@ -12,5 +12,6 @@ export HYDRA_REQUIRE_CUDA=1
 (cd "$build" && ctest -L gpu --output-on-failure -j4) > "$out/ctest-gpu.log" 2>&1; rc_gpu=$?
 grep -E "tests passed|Failed|\*\*\*|ERROR|CHECK|logged" "$out/ctest-gpu.log" | head -60
 (cd "$build" && ctest --output-on-failure -j8) > "$out/ctest-all.log" 2>&1; rc_all=$?
+if [ "${BENCH:-0}" = 1 ]; then "$build/bin/hydra-bench" cuda > "$out/bench.md" 2>&1; cat "$out/bench.md"; fi
 tail -3 "$out/ctest-all.log"
 echo "gpu rc=$rc_gpu all rc=$rc_all"

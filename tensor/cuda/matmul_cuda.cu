@@ -86,10 +86,12 @@ struct Plan {
 std::mutex g_plan_mu;
 std::map<PlanKey, Plan> g_plans;
 
-const Plan& get_plan(const PlanKey& k, const std::string& what) {
+template <typename What>
+const Plan& get_plan(const PlanKey& k, const What& what_fn) {
   std::lock_guard<std::mutex> lock(g_plan_mu);
   auto it = g_plans.find(k);
   if (it != g_plans.end()) return it->second;
+  const std::string what = what_fn();
   Plan p;
   cudaDataType_t dt;
   cublasComputeType_t ct;
@@ -167,8 +169,11 @@ void matmul(const Tensor& a_in, const Tensor& b_in, Trans ta, Trans tb, const Te
   const int64_t nb = out.dim() - 2;
   const Shape batch(out.shape().begin(), out.shape().begin() + nb);
   const int64_t nbatch = shape_numel(batch);
-  const std::string what = HYDRA_FORMAT("matmul m={} n={} k={} batch={} trans_a={} trans_b={} dtype={}", M, N, K,
-                                       nbatch, ta == Trans::Yes, tb == Trans::Yes, dtype_name(out.dtype()));
+  // The error context is only formatted when a call fails (building it per call costs more than the lookup).
+  auto what = [&] {
+    return HYDRA_FORMAT("matmul m={} n={} k={} batch={} trans_a={} trans_b={} dtype={}", M, N, K, nbatch,
+                        ta == Trans::Yes, tb == Trans::Yes, dtype_name(out.dtype()));
+  };
   if (out.numel() == 0) return;
   DeviceGuard guard(out.device().index);
   if (K == 0) {
@@ -209,7 +214,7 @@ void matmul(const Tensor& a_in, const Tensor& b_in, Trans ta, Trans tb, const Te
     HYDRA_CUBLAS_CHECK(cublasLtMatmul(ctx.lt, p.desc, dbl ? static_cast<const void*>(&one_d) : &one_f, pb, p.la, pa,
                                       p.lb, dbl ? static_cast<const void*>(&zero_d) : &zero_f, pc, p.lc, pc, p.lc,
                                       &p.algo, ctx.workspace, ctx.workspace_bytes, ctx.stream),
-                       what);
+                       what());
   };
   const char* pa = static_cast<const char*>(a.raw_data());
   const char* pb = static_cast<const char*>(b.raw_data());

@@ -45,6 +45,19 @@ std::vector<int64_t> make_targets(int64_t N, int64_t V, int64_t every_ignored, i
 }
 }  // namespace
 
+namespace {
+// For outputs that are an exact cancellation of two terms (D = 1 normalisations): the error must be small
+// relative to the terms that cancel, max|y − r| ≤ tol.max_abs_rel · max|term|.
+void check_cancelled(const Tensor& y, const Tensor& r, const Tensor& term, Tolerance tol, const char* what) {
+  std::vector<double> a = y.to_vector<double>(), b = r.to_vector<double>(), t = term.to_vector<double>();
+  double err = 0, scale = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) err = std::max(err, std::abs(a[i] - b[i]));
+  for (double v : t) scale = std::max(scale, std::abs(v));
+  INFO(what << ": max|y - r| " << err << " vs " << tol.max_abs_rel << " x " << scale << " (cancelled terms)");
+  CHECK(err <= tol.max_abs_rel * scale);
+}
+}  // namespace
+
 TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest label gpu
   TEST_CASE("cuda rms_norm forward and backward match float64 (D = 1 65 768 4096 and strided x)") {
     if (!gpu_available()) return;
@@ -67,7 +80,13 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
           CHECK(o.rstd.dtype() == (dt == DType::Float64 ? DType::Float64 : DType::Float32));
           RmsNormGrads g = rms_norm_backward(gy, x, w, o.rstd);
           RmsNormGrads rg = rms_norm_backward(h64(gy), h64(x), h64(w), h64(o.rstd));
-          check_close(g.dx.to(kCPU), rg.dx, tol, "dx");
+          if (D == 1) {
+            // dx = gy·w·rstd − x·rstd³·gy·w·x: two nearly equal terms whose exact difference is ~0, so relative
+            // error is meaningless; the error is bounded against the size of the cancelled terms instead.
+            check_cancelled(g.dx.to(kCPU), rg.dx, mul(mul(h64(gy), h64(w)), h64(o.rstd).unsqueeze(-1)), tol, "dx");
+          } else {
+            check_close(g.dx.to(kCPU), rg.dx, tol, "dx");
+          }
           check_close(g.dw.to(kCPU), rg.dw, tol, "dw");
           // dw is deterministic: a second run is bitwise identical.
           RmsNormGrads g2 = rms_norm_backward(gy, x, w, o.rstd);
@@ -169,7 +188,13 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
           check_close(o.norm.to(kCPU), r.norm, tol, "norm");
           Tensor dx = l2_normalize_backward(gy, o.y, o.norm, eps);
           Tensor rdx = l2_normalize_backward(h64(gy), h64(o.y), h64(o.norm), eps);
-          check_close(dx.to(kCPU), rdx, tol, "dx");
+          if (D == 1) {
+            // dx = (gy − y·<gy, y>)/norm with y = ±1: the two terms cancel exactly (see check_cancelled).
+            check_cancelled(dx.to(kCPU), rdx, div(h64(gy), maximum(h64(o.norm).unsqueeze(-1), scalar_tensor(eps, DType::Float64))),
+                            tol, "dx");
+          } else {
+            check_close(dx.to(kCPU), rdx, tol, "dx");
+          }
         }
       }
     }
