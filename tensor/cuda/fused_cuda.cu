@@ -9,7 +9,8 @@
 // each thread owning packs i = tid, tid + blockDim, ... of VEC elements. VEC = 16 bytes / sizeof(T) (8 bf16, 4 f32,
 // 2 f64) when D % VEC == 0 and every base pointer is 16-byte aligned, else 1. Reductions: warp xor-butterfly, then
 // one value per warp in shared memory, then a butterfly again: a fixed order for a fixed block size, so results are
-// run-to-run deterministic. Rows that are read twice (the normalise pass after the sum of squares) are kept in
+// run-to-run deterministic. RMSNorm forward rows of ≤ 256 packs use one warp per row instead (registers, warp
+// butterfly only). Rows that are read twice (the normalise pass after the sum of squares) are kept in
 // dynamic shared memory when they fit (kRowCacheBytes); each thread reads back only the packs it stored itself, so
 // no barrier is needed for the cache. Cross-entropy forward reads each logit once: an online log-sum-exp per thread
 // (running max m, sum s rescaled when m grows, once per pack; −inf logits are skipped), then (m, s) pairs are merged
@@ -72,6 +73,9 @@ constexpr int kColLanes = 16;                   // row-lanes per block in the co
 constexpr int64_t kMaxChunks = 128;             // row chunks of the column sums (partials: kMaxChunks × columns)
 constexpr int64_t kMinRowsPerChunk = 32;
 constexpr int kElemThreads = 256;
+constexpr int kRmsWarpThreads = 256;              // block size of the warp-per-row RMSNorm forward
+constexpr int kRmsWarpMaxNP = 8;                 // its packs per lane at most (rows of ≤ 256 packs)
+constexpr int kCeBatch = 4;                     // packs per thread loaded together in cross-entropy forward
 
 template <typename T, int VEC>
 struct alignas(sizeof(T) * VEC) Pack {
@@ -95,6 +99,15 @@ __device__ __forceinline__ float exp_a(float v) { return ::expf(v); }
 __device__ __forceinline__ double exp_a(double v) { return ::exp(v); }
 __device__ __forceinline__ float log_a(float v) { return ::logf(v); }
 __device__ __forceinline__ double log_a(double v) { return ::log(v); }
+
+// exp(d) for the sums of exponentials (d ≤ 0 mostly): float via ex2.approx (≈ 2 ulp, one MUFU op instead of
+// expf's ~8 instructions), double via exp.
+__device__ __forceinline__ float exp_fast(float d) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(d * 1.4426950408889634f));
+  return r;
+}
+__device__ __forceinline__ double exp_fast(double d) { return ::exp(d); }
 
 template <typename A>
 __device__ __forceinline__ A neg_inf() {
@@ -228,6 +241,56 @@ __global__ void rms_norm_fwd_kernel(const T* __restrict__ x, const T* __restrict
   }
 }
 
+// Short rows (D / VEC ≤ 32 · NP packs): one warp per row, kRmsWarpThreads / 32 rows per block (grid-stride), the
+// row kept in registers (NP packs per lane, all loads issued first), a warp butterfly for the sum of squares: no
+// block barriers, and each thread moves NP · 16 bytes per row instead of one pack. Same math as the block kernel.
+template <typename T, int VEC, int NP>
+__global__ void __launch_bounds__(kRmsWarpThreads) rms_norm_fwd_warp_kernel(const T* __restrict__ x,
+                                                                           const T* __restrict__ w,
+                                                                           T* __restrict__ y,
+                                                                           acc_t<T>* __restrict__ rstd, int64_t N,
+                                                                           int64_t D, double eps) {
+  using A = acc_t<T>;
+  using P = Pack<T, VEC>;
+  constexpr int kRows = kRmsWarpThreads / 32;
+  const int lane = threadIdx.x & 31;
+  const int64_t Dv = D / VEC;
+  const P* wp = reinterpret_cast<const P*>(w);
+  for (int64_t r = int64_t(blockIdx.x) * kRows + (threadIdx.x >> 5); r < N; r += int64_t(gridDim.x) * kRows) {
+    const P* xr = reinterpret_cast<const P*>(x + r * D);
+    P p[NP];
+#pragma unroll
+    for (int j = 0; j < NP; ++j)
+      if (lane + 32 * j < Dv) p[j] = xr[lane + 32 * j];
+    A ss = 0;
+#pragma unroll
+    for (int j = 0; j < NP; ++j)
+      if (lane + 32 * j < Dv) {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) {
+          const A a = to_acc(p[j].v[k]);
+          ss += a * a;
+        }
+      }
+    ss = warp_reduce(ss, SumOp{});
+    const A rs = static_cast<A>(1.0 / ::sqrt(static_cast<double>(ss) / static_cast<double>(D) + eps));
+    if (lane == 0) rstd[r] = rs;
+    P* yr = reinterpret_cast<P*>(y + r * D);
+#pragma unroll
+    for (int j = 0; j < NP; ++j)
+      if (lane + 32 * j < Dv) {
+        const P q = wp[lane + 32 * j];
+        P o;
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) {
+          const T nv = from_acc<T>(to_acc(p[j].v[k]) * rs);  // the normalised value, rounded to x's dtype
+          o.v[k] = from_acc<T>(to_acc(nv) * to_acc(q.v[k]));
+        }
+        yr[lane + 32 * j] = o;
+      }
+  }
+}
+
 // dx = rstd · (dn − n · mean_j(dn_j n_j)),  dn = gy ⊙ w,  n = x · rstd.
 template <typename T, int VEC>
 __global__ void rms_norm_bwd_dx_kernel(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ w,
@@ -325,23 +388,31 @@ __global__ void cross_entropy_fwd_kernel(const T* __restrict__ logits, const I* 
   for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
     const P* xr = reinterpret_cast<const P*>(logits + r * V);
     A m = ninf, s = 0;
-    for (int64_t i = threadIdx.x; i < Vv; i += blockDim.x) {
-      const P p = xr[i];
-      A z[VEC];
-      A pm = ninf;
+    const int64_t bs = blockDim.x;
+    for (int64_t i0 = threadIdx.x; i0 < Vv; i0 += kCeBatch * bs) {
+      P pk[kCeBatch];  // all loads of the batch are issued before any is used
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        z[k] = to_acc(p.v[k]);
-        pm = z[k] > pm ? z[k] : pm;
-      }
-      if (pm == ninf) continue;  // every logit of the pack is masked
-      if (pm > m) {
-        s = m == ninf ? A(0) : s * exp_a(m - pm);
-        m = pm;
-      }
+      for (int j = 0; j < kCeBatch; ++j)
+        if (i0 + j * bs < Vv) pk[j] = xr[i0 + j * bs];
 #pragma unroll
-      for (int k = 0; k < VEC; ++k)
-        if (z[k] != ninf) s += exp_a(z[k] - m);
+      for (int j = 0; j < kCeBatch; ++j) {
+        if (i0 + j * bs >= Vv) break;
+        A z[VEC];
+        A pm = ninf;
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) {
+          z[k] = to_acc(pk[j].v[k]);
+          pm = z[k] > pm ? z[k] : pm;
+        }
+        if (pm == ninf) continue;  // every logit of the pack is masked
+        if (pm > m) {
+          s = m == ninf ? A(0) : s * exp_a(m - pm);
+          m = pm;
+        }
+        // m is finite or +inf here, so a −inf logit adds exp(−inf) = 0 exactly (no test needed).
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) s += exp_fast(z[k] - m);
+      }
     }
     block_lse(m, s, shm, shs);
     if (threadIdx.x == 0) {
@@ -750,6 +821,21 @@ void launch_rms_norm_forward(const Tensor& x, const Tensor& w, const Tensor& y, 
   const bool v = vec_ok<T>(D, {x.raw_data(), w.raw_data(), y.raw_data()});
   cudaStream_t s = stream_of(x);
   with_vec<T>(v, [&]<int VEC>() {
+    const int64_t packs = D / VEC;
+    if (packs <= 32 * kRmsWarpMaxNP) {
+      constexpr int64_t kRows = kRmsWarpThreads / 32;
+      const unsigned grid = static_cast<unsigned>(std::min<int64_t>((N + kRows - 1) / kRows, int64_t{1} << 22));
+      const auto go = [&]<int NP>() {
+        rms_norm_fwd_warp_kernel<T, VEC, NP><<<grid, kRmsWarpThreads, 0, s>>>(
+            static_cast<const T*>(x.raw_data()), static_cast<const T*>(w.raw_data()), static_cast<T*>(y.raw_data()),
+            static_cast<A*>(rstd.raw_data()), N, D, eps);
+      };
+      if (packs <= 32) go.template operator()<1>();
+      else if (packs <= 64) go.template operator()<2>();
+      else if (packs <= 128) go.template operator()<4>();
+      else go.template operator()<8>();
+      return;
+    }
     const RowLaunch l = row_launch(N, D / VEC, D, sizeof(T), 1);
     rms_norm_fwd_kernel<T, VEC><<<l.grid, l.threads, l.smem, s>>>(
         static_cast<const T*>(x.raw_data()), static_cast<const T*>(w.raw_data()), static_cast<T*>(y.raw_data()),

@@ -32,7 +32,10 @@
 // Accumulation: float32 and bfloat16 accumulate in float32 in the tree-shaped row kernels (float64 inputs in
 // float64, integers in int64). Sequential walks (column kernels, the cumsum carry) accumulate in float64 for every
 // floating dtype: a sequential float32 sum over a 65537-long line drifts past the float32 tolerance.
-// FLOPs and bytes per call: one to three reads of x (softmax reads it three times, most from L2) and one write of
+// Softmax family over rows longer than kWarpRowMax (inner = 1): softmax_long_kernel, one block (≤ 512 threads) per
+//   row, 16-byte packs when n and the pointers allow, an online (max, sum) in one read of the row (kept in shared
+//   memory when ≤ 64 KiB), then one write pass: x read once from DRAM and y written once.
+// FLOPs and bytes per call: one to three reads of x (long softmax rows: one) and one write of
 // the output; FLOPs are O(numel) (a few per element; topk O(numel · log² P) comparisons).
 // Reference: the CPU kernels of tensor/ops/reduce.cpp run in float64 (tests/tensor/test_cuda_reduce.cpp).
 #include <algorithm>
@@ -325,6 +328,147 @@ __global__ void __launch_bounds__(kThreads) softmax_rows_kernel(const T* __restr
   }
 }
 
+// ---- long softmax rows (n > kWarpRowMax, inner = 1): one block per row, 16-byte packs ----
+constexpr int kLongMaxThreads = 512;
+constexpr int kLongBatch = 4;                        // packs loaded per thread before any is used (float64: 1)
+template <typename T>
+constexpr int kLongBatchOf = std::is_same_v<T, double> ? 1 : kLongBatch;
+constexpr int64_t kSoftmaxCacheBytes = 64 * 1024;    // a row up to this size stays in shared memory
+
+template <typename T, int VEC>
+struct alignas(sizeof(T) * VEC) SmPack {
+  T v[VEC];
+};
+
+// exp(d) for d = v − ref ≤ 0 (or +inf, NaN): float via ex2.approx (≈ 2 ulp), double via exp.
+__device__ __forceinline__ float exp_fast(float d) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(d * 1.4426950408889634f));
+  return r;
+}
+__device__ __forceinline__ double exp_fast(double d) { return ::exp(d); }
+
+template <typename A>
+__device__ __forceinline__ A clamp_ref(A m) {  // the reference of the exps: a finite stand-in for m = +inf
+  return m < std::numeric_limits<A>::max() ? m : std::numeric_limits<A>::max();
+}
+
+// Merges the online state (m2, s2) into (m, s), s = Σ exp(v − clamp_ref(m)); m = −inf means "no finite-or-+inf
+// value yet" (s is then 0, or NaN when a NaN was seen). Symmetric, so the butterfly gives every lane the same value.
+template <typename A>
+__device__ __forceinline__ void sm_merge(A& m, A& s, A m2, A s2) {
+  const A c = m2 > m ? m2 : m;
+  if (c == -std::numeric_limits<A>::infinity()) {
+    s = s + s2;
+    return;
+  }
+  const A cr = clamp_ref(c);
+  s = s * exp_fast(clamp_ref(m) - cr) + s2 * exp_fast(clamp_ref(m2) - cr);
+  m = c;
+}
+
+template <typename A>
+__device__ __forceinline__ void block_sm_merge(A& m, A& s, A* shm, A* shs) {
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sm_merge(m, s, shfl_xor(m, o), shfl_xor(s, o));
+  __syncthreads();
+  if (lane == 0) {
+    shm[wid] = m;
+    shs[wid] = s;
+  }
+  __syncthreads();
+  m = lane < nw ? shm[lane] : -std::numeric_limits<A>::infinity();
+  s = lane < nw ? shs[lane] : A(0);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sm_merge(m, s, shfl_xor(m, o), shfl_xor(s, o));
+}
+
+// Same math as softmax_rows_kernel (m = max, NaNs skipped, m := 0 when not finite; s = Σ exp(v − m)), computed as
+// an online (max, sum) in one read of the row, which is kept in shared memory when `cache` (each thread reads back
+// only the packs it stored: no barrier needed), then one write pass. Per thread: batches of kLongBatch packs.
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kLongMaxThreads) softmax_long_kernel(const T* __restrict__ x, T* __restrict__ y,
+                                                                       int64_t rows, int64_t n, SoftmaxKind kind,
+                                                                       bool cache) {
+  using A = acc_t<T>;
+  using P = SmPack<T, VEC>;
+  constexpr A kNinf = -std::numeric_limits<A>::infinity();
+  __shared__ A shm[32], shs[32];
+  extern __shared__ __align__(16) unsigned char sm_cache_raw[];
+  P* cx = reinterpret_cast<P*>(sm_cache_raw);
+  const int64_t nv = n / VEC;
+  const int bs = blockDim.x;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const P* xr = reinterpret_cast<const P*>(x + r * n);
+    A m = kNinf, s = A(0);
+    for (int64_t i0 = threadIdx.x; i0 < nv; i0 += int64_t(kLongBatchOf<T>) * bs) {
+      A z[kLongBatchOf<T>][VEC];
+#pragma unroll
+      for (int j = 0; j < kLongBatchOf<T>; ++j) {
+        const int64_t i = i0 + int64_t(j) * bs;
+        if (i < nv) {
+          const P p = xr[i];
+          if (cache) cx[i] = p;
+#pragma unroll
+          for (int k = 0; k < VEC; ++k) z[j][k] = ld<A>(p.v[k]);
+        } else {
+#pragma unroll
+          for (int k = 0; k < VEC; ++k) z[j][k] = kNinf;
+        }
+      }
+      A pm = kNinf;
+#pragma unroll
+      for (int j = 0; j < kLongBatchOf<T>; ++j)
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) pm = MaxOp{}(pm, z[j][k]);
+      if (pm > m) {
+        if (m != kNinf) s = s * exp_fast(clamp_ref(m) - clamp_ref(pm));
+        m = pm;
+      }
+      if (m == kNinf) {  // only −inf and NaN so far: NaNs still poison s
+#pragma unroll
+        for (int j = 0; j < kLongBatchOf<T>; ++j)
+#pragma unroll
+          for (int k = 0; k < VEC; ++k)
+            if (is_nan_v(z[j][k])) s = z[j][k];
+      } else {
+        const A ref = clamp_ref(m);
+#pragma unroll
+        for (int j = 0; j < kLongBatchOf<T>; ++j)
+#pragma unroll
+          for (int k = 0; k < VEC; ++k) s += exp_fast(z[j][k] - ref);
+      }
+    }
+    block_sm_merge(m, s, shm, shs);
+    if (!isfinite(m)) m = A(0);  // s is then inf (a +inf value), 0 (all −inf) or NaN, as Σ exp(v − 0) is
+    if (kind == SoftmaxKind::LogSumExp) {
+      if (threadIdx.x == 0) y[r] = to_out<T>(m + log_a(s));
+      continue;
+    }
+    P* yr = reinterpret_cast<P*>(y + r * n);
+    if (kind == SoftmaxKind::Softmax) {
+      const A inv = A(1) / s;
+      for (int64_t i = threadIdx.x; i < nv; i += bs) {
+        const P p = cache ? cx[i] : xr[i];
+        P o;
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) o.v[k] = to_out<T>(exp_fast(ld<A>(p.v[k]) - m) * inv);
+        yr[i] = o;
+      }
+    } else {
+      const A shift = m + log_a(s);
+      for (int64_t i = threadIdx.x; i < nv; i += bs) {
+        const P p = cache ? cx[i] : xr[i];
+        P o;
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) o.v[k] = to_out<T>(ld<A>(p.v[k]) - shift);
+        yr[i] = o;
+      }
+    }
+  }
+}
+
 // One thread per line, float64 accumulation: the CPU loop.
 template <typename T>
 __global__ void softmax_cols_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t lines, int64_t n,
@@ -570,9 +714,27 @@ template <typename T>
 void launch_softmax_rows(const T* x, T* y, int64_t rows, int64_t n, SoftmaxKind kind, cudaStream_t s) {
   if (n <= kWarpRowMax) {
     softmax_rows_kernel<32, T><<<blocks_for_groups(rows, kThreads / 32), kThreads, 0, s>>>(x, y, rows, n, kind);
-  } else {
-    softmax_rows_kernel<kThreads, T><<<blocks_for_groups(rows, 1), kThreads, 0, s>>>(x, y, rows, n, kind);
+    HYDRA_CUDA_CHECK_LAUNCH("softmax");
+    return;
   }
+  constexpr int kV = static_cast<int>(16 / sizeof(T));
+  const bool lse = kind == SoftmaxKind::LogSumExp;
+  const auto al = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool vec = n % kV == 0 && al(x) && (lse || al(y));
+  const auto go = [&]<int VEC>() {
+    const int64_t packs = n / VEC;
+    const int64_t want = (packs + kLongBatchOf<T> - 1) / kLongBatchOf<T>;
+    const int threads = static_cast<int>(std::clamp<int64_t>((want + 31) / 32 * 32, 32, kLongMaxThreads));
+    const int64_t bytes = n * static_cast<int64_t>(sizeof(T));
+    const bool cache = !lse && bytes <= kSoftmaxCacheBytes;
+    const std::size_t smem = cache ? static_cast<std::size_t>(bytes) : 0;
+    if (smem > 48 * 1024)
+      HYDRA_CUDA_CHECK(cudaFuncSetAttribute(softmax_long_kernel<T, VEC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(kSoftmaxCacheBytes)));
+    softmax_long_kernel<T, VEC><<<blocks_for_groups(rows, 1), threads, smem, s>>>(x, y, rows, n, kind, cache);
+  };
+  if (vec) go.template operator()<kV>();
+  else go.template operator()<1>();
   HYDRA_CUDA_CHECK_LAUNCH("softmax");
 }
 

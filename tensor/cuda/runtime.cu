@@ -44,12 +44,17 @@ void throw_cublas_error(cublasStatus_t st, const char* stmt, const char* file, i
 
 bool is_built() { return true; }
 
+// Asked once: the visible devices cannot change within a process, and every allocation and context lookup
+// needs the count (cudaGetDeviceCount per call showed up as GEMM wrapper overhead).
 int device_count() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the "no driver / no device" error
-    return 0;
-  }
+  static const int n = [] {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+      cudaGetLastError();  // clear the "no driver / no device" error
+      return 0;
+    }
+    return count;
+  }();
   return n;
 }
 
