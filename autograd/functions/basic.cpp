@@ -158,6 +158,24 @@ Tensor matmul(const Tensor& a, const Tensor& b, Trans ta, Trans tb) {
   return y;
 }
 
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  Tensor y = hydra::linear(x, w, bias);
+  if (!any_requires_grad({x, w, bias})) return y;
+  const Tensor xs = x.detach(), ws = w.detach();
+  std::vector<Tensor> inputs = {x, w};
+  if (bias.defined()) inputs.push_back(bias);
+  record("linear", inputs, {y}, [xs, ws](const std::vector<Tensor>& g, const Node& self) -> std::vector<Tensor> {
+    const int64_t in = ws.size(1), out = ws.size(0);
+    const Tensor g2 = g[0].reshape({-1, out});
+    std::vector<Tensor> grads(self.next.size());
+    if (self.needs_input_grad(0)) grads[0] = hydra::matmul(g2, ws).view(xs.shape());
+    if (self.needs_input_grad(1)) grads[1] = hydra::matmul(g2, xs.reshape({-1, in}), Trans::Yes, Trans::No);
+    if (grads.size() > 2 && self.needs_input_grad(2)) grads[2] = hydra::sum(g2, {0});
+    return grads;
+  });
+  return y;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // views
 

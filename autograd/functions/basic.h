@@ -43,6 +43,8 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
 
 Tensor matmul(const Tensor& a, const Tensor& b, Trans ta = Trans::No, Trans tb = Trans::No);
+// x·wᵀ + bias (tensor/ops/matmul.h). Backward: dx = g·w, dw = gᵀ·x, dbias = Σ_rows g (rows = all leading dims).
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
 
 // Views and copies (the result shares storage where the raw op does).
 Tensor reshape(const Tensor& x, const Shape& shape);

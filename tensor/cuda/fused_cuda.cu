@@ -41,6 +41,7 @@
 // and backward, against the CPU op on the float64 upcast of the same inputs (rotary: the CPU op in the same dtype,
 // since θ's precision is dtype-dependent by SPEC §2.9).
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -76,6 +77,7 @@ constexpr int kElemThreads = 256;
 constexpr int kRmsWarpThreads = 256;              // block size of the warp-per-row RMSNorm forward
 constexpr int kRmsWarpMaxNP = 8;                 // its packs per lane at most (rows of ≤ 256 packs)
 constexpr int kCeBatch = 4;                     // packs per thread loaded together in cross-entropy forward
+constexpr int kCeMinBlocks = 4;                 // float cross-entropy forward: 4 × 512 threads per SM (≤ 32 registers)
 
 template <typename T, int VEC>
 struct alignas(sizeof(T) * VEC) Pack {
@@ -245,7 +247,7 @@ __global__ void rms_norm_fwd_kernel(const T* __restrict__ x, const T* __restrict
 // row kept in registers (NP packs per lane, all loads issued first), a warp butterfly for the sum of squares: no
 // block barriers, and each thread moves NP · 16 bytes per row instead of one pack. Same math as the block kernel.
 template <typename T, int VEC, int NP>
-__global__ void __launch_bounds__(kRmsWarpThreads) rms_norm_fwd_warp_kernel(const T* __restrict__ x,
+__global__ void __launch_bounds__(kRmsWarpThreads, (NP <= 2 ? 2048 : NP == 3 ? 1536 : NP == 4 ? 1024 : 512) / kRmsWarpThreads) rms_norm_fwd_warp_kernel(const T* __restrict__ x,
                                                                            const T* __restrict__ w,
                                                                            T* __restrict__ y,
                                                                            acc_t<T>* __restrict__ rstd, int64_t N,
@@ -273,7 +275,12 @@ __global__ void __launch_bounds__(kRmsWarpThreads) rms_norm_fwd_warp_kernel(cons
         }
       }
     ss = warp_reduce(ss, SumOp{});
-    const A rs = static_cast<A>(1.0 / ::sqrt(static_cast<double>(ss) / static_cast<double>(D) + eps));
+    A rs;
+    if constexpr (std::is_same_v<A, float>) {
+      rs = 1.0f / ::sqrtf(ss / static_cast<float>(D) + static_cast<float>(eps));  // IEEE div/sqrt: no FP64 per row
+    } else {
+      rs = 1.0 / ::sqrt(ss / static_cast<double>(D) + eps);
+    }
     if (lane == 0) rstd[r] = rs;
     P* yr = reinterpret_cast<P*>(y + r * D);
 #pragma unroll
@@ -421,6 +428,141 @@ __global__ void cross_entropy_fwd_kernel(const T* __restrict__ logits, const I* 
       const int64_t t = static_cast<int64_t>(targets[r]);
       const bool valid = t != ignore_index && t >= 0 && t < V;
       row_loss[r] = valid ? static_cast<double>(l) - static_cast<double>(to_acc(logits[r * V + t])) : 0.0;
+    }
+  }
+}
+
+// Float accumulators (float32 and bfloat16 logits): the same online log-sum-exp in base-2 units. M = running max of
+// z·log2e, s = Σ 2^(z·log2e − M): per element one conversion (a shift for bf16), a share of the pack's max, one FFMA,
+// one ex2 and one add; (M, s) is rescaled once per pack whose max grows. lse = (M + log2 s)·ln2 (the rounding of M
+// cancels: the same M is in every exponent). B packs are loaded per thread before any is used; the target and its
+// logit are loaded by thread 0 early, so their latency overlaps the row's loads and the block reduction.
+__device__ __forceinline__ float ex2_approx(float v) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
+  return r;
+}
+
+template <typename T, int VEC>
+__device__ __forceinline__ void unpack_f32(const Pack<T, VEC>& p, float (&z)[VEC]) {
+  if constexpr (std::is_same_v<T, BFloat16> && VEC % 2 == 0) {
+    const uint32_t* u = reinterpret_cast<const uint32_t*>(p.v);
+#pragma unroll
+    for (int k = 0; k < VEC / 2; ++k) {
+      z[2 * k] = __uint_as_float(u[k] << 16);
+      z[2 * k + 1] = __uint_as_float(u[k] & 0xffff0000u);
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) z[k] = to_acc(p.v[k]);
+  }
+}
+
+// Asynchronous copy of Bytes (4 or 8, aligned) from global to shared memory, waited for by cp_async_wait_all in the
+// same thread.
+template <int Bytes>
+__device__ __forceinline__ void cp_async_to_shared(void* smem, const void* gmem) {
+  static_assert(Bytes == 4 || Bytes == 8 || Bytes == 16);
+  const unsigned sa = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;" ::"r"(sa), "l"(gmem), "n"(Bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+// Merges (M2, s2) into (M, s), both in base-2 units. Symmetric in its two operands.
+__device__ __forceinline__ void lse2_merge(float& M, float& s, float M2, float s2) {
+  if (M2 == -INFINITY) return;
+  if (M == -INFINITY) {
+    M = M2;
+    s = s2;
+  } else if (M2 > M) {
+    s = s * ex2_approx(M - M2) + s2;
+    M = M2;
+  } else {
+    s = s + s2 * ex2_approx(M2 - M);
+  }
+}
+
+__device__ __forceinline__ void warp_lse2(float& M, float& s) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float M2 = __shfl_xor_sync(0xffffffffu, M, o);
+    const float s2 = __shfl_xor_sync(0xffffffffu, s, o);
+    lse2_merge(M, s, M2, s2);
+  }
+}
+
+template <typename T, typename I, int VEC, int B>
+__global__ void __launch_bounds__(kMaxRowThreads, kCeMinBlocks) cross_entropy_fwd_f32_kernel(
+    const T* __restrict__ logits, const I* __restrict__ targets, float* __restrict__ lse,
+    double* __restrict__ row_loss, int64_t N, int64_t V, int64_t ignore_index) {
+  using P = Pack<T, VEC>;
+  constexpr float kLog2e = 1.4426950408889634f;
+  __shared__ float shm[32], shs[32];
+  __shared__ I sh_t;
+  const int Vv = static_cast<int>(V / VEC);  // the host checks V / VEC < 2^31
+  const int bs = blockDim.x, tid = threadIdx.x, lane = tid & 31, wid = tid >> 5, nw = bs >> 5;
+  for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
+    const P* xr = reinterpret_cast<const P*>(logits + r * V);
+    // The target goes to shared memory asynchronously (no register held across the loop: ≤ 32 registers).
+    if (tid == 0) cp_async_to_shared<sizeof(I)>(&sh_t, targets + r);
+    float M = -INFINITY, s = 0.0f;
+    for (int i0 = tid; i0 < Vv; i0 += B * bs) {
+      P pk[B];  // all loads of the batch are issued before any is used
+#pragma unroll
+      for (int j = 0; j < B; ++j)
+        if (i0 + j * bs < Vv) pk[j] = xr[i0 + j * bs];
+#pragma unroll
+      for (int j = 0; j < B; ++j) {
+        if (i0 + j * bs >= Vv) break;
+        float z[VEC];
+        unpack_f32(pk[j], z);
+        float pm = z[0];
+#pragma unroll
+        for (int k = 1; k < VEC; ++k) pm = fmaxf(pm, z[k]);  // NaNs ignored here, propagated by the sum below
+        if (pm == -INFINITY) continue;                        // every logit of the pack is masked
+        const float pM = pm * kLog2e;
+        if (pM > M) {  // M = −inf: s is 0 (or NaN, kept: 0·NaN)
+          s *= ex2_approx(M - pM);
+          M = pM;
+        }
+        // M is finite or +inf here (or −inf with a NaN pack max: the sum turns NaN), so a −inf logit adds
+        // ex2(−inf) = 0 exactly.
+        const float nM = -M;
+        float a0 = 0.0f, a1 = 0.0f;
+#pragma unroll
+        for (int k = 0; k < VEC; k += 2) {
+          a0 += ex2_approx(fmaf(z[k], kLog2e, nM));
+          if (k + 1 < VEC) a1 += ex2_approx(fmaf(z[k + 1], kLog2e, nM));
+        }
+        s += a0 + a1;
+      }
+    }
+    bool valid = false;
+    float zt = 0.0f;
+    if (tid == 0) {
+      cp_async_wait_all();  // landed long ago; only this thread reads sh_t
+      const int64_t t = static_cast<int64_t>(sh_t);
+      valid = t != ignore_index && t >= 0 && t < V;
+      if (valid) zt = to_acc(logits[r * V + t]);  // in flight during the reduction
+    }
+    warp_lse2(M, s);
+    if (nw > 1) {
+      __syncthreads();  // shm/shs of the previous row are read
+      if (lane == 0) {
+        shm[wid] = M;
+        shs[wid] = s;
+      }
+      __syncthreads();
+      if (wid == 0) {
+        M = lane < nw ? shm[lane] : -INFINITY;
+        s = lane < nw ? shs[lane] : 0.0f;
+        warp_lse2(M, s);
+      }
+    }
+    if (tid == 0) {
+      const float l = (M + ::log2f(s)) * 0.6931471805599453f;
+      lse[r] = l;
+      row_loss[r] = valid ? static_cast<double>(l) - static_cast<double>(zt) : 0.0;
     }
   }
 }
@@ -809,6 +951,39 @@ int64_t col_chunks(int64_t rows) {
   return std::clamp<int64_t>((rows + kMinRowsPerChunk - 1) / kMinRowsPerChunk, 1, kMaxChunks);
 }
 
+// Blocks of Kernel (Threads per block, no dynamic shared memory) resident on the current device at once: SM count
+// (cached per device) × blocks per SM (cached per kernel instantiation).
+int sm_count() {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cache[kMaxDevices] = {};
+  int dev = 0;
+  HYDRA_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= kMaxDevices) {
+    int n = 0;
+    HYDRA_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    return std::max(n, 1);
+  }
+  int n = cache[dev].load(std::memory_order_relaxed);
+  if (n == 0) {
+    HYDRA_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    n = std::max(n, 1);
+    cache[dev].store(n, std::memory_order_relaxed);
+  }
+  return n;
+}
+
+template <auto Kernel, int Threads>
+int64_t resident_blocks() {
+  static std::atomic<int> cached{0};  // blocks per SM: a property of the kernel and the (single) architecture
+  int per_sm = cached.load(std::memory_order_relaxed);
+  if (per_sm == 0) {
+    HYDRA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, Threads, 0));
+    per_sm = std::max(per_sm, 1);
+    cached.store(per_sm, std::memory_order_relaxed);
+  }
+  return static_cast<int64_t>(per_sm) * sm_count();
+}
+
 DType stat_dtype_of(DType t) { return t == DType::Float64 ? DType::Float64 : DType::Float32; }
 
 template <typename T>
@@ -824,15 +999,20 @@ void launch_rms_norm_forward(const Tensor& x, const Tensor& w, const Tensor& y, 
     const int64_t packs = D / VEC;
     if (packs <= 32 * kRmsWarpMaxNP) {
       constexpr int64_t kRows = kRmsWarpThreads / 32;
-      const unsigned grid = static_cast<unsigned>(std::min<int64_t>((N + kRows - 1) / kRows, int64_t{1} << 22));
       const auto go = [&]<int NP>() {
+        // Persistent: at most as many blocks as fit on the device at once (grid-stride over the rows beyond).
+        const int64_t resident = resident_blocks<rms_norm_fwd_warp_kernel<T, VEC, NP>, kRmsWarpThreads>();
+        const unsigned grid = static_cast<unsigned>(std::min<int64_t>((N + kRows - 1) / kRows, resident));
         rms_norm_fwd_warp_kernel<T, VEC, NP><<<grid, kRmsWarpThreads, 0, s>>>(
             static_cast<const T*>(x.raw_data()), static_cast<const T*>(w.raw_data()), static_cast<T*>(y.raw_data()),
             static_cast<A*>(rstd.raw_data()), N, D, eps);
       };
+      // NP = the packs per lane rounded up to {1, 2, 3, 4, 6, 8}: no idle register packs (D = 768 bf16: 3).
       if (packs <= 32) go.template operator()<1>();
       else if (packs <= 64) go.template operator()<2>();
+      else if (packs <= 96) go.template operator()<3>();
       else if (packs <= 128) go.template operator()<4>();
+      else if (packs <= 192) go.template operator()<6>();
       else go.template operator()<8>();
       return;
     }
@@ -894,9 +1074,16 @@ CrossEntropyTargetCheck launch_cross_entropy_forward(const Tensor& logits, const
     const bool v = vec_ok<T>(V, {logits.raw_data()});
     with_vec<T>(v, [&]<int VEC>() {
       const RowLaunch l = row_launch(N, V / VEC, V, sizeof(T), 0);
-      cross_entropy_fwd_kernel<T, I, VEC><<<l.grid, l.threads, 0, s>>>(
-          static_cast<const T*>(logits.raw_data()), static_cast<const I*>(targets.raw_data()),
-          static_cast<A*>(lse.raw_data()), static_cast<double*>(row_loss.raw_data()), N, V, ignore_index);
+      if constexpr (std::is_same_v<A, float>) {
+        HYDRA_CHECK(V / VEC <= INT_MAX, "cross_entropy_forward (cuda): V = {} too large", V);
+        cross_entropy_fwd_f32_kernel<T, I, VEC, kCeBatch><<<l.grid, l.threads, 0, s>>>(
+            static_cast<const T*>(logits.raw_data()), static_cast<const I*>(targets.raw_data()),
+            static_cast<A*>(lse.raw_data()), static_cast<double*>(row_loss.raw_data()), N, V, ignore_index);
+      } else {
+        cross_entropy_fwd_kernel<T, I, VEC><<<l.grid, l.threads, 0, s>>>(
+            static_cast<const T*>(logits.raw_data()), static_cast<const I*>(targets.raw_data()),
+            static_cast<A*>(lse.raw_data()), static_cast<double*>(row_loss.raw_data()), N, V, ignore_index);
+      }
     });
     HYDRA_CUDA_CHECK_LAUNCH("cross_entropy_forward");
   }

@@ -70,9 +70,10 @@ struct PlanKey {
   int64_t lda, ldb, ldc, batch, sa, sb, sc;
   int ala, alb, alc;
   bool tf32;
+  bool bias;
   auto tie() const {
     return std::tie(device, dtype, opa, opb, ar, ac, br, bc, m, n, lda, ldb, ldc, batch, sa, sb, sc, ala, alb, alc,
-                    tf32);
+                    tf32, bias);
   }
   bool operator<(const PlanKey& o) const { return tie() < o.tie(); }
 };
@@ -117,6 +118,11 @@ const Plan& get_plan(const PlanKey& k, const What& what_fn) {
   cublasOperation_t opa = static_cast<cublasOperation_t>(k.opa), opb = static_cast<cublasOperation_t>(k.opb);
   HYDRA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)), what);
   HYDRA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)), what);
+  if (k.bias) {
+    // Column-major D (N×M) = our Cᵀ: a bias over D's rows is a bias over our columns, broadcast down the rows.
+    const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    HYDRA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)), what);
+  }
   HYDRA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.la, dt, k.ar, k.ac, k.lda), what);
   HYDRA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.lb, dt, k.br, k.bc, k.ldb), what);
   HYDRA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.lc, dt, k.m, k.n, k.ldc), what);
@@ -156,7 +162,10 @@ const Plan& get_plan(const PlanKey& k, const What& what_fn) {
 
 }  // namespace
 
-void matmul(const Tensor& a_in, const Tensor& b_in, Trans ta, Trans tb, const Tensor& out) {
+void matmul(const Tensor& a_in, const Tensor& b_in, Trans ta, Trans tb, const Tensor& out, const Tensor& bias_in) {
+  // The epilogue reads a contiguous, 16-byte aligned bias of out's dtype; anything else is added afterwards.
+  const bool fused_bias = bias_in.defined() && bias_in.is_contiguous() && bias_in.dtype() == out.dtype() &&
+                          alignment_of(bias_in.raw_data()) >= 16;
   Tensor a = a_in, b = b_in;
   LtOperand oa{}, ob{};
   // cuBLASLt operand A = our B (as op(B)ᵀ), operand B = our A (as op(A)ᵀ).
@@ -179,6 +188,7 @@ void matmul(const Tensor& a_in, const Tensor& b_in, Trans ta, Trans tb, const Te
   if (K == 0) {
     Tensor o = out;
     o.zero_();
+    if (bias_in.defined()) add_(o, bias_in.to(out.dtype()));
     return;
   }
   // Batch offsets: linear in the flattened batch index when the (broadcast) batch strides collapse to one.
@@ -206,8 +216,13 @@ void matmul(const Tensor& a_in, const Tensor& b_in, Trans ta, Trans tb, const Te
     PlanKey k{out.device().index, out.dtype(), static_cast<int>(oa.op), static_cast<int>(ob.op), oa.rows, oa.cols,
               ob.rows, ob.cols, static_cast<uint64_t>(N), static_cast<uint64_t>(M), oa.ld, ob.ld, N, count,
               sb, sa, M * N, alignment_of(pb), alignment_of(pa), alignment_of(pc),
-              out.dtype() == DType::Float32 && g_allow_tf32};
+              out.dtype() == DType::Float32 && g_allow_tf32, fused_bias};
     const Plan& p = get_plan(k, what);
+    if (fused_bias) {
+      const void* bp = bias_in.raw_data();
+      HYDRA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp)),
+                         what());
+    }
     float one_f = 1.f, zero_f = 0.f;
     double one_d = 1.0, zero_d = 0.0;
     const bool dbl = out.dtype() == DType::Float64;
@@ -219,8 +234,15 @@ void matmul(const Tensor& a_in, const Tensor& b_in, Trans ta, Trans tb, const Te
   const char* pa = static_cast<const char*>(a.raw_data());
   const char* pb = static_cast<const char*>(b.raw_data());
   char* pc = static_cast<char*>(out.raw_data());
+  auto unfused_bias = [&] {
+    if (bias_in.defined() && !fused_bias) {
+      Tensor o = out;
+      add_(o, bias_in.to(out.dtype()));
+    }
+  };
   if (one_call) {
     run(pa, pb, pc, nbatch);
+    unfused_bias();
     return;
   }
   for (int64_t i = 0; i < nbatch; ++i) {
@@ -233,6 +255,7 @@ void matmul(const Tensor& a_in, const Tensor& b_in, Trans ta, Trans tb, const Te
     }
     run(pa + oa_off * es, pb + ob_off * es, pc + i * M * N * es, 1);
   }
+  unfused_bias();
 }
 
 void set_allow_tf32(bool allow) { g_allow_tf32 = allow; }

@@ -25,8 +25,9 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
 void compare(CompareOp op, const Tensor& a, const Tensor& b, const Tensor& out);
 void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out);
 
-// ---- matmul through cuBLASLt: out (batch..., M, N) contiguous; a, b expanded to the batch shape ----
-void matmul(const Tensor& a, const Tensor& b, Trans ta, Trans tb, const Tensor& out);
+// ---- matmul through cuBLASLt: out (batch..., M, N) contiguous; a, b expanded to the batch shape; an optional
+// bias (N), same dtype, is added by the epilogue (out[..., m, n] += bias[n]) ----
+void matmul(const Tensor& a, const Tensor& b, Trans ta, Trans tb, const Tensor& out, const Tensor& bias = Tensor());
 
 }  // namespace hydra::cuda
 

@@ -19,7 +19,7 @@ void unary(UnaryOp, const Tensor&, const Tensor&) { no_cuda("unary"); }
 void binary(BinaryOp, const Tensor&, const Tensor&, const Tensor&) { no_cuda("binary"); }
 void compare(CompareOp, const Tensor&, const Tensor&, const Tensor&) { no_cuda("compare"); }
 void where(const Tensor&, const Tensor&, const Tensor&, const Tensor&) { no_cuda("where"); }
-void matmul(const Tensor&, const Tensor&, Trans, Trans, const Tensor&) { no_cuda("matmul"); }
+void matmul(const Tensor&, const Tensor&, Trans, Trans, const Tensor&, const Tensor&) { no_cuda("matmul"); }
 
 }  // namespace hydra::cuda
 

@@ -130,4 +130,33 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, Trans ta, Trans tb) {
   return out;
 }
 
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_defined(x, "linear", "x");
+  check_defined(w, "linear", "w");
+  HYDRA_CHECK(x.dim() >= 1 && w.dim() == 2 && x.size(-1) == w.size(1),
+              "linear: x {} and weight {} do not match: expected x (..., in) and weight (out, in)",
+              shape_str(x.shape()), shape_str(w.shape()));
+  if (bias.defined()) {
+    check_same_device(w, bias, "linear");
+    check_same_dtype(w, bias, "linear");
+    HYDRA_CHECK(bias.dim() == 1 && bias.size(0) == w.size(0), "linear: bias {} does not match weight {} (expected [{}])",
+                shape_str(bias.shape()), shape_str(w.shape()), w.size(0));
+  }
+  const int64_t in = w.size(1), out_features = w.size(0);
+  Shape out_shape(x.shape().begin(), x.shape().end() - 1);
+  out_shape.push_back(out_features);
+  const Tensor x2 = x.dim() == 2 ? x : x.reshape({-1, in});
+  if (x.device().is_cuda() && bias.defined()) {
+    check_same_device(x, w, "linear");
+    check_same_dtype(x, w, "linear");
+    check_floating(x, "linear");
+    Tensor out = empty({x2.size(0), out_features}, x.dtype(), x.device());
+    cuda::matmul(x2, w, Trans::No, Trans::Yes, out, bias);
+    return out.view(out_shape);
+  }
+  Tensor out = matmul(x2, w, Trans::No, Trans::Yes);
+  if (bias.defined()) add_(out, bias);
+  return out.view(out_shape);
+}
+
 }  // namespace hydra

@@ -18,4 +18,9 @@ enum class Trans { No, Yes };
 
 Tensor matmul(const Tensor& a, const Tensor& b, Trans ta = Trans::No, Trans tb = Trans::No);
 
+// linear(x, w, bias) = x·wᵀ + bias: x (..., in), w (out, in), optional bias (out) -> (..., out), the layout of a
+// Linear layer. On CUDA the bias is added by the GEMM's epilogue (cuBLASLt EPILOGUE_BIAS, one pass); on the CPU
+// it is a matmul and a broadcast add. Contiguous x is flattened to one (rows, in) GEMM.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+
 }  // namespace hydra

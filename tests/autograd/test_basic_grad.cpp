@@ -132,3 +132,10 @@ TEST_CASE("backward with an expanded upstream gradient") {
   for (int64_t i = 0; i < 3; ++i)
     for (int64_t k = 0; k < 4; ++k) CHECK(gx[i * 4 + k] == doctest::Approx(wv[k * 2] + wv[k * 2 + 1]));
 }
+
+TEST_CASE("gradcheck: linear with and without bias, leading dims and strided x") {
+  check_gradcheck("linear", [](const std::vector<Tensor>& in) { return std::vector<Tensor>{ag::linear(in[0], in[1], in[2])}; },
+                  {leaf(randn_t({2, 3, 5})), leaf(randn_t({4, 5})), leaf(randn_t({4}))});
+  check_gradcheck("linear no bias", [](const std::vector<Tensor>& in) { return std::vector<Tensor>{ag::linear(in[0], in[1])}; },
+                  {leaf(randn_t({5, 3}).transpose(0, 1)), leaf(randn_t({2, 5}))});
+}

@@ -91,3 +91,16 @@ TEST_CASE("matmul with broadcast (stride-0) matrices and single-row strided view
   check_close(matmul(rhs, strided_row, Trans::Yes, Trans::Yes), ref_matmul(rhs, strided_row, Trans::Yes, Trans::Yes),
               "transposed strided row");
 }
+
+TEST_CASE("linear computes x·wᵀ + bias for any leading dims") {
+  for (DType dt : {DType::Float64, DType::Float32, DType::BFloat16}) {
+    INFO(dtype_name(dt));
+    Tensor x = randn_t({2, 5, 7}, dt), w = randn_t({4, 7}, dt), b = randn_t({4}, dt);
+    Tensor ref = add(ref_matmul(x.reshape({10, 7}), w, Trans::No, Trans::Yes), b.to(DType::Float64)).reshape({2, 5, 4});
+    check_close(linear(x, w, b), ref, "with bias");
+    check_close(linear(x.transpose(0, 1), w).transpose(0, 1),
+                ref_matmul(x.reshape({10, 7}), w, Trans::No, Trans::Yes).reshape({2, 5, 4}), "strided x, no bias");
+  }
+  check_throws_with([] { linear(zeros({3, 5}), zeros({4, 6})); }, {"linear", "[3, 5]", "[4, 6]"});
+  check_throws_with([] { linear(zeros({3, 5}), zeros({4, 5}), zeros({3})); }, {"linear", "bias", "[3]"});
+}
