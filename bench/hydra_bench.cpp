@@ -47,14 +47,27 @@ void bench_gemm(int64_t n, int reps) {
   Eigen::Map<const RowMat> ea(a.data<float>(), n, n), eb(b.data<float>(), n, n);
   RowMat ec(n, n);
   volatile float sink = 0;
-  Stats eigen = time_it(1, reps, [&] {
-    ec.noalias() = ea * eb;
-    sink = sink + ec(0, 0);
-  });
-  Stats ours = time_it(1, reps, [&] {
-    Tensor c = matmul(a, b);
-    sink = sink + c.data<float>()[0];
-  });
+  // A/B pairs: each repetition times Eigen then ours, so load and clock drift affect both alike.
+  std::vector<double> te, to;
+  auto ms_of = [](auto&& f) {
+    auto t0 = std::chrono::steady_clock::now();
+    f();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
+  for (int i = -1; i < reps; ++i) {
+    const double e = ms_of([&] {
+      ec.noalias() = ea * eb;
+      sink = sink + ec(0, 0);
+    });
+    const double o = ms_of([&] {
+      Tensor c = matmul(a, b);
+      sink = sink + c.data<float>()[0];
+    });
+    if (i >= 0) te.push_back(e), to.push_back(o);  // i = -1 is the warm-up pair
+  }
+  std::sort(te.begin(), te.end());
+  std::sort(to.begin(), to.end());
+  const Stats eigen{te.front(), te[te.size() / 2], te.back()}, ours{to.front(), to[to.size() / 2], to.back()};
   const double flop = 2.0 * n * n * n;
   fmt::print("| GEMM f32 {0}x{0}x{0} | {1} | {2} | {3:.1f} | {4:.1f} | {5:+.1f}% |\n", n, fmt_stats(ours),
              fmt_stats(eigen), flop / ours.median_ms / 1e6, flop / eigen.median_ms / 1e6,
