@@ -59,6 +59,18 @@ class Event {
   int device_ = 0;
 };
 
+}  // namespace hydra::cuda
+namespace hydra {
+class Tensor;
+}
+namespace hydra::cuda {
+// Stream-aware freeing: marks that work on stream `s` (other than the compute stream) uses t's memory, so the
+// block is not handed out again until that work, as queued when t is freed, has completed.
+void record_stream(const hydra::Tensor& t, StreamHandle s);
+std::size_t num_pending_frees(int index = 0);  // freed blocks still waiting for other streams
+// Test aid: work queued on `s` after this call starts only `milliseconds` later (a sleeping host callback).
+void enqueue_delay(StreamHandle s, int milliseconds);
+
 // Caching allocator statistics of one device.
 struct MemoryStats {
   std::size_t in_use_bytes = 0;      // bytes handed out to live blocks (after rounding)

@@ -6,8 +6,11 @@
 // the free blocks of the same device and stream; a block is only returned to the driver by empty_cache() or
 // when cudaMalloc fails (then the cache is emptied and the call retried once). So a steady-state training
 // loop makes no cudaMalloc calls after its first step. Blocks are tied to the compute stream they were made
-// for; a block used on another stream must not be freed before that stream's work (later issues record it).
+// for. A tensor also used on another stream is marked with record_stream(t, s): when it is freed, events are
+// recorded on those streams and the block returns to the pool only after they complete.
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <atomic>
 #include <cstring>
 #include <map>
@@ -88,6 +91,7 @@ class CachingAllocator final : public Allocator {
     const std::size_t size = round_size(nbytes);
     std::lock_guard<std::mutex> lock(mu_);
     stats_.num_allocations++;
+    reclaim_pending_locked();
     auto it = free_.lower_bound(size);
     // Best fit, but never hand out a block more than twice the request (large blocks stay for large requests).
     if (it != free_.end() && it->first <= std::max<std::size_t>(2 * size, size + (std::size_t{2} << 20))) {
@@ -132,8 +136,37 @@ class CachingAllocator final : public Allocator {
     auto it = live_.find(ptr);
     if (it == live_.end()) return;  // not ours: nothing sensible to do in a destructor path
     stats_.in_use_bytes -= it->second;
-    free_.emplace(it->second, ptr);
+    auto used = other_streams_.find(ptr);
+    if (used == other_streams_.end()) {
+      free_.emplace(it->second, ptr);  // only the compute stream used it: stream order makes reuse safe
+    } else {
+      // Work queued on other streams may still read or write the block: it becomes free only once events
+      // recorded on those streams now have completed.
+      Pending pend{ptr, it->second, {}};
+      DeviceGuard guard(device_);
+      for (cudaStream_t s : used->second) {
+        cudaEvent_t e = nullptr;
+        if (cudaEventCreateWithFlags(&e, cudaEventDisableTiming) == cudaSuccess && cudaEventRecord(e, s) == cudaSuccess)
+          pend.events.push_back(e);
+      }
+      pending_.push_back(std::move(pend));
+      other_streams_.erase(used);
+    }
     live_.erase(it);
+  }
+
+  // Marks a live block as used by work on stream `s` (not the compute stream).
+  void record_stream(void* ptr, cudaStream_t s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    HYDRA_CHECK(live_.count(ptr), "record_stream: pointer {} is not a live block of cuda:{}", ptr, device_);
+    if (s == context(device_).stream) return;
+    auto& v = other_streams_[ptr];
+    if (std::find(v.begin(), v.end(), s) == v.end()) v.push_back(s);
+  }
+  std::size_t num_pending() {
+    std::lock_guard<std::mutex> lock(mu_);
+    reclaim_pending_locked();
+    return pending_.size();
   }
 
   void copy_within(void* dst, const void* src, std::size_t n) override {
@@ -207,9 +240,31 @@ class CachingAllocator final : public Allocator {
     if (n < (std::size_t{1} << 20)) return (n + 511) / 512 * 512;
     return (n + (std::size_t{2} << 20) - 1) / (std::size_t{2} << 20) * (std::size_t{2} << 20);
   }
+  // Moves blocks whose other-stream events have all completed into the free pool.
+  void reclaim_pending_locked() {
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      bool done = true;
+      for (cudaEvent_t e : it->events) {
+        const cudaError_t q = cudaEventQuery(e);
+        if (q == cudaErrorNotReady) {
+          done = false;
+          break;
+        }
+        if (q != cudaSuccess) cudaGetLastError();
+      }
+      if (!done) {
+        ++it;
+        continue;
+      }
+      for (cudaEvent_t e : it->events) cudaEventDestroy(e);
+      free_.emplace(it->size, it->ptr);
+      it = pending_.erase(it);
+    }
+  }
   void release_cached_locked() {
     DeviceGuard guard(device_);
     cudaDeviceSynchronize();  // cached blocks may still be read by queued kernels
+    reclaim_pending_locked();
     for (auto& [size, p] : free_) {
       cudaFree(p);
       stats_.reserved_bytes -= size;
@@ -228,8 +283,15 @@ class CachingAllocator final : public Allocator {
 
   int device_;
   std::mutex mu_;
+  struct Pending {
+    void* ptr;
+    std::size_t size;
+    std::vector<cudaEvent_t> events;
+  };
   std::multimap<std::size_t, void*> free_;
   std::unordered_map<void*, std::size_t> live_;
+  std::unordered_map<void*, std::vector<cudaStream_t>> other_streams_;
+  std::vector<Pending> pending_;
   MemoryStats stats_;
   std::mutex stage_mu_;
   char* stage_[2] = {nullptr, nullptr};
@@ -289,6 +351,23 @@ MemoryStats memory_stats(int index) { return caching(index).stats(); }
 void reset_peak_memory_stats(int index) { caching(index).reset_peak(); }
 void empty_cache(int index) { caching(index).empty_cache(); }
 void set_poison_allocations(bool on) { g_poison = on; }
+void record_stream(const Tensor& t, StreamHandle s) {
+  if (!t.defined() || t.storage()->data() == nullptr) return;
+  HYDRA_CHECK(t.is_cuda() && t.device().index == s.device, "record_stream: tensor on {} used on a stream of cuda:{}",
+              t.device(), s.device);
+  caching(s.device).record_stream(t.storage()->data(), static_cast<cudaStream_t>(s.ptr));
+}
+std::size_t num_pending_frees(int index) { return caching(index).num_pending(); }
+void enqueue_delay(StreamHandle s, int milliseconds) {
+  auto* ms = new int(milliseconds);
+  HYDRA_CUDA_CHECK(cudaLaunchHostFunc(
+      static_cast<cudaStream_t>(s.ptr),
+      [](void* p) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(*static_cast<int*>(p)));
+        delete static_cast<int*>(p);
+      },
+      ms));
+}
 
 std::string device_name(int index) {
   check_index(index, "device_name:");

@@ -33,5 +33,8 @@ MemoryStats memory_stats(int) { no_cuda("cuda::memory_stats"); }
 void reset_peak_memory_stats(int) { no_cuda("cuda::reset_peak_memory_stats"); }
 void empty_cache(int) { no_cuda("cuda::empty_cache"); }
 void set_poison_allocations(bool) {}
+void record_stream(const hydra::Tensor&, StreamHandle) { no_cuda("cuda::record_stream"); }
+std::size_t num_pending_frees(int) { return 0; }
+void enqueue_delay(StreamHandle, int) { no_cuda("cuda::enqueue_delay"); }
 
 }  // namespace hydra::cuda

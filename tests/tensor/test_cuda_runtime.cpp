@@ -107,6 +107,39 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
     CHECK(gc.offset() == gg.offset());
   }
 
+  TEST_CASE("cuda allocator: a block used on another stream is reused only after that stream's work") {
+    if (!gpu_available()) return;
+    cuda::StreamHandle side = cuda::create_stream(0);
+    const int64_t n = 3 << 20;  // 12 MiB of float32: its own size class
+    void* first = nullptr;
+    {
+      Tensor t = empty({n}, DType::Float32, kGpu);
+      first = t.raw_data();
+      cuda::enqueue_delay(side, 300);  // work "on" the side stream that outlives t's handle
+      cuda::record_stream(t, side);
+    }
+    CHECK(cuda::num_pending_frees(0) == 1);
+    {
+      Tensor u = empty({n}, DType::Float32, kGpu);  // must not get the block the side stream still uses
+      CHECK(u.raw_data() != first);
+    }
+    cuda::StreamHandle s = side;
+    cuda::Event done(0, false);
+    done.record(s);
+    done.synchronize();
+    CHECK(cuda::num_pending_frees(0) == 0);
+    bool reused = false;
+    std::vector<Tensor> keep;
+    for (int i = 0; i < 4 && !reused; ++i) {  // now the block is back in the pool
+      keep.push_back(empty({n}, DType::Float32, kGpu));
+      reused = keep.back().raw_data() == first;
+    }
+    CHECK(reused);
+    keep.clear();
+    cuda::synchronize(0);
+    cuda::destroy_stream(side);
+  }
+
   TEST_CASE("cuda errors: mixing devices names both devices and shapes") {
     if (!gpu_available()) return;
     Tensor a = zeros({2, 3}, DType::Float32, kGpu), b = zeros({2, 3});
