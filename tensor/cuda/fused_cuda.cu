@@ -99,12 +99,12 @@ __device__ __forceinline__ T from_acc(acc_t<T> v) {
 
 __device__ __forceinline__ float exp_a(float v) { return ::expf(v); }
 __device__ __forceinline__ double exp_a(double v) { return ::exp(v); }
-__device__ __forceinline__ float log_a(float v) { return ::logf(v); }
+[[maybe_unused]] __device__ __forceinline__ float log_a(float v) { return ::logf(v); }
 __device__ __forceinline__ double log_a(double v) { return ::log(v); }
 
 // exp(d) for the sums of exponentials (d ≤ 0 mostly): float via ex2.approx (≈ 2 ulp, one MUFU op instead of
 // expf's ~8 instructions), double via exp.
-__device__ __forceinline__ float exp_fast(float d) {
+[[maybe_unused]] __device__ __forceinline__ float exp_fast(float d) {
   float r;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(d * 1.4426950408889634f));
   return r;
