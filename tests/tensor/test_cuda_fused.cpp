@@ -117,7 +117,13 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
           Tensor gloss = scalar_tensor(0.75, DType::Float32, kGpu);
           Tensor d = cross_entropy_backward(gloss, logits, targets, o.lse);
           Tensor rd = cross_entropy_backward(h64(gloss), h64(logits), h64(targets), h64(o.lse));
-          check_close(d.to(kCPU), rd, tol, "dlogits");
+          if (c.V == 1) {
+            // softmax = one-hot = 1: the exact gradient is 0, a cancellation of two terms of size gloss/n_valid
+            // (relative error against a ~0 reference is meaningless; see check_cancelled).
+            check_cancelled(d.to(kCPU), rd, full({c.N, 1}, 0.75, DType::Float64), tol, "dlogits");
+          } else {
+            check_close(d.to(kCPU), rd, tol, "dlogits");
+          }
         }
       }
     }
