@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #define HYDRA_HD __host__ __device__
@@ -56,5 +57,18 @@ template <> struct dtype_of<bool> { static constexpr DType value = DType::Bool; 
 template <typename T> struct compute_type { using type = T; };
 template <> struct compute_type<BFloat16> { using type = float; };
 template <typename T> using compute_t = typename compute_type<T>::type;
+
+// Converts one element between dtypes: through compute_t of the source, then rounded to the destination (bf16
+// round-to-nearest-even; to bool: non-zero). The one conversion used by the CPU and CUDA copy/cast kernels.
+template <typename D, typename S>
+HYDRA_HD inline D convert_value(S v) {
+  if constexpr (std::is_same_v<D, bool>) {
+    return static_cast<compute_t<S>>(v) != compute_t<S>(0);
+  } else if constexpr (std::is_same_v<D, BFloat16>) {
+    return BFloat16(static_cast<float>(static_cast<compute_t<S>>(v)));
+  } else {
+    return static_cast<D>(static_cast<compute_t<S>>(v));
+  }
+}
 
 }  // namespace hydra

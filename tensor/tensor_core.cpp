@@ -208,17 +208,6 @@ Tensor Tensor::detach() const { return make_view(shape(), strides(), offset()); 
 
 namespace {
 
-template <typename D, typename S>
-D convert(S v) {
-  if constexpr (std::is_same_v<D, bool>) {
-    return static_cast<compute_t<S>>(v) != compute_t<S>(0);
-  } else if constexpr (std::is_same_v<D, BFloat16>) {
-    return BFloat16(static_cast<float>(static_cast<compute_t<S>>(v)));
-  } else {
-    return static_cast<D>(static_cast<compute_t<S>>(v));
-  }
-}
-
 void copy_cpu(const Tensor& dst, const Tensor& src) {
   const Tensor s = src.expand(dst.shape());
   dispatch_all(dst.dtype(), "copy_", [&]<typename D>() {
@@ -233,10 +222,10 @@ void copy_cpu(const Tensor& dst, const Tensor& src) {
                                if constexpr (std::is_same_v<D, S>) {
                                  std::memcpy(o, i, n * sizeof(D));
                                } else {
-                                 for (int64_t k = 0; k < n; ++k) o[k] = convert<D>(i[k]);
+                                 for (int64_t k = 0; k < n; ++k) o[k] = convert_value<D>(i[k]);
                                }
                              } else {
-                               for (int64_t k = 0; k < n; ++k) o[k * st[0]] = convert<D>(i[k * st[1]]);
+                               for (int64_t k = 0; k < n; ++k) o[k * st[0]] = convert_value<D>(i[k * st[1]]);
                              }
                            });
     });
@@ -310,7 +299,7 @@ Tensor& Tensor::fill_(double value) {
     return *this;
   }
   dispatch_all(dtype(), "fill_", [&]<typename T>() {
-    const T v = convert<T>(value);
+    const T v = convert_value<T>(value);
     cpu::for_each_row<1>(shape(), {strides()}, {static_cast<char*>(raw_data())}, {int64_t(sizeof(T))},
                          [&](std::array<char*, 1> p, int64_t n, std::array<int64_t, 1> st) {
                            T* o = reinterpret_cast<T*>(p[0]);

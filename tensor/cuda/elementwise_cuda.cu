@@ -169,15 +169,7 @@ void launch_map2(const Tensor& out, const Tensor& a, const Tensor& b, F f, const
 
 template <typename D, typename S>
 struct Convert {
-  __device__ D operator()(S v) const {
-    if constexpr (std::is_same_v<D, bool>) {
-      return static_cast<compute_t<S>>(v) != compute_t<S>(0);
-    } else if constexpr (std::is_same_v<D, BFloat16>) {
-      return BFloat16(static_cast<float>(static_cast<compute_t<S>>(v)));
-    } else {
-      return static_cast<D>(static_cast<compute_t<S>>(v));
-    }
-  }
+  __device__ D operator()(S v) const { return convert_value<D>(v); }
 };
 
 // dst strided (not contiguous): element i of the row-major order goes to geom_offset(gd, i).

@@ -15,23 +15,10 @@
 #include "tensor/cuda/common.cuh"
 #include "tensor/cuda/ops.h"
 #include "tensor/dispatch.h"
+#include "tensor/ops/matmul_layout.h"
 
 namespace hydra::cuda {
 namespace {
-
-// One operand after its op(): element (r, c) at r·rs + c·cs.
-struct Mat {
-  int64_t rows, cols, rs, cs;
-};
-
-Mat effective(const Tensor& t, Trans tr) {
-  const int64_t n = t.dim();
-  Mat m{t.size(n - 2), t.size(n - 1), t.stride(n - 2), t.stride(n - 1)};
-  if (tr == Trans::Yes) m = {m.cols, m.rows, m.cs, m.rs};
-  if (m.cols == 1) m.cs = 1;
-  if (m.rows == 1) m.rs = m.cs == 1 ? m.cols : 1;
-  return m;
-}
 
 // cuBLASLt's view of Eᵀ for an effective operand E (R×C): either layout (C×R, ld = rs) untransposed when
 // E's columns are unit-stride, or layout (R×C, ld = cs) transposed when its rows are.
@@ -41,7 +28,7 @@ struct LtOperand {
   int64_t ld;
 };
 
-bool lt_operand(const Mat& e, LtOperand& out) {
+bool lt_operand(const MatView& e, LtOperand& out) {
   if (e.cs == 1 && e.rs >= e.cols) {
     out = {CUBLAS_OP_N, static_cast<uint64_t>(e.cols), static_cast<uint64_t>(e.rows), std::max<int64_t>(e.rs, 1)};
     return true;
@@ -169,9 +156,9 @@ void matmul(const Tensor& a_in, const Tensor& b_in, Trans ta, Trans tb, const Te
   Tensor a = a_in, b = b_in;
   LtOperand oa{}, ob{};
   // cuBLASLt operand A = our B (as op(B)ᵀ), operand B = our A (as op(A)ᵀ).
-  if (!lt_operand(effective(b, tb), oa)) b = b.contiguous();
-  if (!lt_operand(effective(a, ta), ob)) a = a.contiguous();
-  const Mat ea = effective(a, ta), eb = effective(b, tb);
+  if (!lt_operand(matrix_view(b, tb), oa)) b = b.contiguous();
+  if (!lt_operand(matrix_view(a, ta), ob)) a = a.contiguous();
+  const MatView ea = matrix_view(a, ta), eb = matrix_view(b, tb);
   lt_operand(eb, oa);
   lt_operand(ea, ob);
   const int64_t M = ea.rows, K = ea.cols, N = eb.cols;

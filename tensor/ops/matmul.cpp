@@ -7,24 +7,10 @@
 #include "tensor/cpu/loops.h"
 #include "tensor/cuda/ops.h"
 #include "tensor/dispatch.h"
+#include "tensor/ops/matmul_layout.h"
 
 namespace hydra {
 namespace {
-
-// One matrix operand of a batch after its transpose flag is applied: element (r, c) is at
-// data + r * rs + c * cs (elements). At least one of rs, cs is 1 (or the dim is 1).
-struct MatView {
-  int64_t rows, cols, rs, cs;
-};
-
-MatView matrix_view(const Tensor& t, Trans tr) {
-  const int64_t n = t.dim();
-  MatView v{t.size(n - 2), t.size(n - 1), t.stride(n - 2), t.stride(n - 1)};
-  if (tr == Trans::Yes) v = {v.cols, v.rows, v.cs, v.rs};
-  if (v.cols == 1) v.cs = 1;
-  if (v.rows == 1) v.rs = v.cs == 1 ? v.cols : 1;
-  return v;
-}
 
 // Eigen reads a matrix in place when one of its strides is 1 and the other is a real (non-zero, non-overlapping)
 // leading dimension; broadcast (stride-0) matrices are copied first.
