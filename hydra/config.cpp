@@ -413,8 +413,8 @@ HydraConfig parse_section(const YAML::Node& map, const std::string& source, cons
                 l ? fmt::format("{}:{}", source, *l) : source, name, describe(map));
   }
   for (auto it = map.begin(); it != map.end(); ++it) {
-    const YAML::Node& k = it->first;
-    const YAML::Node& v = it->second;
+    const YAML::Node k = it->first;  // by value: the iterator yields a temporary
+    const YAML::Node v = it->second;  // by value: the iterator yields a temporary
     const auto kline = line_of(k);
     if (!k.IsScalar()) {
       HYDRA_CHECK(false, "{}: expected a field name as key, found {}",
