@@ -91,6 +91,12 @@ void check_gradcheck(const std::string& op, const ag::GradFn& fn, const std::vec
   CHECK(r.ok);
 }
 
+Tensor host64(const Tensor& t) {
+  if (!t.defined()) return t;
+  Tensor h = t.to(kCPU);
+  return is_floating(h.dtype()) ? h.to(DType::Float64) : h;
+}
+
 Tensor leaf(const Tensor& t) {
   Tensor l = t.to(DType::Float64).detach();
   if (l.is_same(t)) l = t.detach();

@@ -36,6 +36,9 @@ void check_close(const Tensor& y, const Tensor& r, const std::string& what = "")
 
 // Runs ag::gradcheck with the SPEC tolerances and a fresh seed; CHECKs the result, printing the report.
 void check_gradcheck(const std::string& op, const ag::GradFn& fn, const std::vector<Tensor>& inputs);
+// The CPU copy of a (possibly CUDA) tensor, floating dtypes upcast to float64, others unchanged; undefined stays
+// undefined. The reference side of GPU-vs-CPU comparisons.
+Tensor host64(const Tensor& t);
 // A float64 leaf requiring grad.
 Tensor leaf(const Tensor& t);
 

@@ -201,6 +201,24 @@ __device__ __forceinline__ P* row_cache() {
   return reinterpret_cast<P*>(fused_smem);
 }
 
+// Σ x² over one row of Dv packs, summed over the block (every thread gets the total); with `cache` each thread
+// also keeps the packs it read in the shared-memory row cache for the second pass. Shared by RMSNorm and L2.
+template <typename T, int VEC>
+__device__ __forceinline__ acc_t<T> row_sum_squares(const Pack<T, VEC>* xr, int64_t Dv, bool cache,
+                                                    Pack<T, VEC>* cx, acc_t<T>* red) {
+  acc_t<T> ss = 0;
+  for (int64_t i = threadIdx.x; i < Dv; i += blockDim.x) {
+    const Pack<T, VEC> p = xr[i];
+    if (cache) cx[i] = p;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const acc_t<T> a = to_acc(p.v[k]);
+      ss += a * a;
+    }
+  }
+  return block_sum(ss, red);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // kernels: RMSNorm
 
@@ -215,17 +233,7 @@ __global__ void rms_norm_fwd_kernel(const T* __restrict__ x, const T* __restrict
   const P* wp = reinterpret_cast<const P*>(w);
   for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
     const P* xr = reinterpret_cast<const P*>(x + r * D);
-    A ss = 0;
-    for (int64_t i = threadIdx.x; i < Dv; i += blockDim.x) {
-      const P p = xr[i];
-      if (cache) cx[i] = p;
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        const A a = to_acc(p.v[k]);
-        ss += a * a;
-      }
-    }
-    ss = block_sum(ss, red);
+    const A ss = row_sum_squares<T, VEC>(xr, Dv, cache, cx, red);
     const A rs = static_cast<A>(1.0 / ::sqrt(static_cast<double>(ss) / static_cast<double>(D) + eps));
     if (threadIdx.x == 0) rstd[r] = rs;
     P* yr = reinterpret_cast<P*>(y + r * D);
@@ -663,17 +671,7 @@ __global__ void l2_normalize_fwd_kernel(const T* __restrict__ x, T* __restrict__
   const int64_t Dv = D / VEC;
   for (int64_t r = blockIdx.x; r < N; r += gridDim.x) {
     const P* xr = reinterpret_cast<const P*>(x + r * D);
-    A ss = 0;
-    for (int64_t i = threadIdx.x; i < Dv; i += blockDim.x) {
-      const P p = xr[i];
-      if (cache) cx[i] = p;
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        const A a = to_acc(p.v[k]);
-        ss += a * a;
-      }
-    }
-    ss = block_sum(ss, red);
+    const A ss = row_sum_squares<T, VEC>(xr, Dv, cache, cx, red);
     const double nrm = ::sqrt(static_cast<double>(ss));
     if (threadIdx.x == 0) norm[r] = static_cast<A>(nrm);
     const A inv = static_cast<A>(1.0 / (nrm > eps ? nrm : eps));

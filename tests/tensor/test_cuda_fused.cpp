@@ -18,12 +18,6 @@ namespace {
 const Device kGpu("cuda:0");
 constexpr DType kDts[] = {DType::Float32, DType::BFloat16, DType::Float64};
 
-// The float64 CPU copy of a (GPU) tensor; integer tensors keep their dtype.
-Tensor h64(const Tensor& t) {
-  if (!t.defined()) return t;
-  return t.to(kCPU).to(is_floating(t.dtype()) ? DType::Float64 : t.dtype());
-}
-
 // x (N, D) as a non-contiguous view: the transpose of a contiguous (D, N) tensor.
 Tensor strided_rows(int64_t N, int64_t D, DType dt) {
   return randn_t({D, N}, dt).to(kGpu).transpose(0, 1);
@@ -74,16 +68,16 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
           Tensor w = rand_t({D}, 0.5, 1.5, dt).to(kGpu);
           Tensor gy = randn_t(s, dt).to(kGpu);
           RmsNormOutput o = rms_norm_forward(x, w, eps);
-          RmsNormOutput r = rms_norm_forward(h64(x), h64(w), eps);
+          RmsNormOutput r = rms_norm_forward(host64(x), host64(w), eps);
           check_close(o.y.to(kCPU), r.y, tol, "y");
           check_close(o.rstd.to(kCPU), r.rstd, tol, "rstd");
           CHECK(o.rstd.dtype() == (dt == DType::Float64 ? DType::Float64 : DType::Float32));
           RmsNormGrads g = rms_norm_backward(gy, x, w, o.rstd);
-          RmsNormGrads rg = rms_norm_backward(h64(gy), h64(x), h64(w), h64(o.rstd));
+          RmsNormGrads rg = rms_norm_backward(host64(gy), host64(x), host64(w), host64(o.rstd));
           if (D == 1) {
             // dx = gy·w·rstd − x·rstd³·gy·w·x: two nearly equal terms whose exact difference is ~0, so relative
             // error is meaningless; the error is bounded against the size of the cancelled terms instead.
-            check_cancelled(g.dx.to(kCPU), rg.dx, mul(mul(h64(gy), h64(w)), h64(o.rstd).unsqueeze(-1)), tol, "dx");
+            check_cancelled(g.dx.to(kCPU), rg.dx, mul(mul(host64(gy), host64(w)), host64(o.rstd).unsqueeze(-1)), tol, "dx");
           } else {
             check_close(g.dx.to(kCPU), rg.dx, tol, "dx");
           }
@@ -111,12 +105,12 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
           Tensor logits = mul(randn_t({c.N, c.V}), 2.0).to(dt).to(kGpu);
           Tensor targets = from_vector<int64_t>(tv, {c.N}).to(it).to(kGpu);
           CrossEntropyOutput o = cross_entropy_forward(logits, targets);
-          CrossEntropyOutput r = cross_entropy_forward(h64(logits), h64(targets));
+          CrossEntropyOutput r = cross_entropy_forward(host64(logits), host64(targets));
           check_close(o.loss.to(kCPU).reshape({1}), r.loss.reshape({1}), tol, "loss");
           check_close(o.lse.to(kCPU), r.lse, tol, "lse");
           Tensor gloss = scalar_tensor(0.75, DType::Float32, kGpu);
           Tensor d = cross_entropy_backward(gloss, logits, targets, o.lse);
-          Tensor rd = cross_entropy_backward(h64(gloss), h64(logits), h64(targets), h64(o.lse));
+          Tensor rd = cross_entropy_backward(host64(gloss), host64(logits), host64(targets), host64(o.lse));
           if (c.V == 1) {
             // softmax = one-hot = 1: the exact gradient is 0, a cancellation of two terms of size gloss/n_valid
             // (relative error against a ~0 reference is meaningless; see check_cancelled).
@@ -139,22 +133,22 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
       Tensor logits = masked_logits(N, V, tv, dt).to(kGpu);
       Tensor targets = from_vector<int64_t>(tv, {N}, kGpu);
       CrossEntropyOutput o = cross_entropy_forward(logits, targets);
-      CrossEntropyOutput r = cross_entropy_forward(h64(logits), h64(targets));
+      CrossEntropyOutput r = cross_entropy_forward(host64(logits), host64(targets));
       check_close(o.loss.to(kCPU).reshape({1}), r.loss.reshape({1}), tol, "masked loss");
       check_close(o.lse.to(kCPU), r.lse, tol, "masked lse");
       Tensor gloss = scalar_tensor(1.0, dt, kGpu);
       check_close(cross_entropy_backward(gloss, logits, targets, o.lse).to(kCPU),
-                  cross_entropy_backward(h64(gloss), h64(logits), h64(targets), h64(o.lse)), tol, "masked dlogits");
+                  cross_entropy_backward(host64(gloss), host64(logits), host64(targets), host64(o.lse)), tol, "masked dlogits");
       // Strided (transposed) logits in a 3-d shape.
       Tensor lt = randn_t({V, 2, 5}, dt).to(kGpu).permute({1, 2, 0});
       std::vector<int64_t> t3 = make_targets(10, V, 3);
       Tensor tg = from_vector<int64_t>(t3, {2, 5}, kGpu);
       CrossEntropyOutput o3 = cross_entropy_forward(lt, tg);
-      CrossEntropyOutput r3 = cross_entropy_forward(h64(lt), h64(tg));
+      CrossEntropyOutput r3 = cross_entropy_forward(host64(lt), host64(tg));
       check_close(o3.loss.to(kCPU).reshape({1}), r3.loss.reshape({1}), tol, "strided loss");
       check_close(o3.lse.to(kCPU), r3.lse, tol, "strided lse");
       check_close(cross_entropy_backward(gloss, lt, tg, o3.lse).to(kCPU),
-                  cross_entropy_backward(h64(gloss), h64(lt), h64(tg), h64(o3.lse)), tol, "strided dlogits");
+                  cross_entropy_backward(host64(gloss), host64(lt), host64(tg), host64(o3.lse)), tol, "strided dlogits");
     }
   }
 
@@ -166,7 +160,7 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
     CHECK(o.loss.item() == 0.0);
     Tensor d = cross_entropy_backward(scalar_tensor(1.0, DType::Float32, kGpu), logits, ign, o.lse, -1);
     for (float v : d.to(kCPU).to_vector<float>()) CHECK(v == 0.0f);
-    check_close(o.lse.to(kCPU), cross_entropy_forward(h64(logits), h64(ign), -1).lse, kTolF32, "lse of ignored rows");
+    check_close(o.lse.to(kCPU), cross_entropy_forward(host64(logits), host64(ign), -1).lse, kTolF32, "lse of ignored rows");
     Tensor bad = from_vector<int64_t>({1, -100, 9, 12}, {4}, kGpu);
     check_throws_with([&] { cross_entropy_forward(logits, bad); },
                       {"cross_entropy_forward", "target 9", "row 2", "V = 9"});
@@ -189,14 +183,14 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
           if (!strided && s.size() == 2 && s[0] > 2) x.select(0, 1).zero_();  // a zero row: the clamp path
           Tensor gy = randn_t(s, dt).to(kGpu);
           L2NormalizeOutput o = l2_normalize_forward(x, eps);
-          L2NormalizeOutput r = l2_normalize_forward(h64(x), eps);
+          L2NormalizeOutput r = l2_normalize_forward(host64(x), eps);
           check_close(o.y.to(kCPU), r.y, tol, "y");
           check_close(o.norm.to(kCPU), r.norm, tol, "norm");
           Tensor dx = l2_normalize_backward(gy, o.y, o.norm, eps);
-          Tensor rdx = l2_normalize_backward(h64(gy), h64(o.y), h64(o.norm), eps);
+          Tensor rdx = l2_normalize_backward(host64(gy), host64(o.y), host64(o.norm), eps);
           if (D == 1) {
             // dx = (gy − y·<gy, y>)/norm with y = ±1: the two terms cancel exactly (see check_cancelled).
-            check_cancelled(dx.to(kCPU), rdx, div(h64(gy), maximum(h64(o.norm).unsqueeze(-1), scalar_tensor(eps, DType::Float64))),
+            check_cancelled(dx.to(kCPU), rdx, div(host64(gy), maximum(host64(o.norm).unsqueeze(-1), scalar_tensor(eps, DType::Float64))),
                             tol, "dx");
           } else {
             check_close(dx.to(kCPU), rdx, tol, "dx");
@@ -207,9 +201,9 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
     // The clamp with a large eps on every row.
     Tensor x = mul(randn_t({4, 65}, DType::Float32), 1e-3).to(kGpu), gy = randn_t({4, 65}, DType::Float32).to(kGpu);
     L2NormalizeOutput o = l2_normalize_forward(x, 1.0);
-    check_close(o.y.to(kCPU), l2_normalize_forward(h64(x), 1.0).y, kTolF32, "clamped y");
+    check_close(o.y.to(kCPU), l2_normalize_forward(host64(x), 1.0).y, kTolF32, "clamped y");
     check_close(l2_normalize_backward(gy, o.y, o.norm, 1.0).to(kCPU),
-                l2_normalize_backward(h64(gy), h64(o.y), h64(o.norm), 1.0), kTolF32, "clamped dx");
+                l2_normalize_backward(host64(gy), host64(o.y), host64(o.norm), 1.0), kTolF32, "clamped dx");
   }
 
   TEST_CASE("cuda rotary forward and backward match the cpu op (T = 1 and offsets up to 100000 and strided)") {
@@ -227,7 +221,7 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
           check_close(rotary_backward(x, off, 500000.0).to(kCPU).to(DType::Float64),
                       rotary_backward(xc, off, 500000.0).to(DType::Float64), tol, "backward");
           if (off == 37) {  // small positions: also against the float64 op
-            check_close(rotary_forward(x, off, 10000.0).to(kCPU), rotary_forward(h64(x), off, 10000.0), tol,
+            check_close(rotary_forward(x, off, 10000.0).to(kCPU), rotary_forward(host64(x), off, 10000.0), tol,
                         "forward vs float64");
           }
         }
@@ -260,14 +254,14 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
         Tensor bias = c.bias ? randn_t({c.C}, dt).to(kGpu) : Tensor();
         Tensor cache = c.cache ? randn_t({c.B, c.C, c.K - 1}, dt).to(kGpu) : Tensor();
         CausalConv1dOutput o = causal_conv1d_forward(x, w, bias, cache);
-        CausalConv1dOutput r = causal_conv1d_forward(h64(x), h64(w), h64(bias), h64(cache));
+        CausalConv1dOutput r = causal_conv1d_forward(host64(x), host64(w), host64(bias), host64(cache));
         check_close(o.y.to(kCPU), r.y, tol, "y");
         REQUIRE(o.new_cache.defined() == (c.K > 1));
         if (c.K > 1) check_close(o.new_cache.to(kCPU), r.new_cache, tol, "new_cache");
         Tensor gy = randn_t({c.B, c.T, c.C}, dt).to(kGpu);
         Tensor gnc = c.gnc && c.K > 1 ? randn_t({c.B, c.C, c.K - 1}, dt).to(kGpu) : Tensor();
         CausalConv1dGrads g = causal_conv1d_backward(gy, gnc, x, w, cache, c.bias);
-        CausalConv1dGrads rg = causal_conv1d_backward(h64(gy), h64(gnc), h64(x), h64(w), h64(cache), c.bias);
+        CausalConv1dGrads rg = causal_conv1d_backward(host64(gy), host64(gnc), host64(x), host64(w), host64(cache), c.bias);
         check_close(g.dx.to(kCPU), rg.dx, tol, "dx");
         check_close(g.dw.to(kCPU), rg.dw, tol, "dw");
         REQUIRE(g.dbias.defined() == c.bias);
@@ -296,7 +290,7 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
       for (const Tensor& v : vs) grads.push_back(on_gpu ? v.to(outs[grads.size()].dtype()).to(kGpu) : v);
       ag::backward(outs, grads);
       std::vector<Tensor> gs;
-      for (const Tensor& l : leaves) gs.push_back(h64(ag::grad(l)));
+      for (const Tensor& l : leaves) gs.push_back(host64(ag::grad(l)));
       return gs;
     };
     auto compare_all = [&](const char* what, const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& fn,

@@ -18,12 +18,6 @@ namespace {
 const Device kGpu("cuda:0");
 const DType kFloatTypes[] = {DType::Float32, DType::BFloat16, DType::Float64};
 
-// The CPU copy of a CUDA tensor, upcast to float64 when floating.
-Tensor host64(const Tensor& t) {
-  Tensor h = t.to(kCPU);
-  return is_floating(h.dtype()) ? h.to(DType::Float64) : h;
-}
-
 // f on the CUDA tensor, brought back, against f on the float64 CPU upcast.
 void check_vs_cpu(const std::function<Tensor(const Tensor&)>& f, const Tensor& x_gpu, const std::string& what) {
   const Tensor y = f(x_gpu);
