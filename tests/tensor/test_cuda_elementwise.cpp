@@ -12,7 +12,7 @@ const Device kGpu("cuda:0");
 // The float64 CPU result of f on the float64 upcast of the (possibly bf16-rounded) inputs.
 Tensor ref64(const std::function<Tensor(const std::vector<Tensor>&)>& f, const std::vector<Tensor>& gpu_inputs) {
   std::vector<Tensor> h;
-  for (const Tensor& t : gpu_inputs) h.push_back(t.to(kCPU).to(is_floating(t.dtype()) ? DType::Float64 : t.dtype()));
+  for (const Tensor& t : gpu_inputs) h.push_back(host64(t));
   return f(h);
 }
 }  // namespace
