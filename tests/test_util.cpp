@@ -1,5 +1,7 @@
 #include "tests/test_util.h"
 
+#include <filesystem>
+
 #include "tensor/cuda/backend.h"
 
 #include <atomic>
@@ -132,4 +134,10 @@ void check_throws_with(const std::function<void()>& f, const std::vector<std::st
   }
 }
 
+}  // namespace hydra::test
+
+namespace hydra::test {
+std::string test_data_path(const std::string& file) {
+  return (std::filesystem::path(__FILE__).parent_path() / "data" / file).string();
+}
 }  // namespace hydra::test

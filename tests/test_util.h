@@ -47,6 +47,9 @@ Tensor leaf(const Tensor& t);
 // allocator's poison mode is on for the rest of the test run.
 bool gpu_available();
 
+// The path of a file in tests/data (found from this source file's location, so tests run from any directory).
+std::string test_data_path(const std::string& file);
+
 // Runs f, REQUIREs that it throws, and CHECKs that the message contains every fragment.
 void check_throws_with(const std::function<void()>& f, const std::vector<std::string>& fragments);
 
