@@ -32,13 +32,30 @@ struct WindowAttnGrads {
   Tensor dv;  // [B, S, H, V]
 };
 
+// Calling rules (window_attn_cpu.cpp): window ≥ 1 (a window ≥ S is full causal attention); scale finite;
+// non-contiguous inputs are copied to contiguous; outputs are fresh contiguous tensors; results do not depend on the
+// thread count. Backward takes do_ [B, T, H, V] (the gradient of o) and the o and lse that forward returned for the
+// same q, k, v, window and scale, all of q's dtype and device; it always computes all three gradients, and cache
+// rows that no query sees (m ≤ P − W) get zero dk, dv. CUDA tensors throw (no kernel yet).
 WindowAttnOutput window_attn_forward(const Tensor& q, const Tensor& k, const Tensor& v, int64_t window,
                                      double scale);
 WindowAttnGrads window_attn_backward(const Tensor& do_, const Tensor& q, const Tensor& k, const Tensor& v,
                                      const Tensor& o, const Tensor& lse, int64_t window, double scale);
 
-// float64 dense reference (tests only): builds the T×S masked logits.
+// float64 dense reference (tests only): builds the T×S masked logits. Composed of ag:: primitives (per-(b, h)
+// batched matmul, masked_fill with −∞, softmax, matmul), so float64 leaves get reference gradients from the
+// autograd engine. Inputs of either accepted dtype are cast to float64 (the cast is differentiable).
 Tensor window_attn_ref(const Tensor& q, const Tensor& k, const Tensor& v, int64_t window, double scale);
+
+// The sizes of one call. Checked by window_attn_check_args, shared by the forward, the backward and the reference:
+// q, k, v defined, on one device, of one dtype (float32 or float64), of rank 4 with matching B, H and K, v's S equal
+// to k's, S ≥ T, window ≥ 1. Errors name the op, the argument and the shapes expected and got.
+struct WindowAttnDims {
+  int64_t B, T, S, H, K, V;
+  int64_t P;  // S − T cache rows
+};
+WindowAttnDims window_attn_check_args(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
+                                      int64_t window);
 
 namespace ag {
 // Differentiable windowed attention: gradients reach q, k and v. Saves q, k, v, o and lse.
