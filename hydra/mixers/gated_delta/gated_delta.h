@@ -16,9 +16,16 @@
 // Algorithms:
 //  * gated_delta_forward/backward (gated_delta_cpu.cpp): chunkwise parallel, chunk length `chunk` (SPEC
 //    dn_chunk_size; T need not be a multiple of it). The math is the exact recurrence; the chunking changes only
-//    the summation order. Backward recomputes the per-chunk start states from the saved inputs.
+//    the summation order. Per chunk: the WY/UT form, a unit lower-triangular system for the chunk's u_t solved by
+//    forward substitution, with the decay products Π α built as running products (no logs, no clamp, no division,
+//    so α may be tiny or 0). Backward is chunkwise too (the adjoint of the chunk computation, triangular solve
+//    included): it recomputes the per-chunk start states from the saved inputs (T/chunk states per head being
+//    processed, never one per token) and walks the chunks in reverse. Time O(T·(chunk·(K + V) + V·K)) per head.
+//    Arithmetic is in the input dtype. T = 0 is allowed (the final state is then the initial one).
 //  * gated_delta_step: one token (decode), the recurrence applied once.
-//  * gated_delta_ref (gated_delta_ref.cpp): the token-by-token recurrence in float64, for tests only.
+//  * gated_delta_ref (gated_delta_ref.cpp): the token-by-token recurrence in float64, for tests only. It is a
+//    composition of ag:: primitives: with inputs that require grad, ag::backward through it gives reference
+//    gradients (inputs of another floating dtype are cast to float64 and get their gradient in their own dtype).
 //
 // Gradients: q, k, v, alpha, beta and the initial state, from upstream gradients of o and (optionally) of the
 // final state. The gradient of alpha is that of the exact recurrence (no clamp).
