@@ -3,7 +3,8 @@
 //   * elementwise throughput (GB/s of bytes read + written) vs memcpy of the same buffer size.
 // Timing: steady_clock around each call, warm-up runs first, median of the timed runs (min and max shown).
 // The CUDA section (bench/cuda_bench.cu) runs after the CPU one when a device is present.
-// Usage: hydra-bench [cpu|cuda|all] [--quick] [--threads N]
+// The model section (bench/model_bench.cpp) times HydraLM and its mixer kernels on the CPU; "all" skips it.
+// Usage: hydra-bench [cpu|cuda|model|all] [--quick] [--threads N]
 #include <omp.h>
 
 #include <Eigen/Core>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "bench/cuda_bench.h"
+#include "bench/model_bench.h"
 #include "tensor/tensor.h"
 
 using namespace hydra;
@@ -110,20 +112,21 @@ int main(int argc, char** argv) {
   int threads = omp_get_max_threads();
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    if (arg == "cpu" || arg == "cuda" || arg == "all") {
+    if (arg == "cpu" || arg == "cuda" || arg == "model" || arg == "all") {
       section = arg;
     } else if (arg == "--quick") {
       quick = true;
     } else if (arg == "--threads" && i + 1 < argc) {
       threads = std::stoi(argv[++i]);
     } else {
-      fmt::print(stderr, "usage: hydra-bench [cpu|cuda|all] [--quick] [--threads N]\nunknown argument '{}'\n", arg);
+      fmt::print(stderr, "usage: hydra-bench [cpu|cuda|model|all] [--quick] [--threads N]\nunknown argument '{}'\n", arg);
       return 2;
     }
   }
   omp_set_num_threads(threads);
   Eigen::setNbThreads(threads);
   if (section == "cuda") return hydra::bench::run_cuda_bench(quick) ? 0 : 1;
+  if (section == "model") return hydra::bench::run_model_bench(quick);
   fmt::print("hydra-bench (CPU): {} OpenMP threads, Eigen {}.{}.{} using {} threads{}\n\n", threads,
              EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, Eigen::nbThreads(),
              quick ? ", quick mode" : "");

@@ -1,0 +1,443 @@
+// HydraLM and its mixers (SPEC §2, §3, §5). The mixer kernels live in hydra/mixers/<op>/.
+#include "hydra/model.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "autograd/autograd.h"
+#include "hydra/mixers/chunk_attn/chunk_attn.h"
+#include "hydra/mixers/gated_delta/gated_delta.h"
+#include "hydra/mixers/window_attn/window_attn.h"
+#include "tensor/check.h"
+#include "tensor/ops/indexing.h"
+#include "tensor/ops/reduce.h"
+
+namespace hydra {
+namespace {
+
+// (B, T, I) -> (B, T, H, D) (a copy when x is a non-contiguous slice).
+Tensor heads(const Tensor& x, int64_t H, int64_t D) { return ag::reshape(x, {x.size(0), x.size(1), H, D}); }
+
+void check_mixer_input(const Tensor& x, int64_t d, const char* who) {
+  HYDRA_CHECK(x.defined() && x.dim() == 3 && x.size(2) == d && x.size(1) >= 1,
+              "{}: input has shape {}, expected (B, T ≥ 1, {})", who, x.defined() ? shape_str(x.shape()) : "undefined",
+              d);
+}
+
+// Concatenation along time of the defined, non-empty pieces (at least one is non-empty).
+Tensor cat_time(std::initializer_list<Tensor> parts) {
+  std::vector<Tensor> xs;
+  for (const Tensor& t : parts)
+    if (t.defined() && t.size(1) > 0) xs.push_back(t);
+  return xs.size() == 1 ? xs[0] : ag::concat(xs, 1);
+}
+
+// The rows [a, b) along time as a state tensor: detached contiguous copies when no graph is being built.
+Tensor keep_rows(const Tensor& x, int64_t a, int64_t b) {
+  Tensor r = ag::slice(x, 1, a, b);
+  return ag::grad_enabled() ? r : r.contiguous();
+}
+
+// The identity matrix with w's shape (square), dtype and device.
+Tensor eye_like(const Tensor& w) {
+  const int64_t n = w.size(0);
+  std::vector<double> v(static_cast<std::size_t>(n * n), 0.0);
+  for (int64_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i * n + i)] = 1.0;
+  return from_vector(v, {n, n}, w.dtype(), w.device());
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------
+// Gated DeltaNet (SPEC §2.7)
+
+GatedDeltaNet::GatedDeltaNet(const HydraConfig& cfg, Generator& gen)
+    : qkv_proj(cfg.d_model, 3 * cfg.inner_dim(), false, gen),
+      ab_proj(cfg.d_model, 2 * cfg.n_heads, true, gen),
+      short_conv(3 * cfg.inner_dim(), cfg.dn_short_conv_kernel, gen),
+      gate_proj(cfg.dn_use_gate ? std::make_unique<nn::Linear>(cfg.d_model, cfg.inner_dim(), false, gen) : nullptr),
+      o_proj(cfg.inner_dim(), cfg.d_model, false, gen),
+      H_(cfg.n_heads),
+      D_(cfg.resolved_head_dim()),
+      chunk_(cfg.dn_chunk_size),
+      norm_qk_(cfg.dn_norm_qk) {
+  // SPEC §3 step 1 (a stand-alone module keeps it; HydraLM's init overwrites it with 0).
+  ab_proj.bias.detach().narrow(0, 0, H_).fill_(std::log(49.0));
+  register_module("qkv_proj", &qkv_proj);
+  register_module("ab_proj", &ab_proj);
+  register_module("short_conv", &short_conv);
+  if (gate_proj) register_module("gate_proj", gate_proj.get());
+  register_module("o_proj", &o_proj);
+}
+
+MixerOutput GatedDeltaNet::forward(const Tensor& x, const LayerState& st) const {
+  check_mixer_input(x, qkv_proj.in_features(), "GatedDeltaNet");
+  const int64_t I = H_ * D_;
+  const nn::ShortConv::Output conv = short_conv.forward(qkv_proj.forward(x), st.conv_cache);
+  const std::vector<Tensor> qkv = ag::split(conv.y, {I, I, I}, -1);
+  Tensor q = heads(qkv[0], H_, D_), k = heads(qkv[1], H_, D_), v = heads(qkv[2], H_, D_);
+  if (norm_qk_) q = ag::l2_normalize(q), k = ag::l2_normalize(k);
+  const std::vector<Tensor> ab = ag::split(ag::sigmoid(ab_proj.forward(x)), {H_, H_}, -1);
+  const GatedDeltaOutput r = ag::gated_delta(q, k, v, ag::contiguous(ab[0]), ag::contiguous(ab[1]), st.S, chunk_);
+  Tensor o = ag::reshape(r.o, {x.size(0), x.size(1), I});
+  if (gate_proj) o = ag::mul(o, ag::silu(gate_proj->forward(x)));
+  MixerOutput out{o_proj.forward(o), {}};
+  out.state.S = r.final_state;
+  out.state.conv_cache = conv.new_cache;
+  out.state.pos = st.pos + x.size(1);
+  return out;
+}
+
+MixerOutput GatedDeltaNet::step(const Tensor& x, const LayerState& st) const {
+  HYDRA_CHECK(x.dim() == 2 && x.size(1) == qkv_proj.in_features(), "GatedDeltaNet::step: input has shape {}, expected (B, {})",
+              shape_str(x.shape()), qkv_proj.in_features());
+  ag::NoGradGuard no_grad;
+  const int64_t B = x.size(0), I = H_ * D_;
+  const nn::ShortConv::Output conv = short_conv.step(qkv_proj.forward(x), st.conv_cache);
+  const std::vector<Tensor> qkv = hydra::split(conv.y, {I, I, I}, -1);
+  Tensor q = qkv[0].reshape({B, H_, D_}), k = qkv[1].reshape({B, H_, D_}), v = qkv[2].reshape({B, H_, D_});
+  if (norm_qk_) q = ag::l2_normalize(q), k = ag::l2_normalize(k);
+  const std::vector<Tensor> ab = hydra::split(ag::sigmoid(ab_proj.forward(x)), {H_, H_}, -1);
+  const GatedDeltaOutput r = gated_delta_step(q, k, v, ab[0].contiguous(), ab[1].contiguous(), st.S);
+  Tensor o = r.o.reshape({B, I});
+  if (gate_proj) o = ag::mul(o, ag::silu(gate_proj->forward(x)));
+  MixerOutput out{o_proj.forward(o), {}};
+  out.state.S = r.final_state;
+  out.state.conv_cache = conv.new_cache;
+  out.state.pos = st.pos + 1;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Sliding-window attention (SPEC §2.10)
+
+SlidingWindowAttention::SlidingWindowAttention(const HydraConfig& cfg, Generator& gen)
+    : qkv_proj(cfg.d_model, 3 * cfg.inner_dim(), false, gen),
+      o_proj(cfg.inner_dim(), cfg.d_model, false, gen),
+      H_(cfg.n_heads),
+      D_(cfg.resolved_head_dim()),
+      window_(cfg.swa_window),
+      rope_base_(cfg.swa_rope_base) {
+  HYDRA_CHECK(D_ % 2 == 0, "SlidingWindowAttention: RoPE needs an even head_dim, got {}", D_);
+  register_module("qkv_proj", &qkv_proj);
+  register_module("o_proj", &o_proj);
+}
+
+MixerOutput SlidingWindowAttention::forward(const Tensor& x, const LayerState& st) const {
+  check_mixer_input(x, qkv_proj.in_features(), "SlidingWindowAttention");
+  const int64_t B = x.size(0), T = x.size(1), I = H_ * D_;
+  const std::vector<Tensor> qkv = ag::split(qkv_proj.forward(x), {I, I, I}, -1);
+  const Tensor q = nn::apply_rotary(heads(qkv[0], H_, D_), st.pos, rope_base_);
+  const Tensor k = nn::apply_rotary(heads(qkv[1], H_, D_), st.pos, rope_base_);
+  const Tensor keys = cat_time({st.k_cache, k}), vals = cat_time({st.v_cache, heads(qkv[2], H_, D_)});
+  const Tensor o = ag::window_attn(q, keys, vals, window_, 1.0 / std::sqrt(static_cast<double>(D_)));
+  MixerOutput out{o_proj.forward(ag::reshape(o, {B, T, I})), {}};
+  const int64_t S = keys.size(1), keep = std::min(window_, S);
+  out.state.k_cache = keep_rows(keys, S - keep, S);
+  out.state.v_cache = keep_rows(vals, S - keep, S);
+  out.state.pos = st.pos + T;
+  return out;
+}
+
+MixerOutput SlidingWindowAttention::step(const Tensor& x, const LayerState& st) const {
+  HYDRA_CHECK(x.dim() == 2, "SlidingWindowAttention::step: input has shape {}, expected (B, d)", shape_str(x.shape()));
+  ag::NoGradGuard no_grad;
+  MixerOutput out = forward(x.unsqueeze(1), st);
+  out.y = out.y.squeeze(1);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Retrieval attention (SPEC §2.11, state §5.4)
+
+RetrievalAttention::RetrievalAttention(const HydraConfig& cfg, Generator& gen)
+    : qkv_proj(cfg.d_model, 3 * cfg.inner_dim(), false, gen),
+      o_proj(cfg.inner_dim(), cfg.d_model, false, gen),
+      summary_proj(cfg.retrieval_learned_summary
+                       ? std::make_unique<nn::Linear>(cfg.resolved_head_dim(), cfg.resolved_head_dim(), false, gen)
+                       : nullptr),
+      H_(cfg.n_heads),
+      D_(cfg.resolved_head_dim()),
+      chunk_(cfg.retrieval_chunk_size),
+      topk_(cfg.retrieval_top_k),
+      rope_base_(cfg.swa_rope_base) {
+  HYDRA_CHECK(D_ % 2 == 0, "RetrievalAttention: RoPE needs an even head_dim, got {}", D_);
+  register_module("qkv_proj", &qkv_proj);
+  register_module("o_proj", &o_proj);
+  if (summary_proj) {
+    summary_proj->weight.detach().copy_(eye_like(summary_proj->weight));
+    register_module("summary_proj", summary_proj.get());
+  }
+}
+
+MixerOutput RetrievalAttention::forward(const Tensor& x, const LayerState& st) const {
+  check_mixer_input(x, qkv_proj.in_features(), "RetrievalAttention");
+  const int64_t B = x.size(0), T = x.size(1), I = H_ * D_, C = chunk_;
+  const int64_t pos = st.pos, S = pos + T, n_total = S / C;
+  const std::vector<Tensor> qkv = ag::split(qkv_proj.forward(x), {I, I, I}, -1);
+  const Tensor q0 = heads(qkv[0], H_, D_), k0 = heads(qkv[1], H_, D_), v = heads(qkv[2], H_, D_);
+  const Tensor q = nn::apply_rotary(q0, pos, rope_base_), k = nn::apply_rotary(k0, pos, rope_base_);
+  const Tensor keys = cat_time({st.bank_k, st.buf_k, k}), vals = cat_time({st.bank_v, st.buf_v, v});
+
+  // Chunk summaries (means of pre-RoPE keys) of every complete chunk, and the running sum of the in-flight one.
+  // Routing is not differentiated (SPEC §2.11.5).
+  Tensor summaries, buf_ksum;
+  {
+    ag::NoGradGuard no_grad;
+    const Tensor k0d = k0.detach();
+    const DType sum_dtype = x.dtype() == DType::Float64 ? DType::Float64 : DType::Float32;
+    const int64_t n_old = st.bank_sum.defined() ? st.bank_sum.size(1) : 0;
+    HYDRA_CHECK(n_old == pos / C, "RetrievalAttention: state holds {} chunk summaries at pos {} (chunk {}), expected {}",
+                n_old, pos, C, pos / C);
+    Tensor running = st.buf_ksum.defined() ? st.buf_ksum.to(sum_dtype) : zeros({B, H_, D_}, sum_dtype, x.device());
+    std::vector<Tensor> sums;
+    if (st.bank_sum.defined()) sums.push_back(st.bank_sum);
+    int64_t t0 = 0;  // local index of the first token of the chunk being filled
+    for (int64_t j = n_old; j < n_total; ++j) {
+      const int64_t t1 = (j + 1) * C - pos;  // one past its last token
+      running = hydra::add(running, hydra::sum(k0d.slice(1, t0, t1).to(sum_dtype), {1}));
+      sums.push_back(hydra::div(running, static_cast<double>(C)).to(x.dtype()).unsqueeze(1));
+      running = zeros({B, H_, D_}, sum_dtype, x.device());
+      t0 = t1;
+    }
+    if (t0 < T) running = hydra::add(running, hydra::sum(k0d.slice(1, t0, T).to(sum_dtype), {1}));
+    buf_ksum = running;
+    summaries = sums.empty() ? zeros({B, 0, H_, D_}, x.dtype(), x.device())
+                             : (sums.size() == 1 ? sums[0] : hydra::concat(sums, 1));
+  }
+  Tensor route_vectors = summaries;
+  if (summary_proj) {
+    ag::NoGradGuard no_grad;
+    route_vectors = hydra::linear(summaries, summary_proj->weight.detach());
+  }
+  const Tensor idx = chunk_route(q0.detach(), route_vectors, C, topk_, S);
+
+  // Learned summary: the straight-through logit term ρ − stopgrad(ρ) (value 0), the only path to W_s.
+  Tensor bias;
+  if (summary_proj && ag::grad_enabled() && ag::requires_grad(summary_proj->weight) && summaries.size(1) > 0 &&
+      topk_ > 0) {
+    const int64_t nc = summaries.size(1);
+    const Tensor mapped = ag::reshape(ag::linear(summaries, summary_proj->weight), {B * nc * H_, D_});
+    // Flat row of chunk idx[b, t, h, i] (−1 padding reads row 0; the kernel ignores those slots).
+    std::vector<int64_t> rows(static_cast<std::size_t>(B * T * H_ * topk_));
+    const std::vector<int64_t> iv = idx.to_vector<int64_t>();
+    for (int64_t b = 0, e = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t h = 0; h < H_; ++h)
+          for (int64_t i = 0; i < topk_; ++i, ++e) rows[e] = b * nc * H_ + std::max<int64_t>(iv[e], 0) * H_ + h;
+    const Tensor g = ag::reshape(ag::index_select(mapped, 0, from_vector(rows, {B * T * H_ * topk_}, x.device())),
+                                 {B, T, H_, topk_, D_});
+    const Tensor rho = ag::sum(ag::mul(g, q0.detach().unsqueeze(3)), {4});
+    bias = ag::sub(rho, rho.detach());
+  }
+  const Tensor o = ag::chunk_attn(q, keys, vals, idx, bias, C, 1.0 / std::sqrt(static_cast<double>(D_)));
+  MixerOutput out{o_proj.forward(ag::reshape(o, {B, T, I})), {}};
+  out.state.bank_k = keep_rows(keys, 0, n_total * C);
+  out.state.bank_v = keep_rows(vals, 0, n_total * C);
+  out.state.buf_k = keep_rows(keys, n_total * C, S);
+  out.state.buf_v = keep_rows(vals, n_total * C, S);
+  out.state.bank_sum = summaries;
+  out.state.buf_ksum = buf_ksum;
+  out.state.pos = S;
+  return out;
+}
+
+MixerOutput RetrievalAttention::step(const Tensor& x, const LayerState& st) const {
+  HYDRA_CHECK(x.dim() == 2, "RetrievalAttention::step: input has shape {}, expected (B, d)", shape_str(x.shape()));
+  ag::NoGradGuard no_grad;
+  MixerOutput out = forward(x.unsqueeze(1), st);
+  out.y = out.y.squeeze(1);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Block, MTP head, HydraLM
+
+namespace {
+std::unique_ptr<Mixer> make_mixer(const HydraConfig& cfg, LayerType type, Generator& gen) {
+  switch (type) {
+    case LayerType::DeltaNet: return std::make_unique<GatedDeltaNet>(cfg, gen);
+    case LayerType::Swa: return std::make_unique<SlidingWindowAttention>(cfg, gen);
+    case LayerType::Retrieval: return std::make_unique<RetrievalAttention>(cfg, gen);
+  }
+  throw std::invalid_argument(fmt::format("unknown layer type {}", static_cast<int>(type)));
+}
+}  // namespace
+
+HydraBlock::HydraBlock(const HydraConfig& cfg, LayerType type, Generator& gen)
+    : norm1(cfg.d_model, cfg.rms_eps),
+      mixer(make_mixer(cfg, type, gen)),
+      norm2(cfg.d_model, cfg.rms_eps),
+      mlp(cfg.d_model, cfg.mlp_hidden_dim(), gen) {
+  register_module("norm1", &norm1);
+  register_module("mixer", mixer.get());
+  register_module("norm2", &norm2);
+  register_module("mlp", &mlp);
+}
+
+MixerOutput HydraBlock::forward(const Tensor& x, const LayerState& state) const {
+  MixerOutput m = mixer->forward(norm1.forward(x), state);
+  const Tensor u = ag::add(x, m.y);
+  m.y = ag::add(u, mlp.forward(norm2.forward(u)));
+  return m;
+}
+
+MixerOutput HydraBlock::step(const Tensor& x, const LayerState& state) const {
+  MixerOutput m = mixer->step(norm1.forward(x), state);
+  const Tensor u = ag::add(x, m.y);
+  m.y = ag::add(u, mlp.forward(norm2.forward(u)));
+  return m;
+}
+
+MtpHead::MtpHead(const HydraConfig& cfg, Generator& gen)
+    : norm(cfg.d_model, cfg.rms_eps), proj(cfg.d_model, cfg.d_model, false, gen) {
+  register_module("norm", &norm);
+  register_module("proj", &proj);
+}
+
+namespace {
+HydraConfig checked_hydra_config(const HydraConfig& cfg) {
+  HydraConfig r = cfg.resolved();
+  HYDRA_CHECK(r.arch == "hydra", "HydraLM: config has arch '{}'; HydraLM builds arch 'hydra' only", r.arch);
+  return r;
+}
+}  // namespace
+
+HydraLM::HydraLM(const HydraConfig& cfg, uint64_t seed)
+    : cfg_(checked_hydra_config(cfg)),
+      gen_(seed),
+      embed(cfg_.vocab_size, cfg_.d_model, cfg_.pad_token_id, gen_),
+      norm_f(cfg_.d_model, cfg_.rms_eps) {
+  HYDRA_CHECK(cfg_.pad_token_id >= -1 && cfg_.pad_token_id < cfg_.vocab_size,
+              "HydraLM: pad_token_id {} outside [0, vocab_size {})", cfg_.pad_token_id, cfg_.vocab_size);
+  register_module("embed", &embed);
+  for (LayerType t : cfg_.resolved_layer_types()) blocks.push_back(std::make_unique<HydraBlock>(cfg_, t, gen_));
+  register_module("blocks", &blocks);
+  register_module("norm_f", &norm_f);
+  if (!cfg_.tie_embeddings) {
+    lm_head = std::make_unique<nn::Linear>(cfg_.d_model, cfg_.vocab_size, false, gen_);
+    register_module("lm_head", lm_head.get());
+  }
+  for (int64_t j = 0; j < cfg_.mtp_depth; ++j) mtp_heads.push_back(std::make_unique<MtpHead>(cfg_, gen_));
+  if (cfg_.mtp_depth > 0) register_module("mtp_heads", &mtp_heads);
+  init_weights(seed);
+}
+
+namespace {
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+}  // namespace
+
+void HydraLM::init_weights(uint64_t seed) {
+  // SPEC §3: Linear weights N(0, σ₀), biases 0; embeddings N(0, σ₀); o_proj / w_down / untied lm_head
+  // N(0, σ₀/√(2L)); conv keeps its U(±1/√K) default; norms 1; MTP proj N(0, σ₀); summary_proj identity.
+  Generator gen(seed);
+  const double s0 = cfg_.initializer_range, s_deep = s0 / std::sqrt(2.0 * static_cast<double>(cfg_.n_layers));
+  ag::NoGradGuard no_grad;
+  apply_to_parameters([&](const std::string& name, Tensor& p) {
+    Tensor w = p.detach();
+    const double bound = 1.0 / std::sqrt(static_cast<double>(cfg_.dn_short_conv_kernel));
+    if (ends_with(name, "short_conv.conv.weight") || ends_with(name, "short_conv.conv.bias")) {
+      uniform_(w, -bound, bound, gen);
+    } else if (ends_with(name, "norm1.weight") || ends_with(name, "norm2.weight") || ends_with(name, "norm.weight") ||
+               name == "norm_f.weight") {
+      w.fill_(1.0);
+    } else if (ends_with(name, ".bias")) {
+      w.fill_(0.0);
+    } else if (ends_with(name, "summary_proj.weight")) {
+      w.copy_(eye_like(w));
+    } else if (ends_with(name, "o_proj.weight") || ends_with(name, "w_down.weight") || name == "lm_head.weight") {
+      normal_(w, 0.0, s_deep, gen);
+    } else {
+      normal_(w, 0.0, s0, gen);
+    }
+  });
+}
+
+int64_t HydraLM::num_parameters(bool exclude_embedding) const {
+  return Module::num_parameters() - (exclude_embedding ? cfg_.vocab_size * cfg_.d_model : 0);
+}
+
+ForwardResult HydraLM::forward(const Tensor& ids, const ForwardOptions& opts) const {
+  return forward(ids, ModelState{}, opts);
+}
+
+ForwardResult HydraLM::forward(const Tensor& ids, const ModelState& state, const ForwardOptions& opts) const {
+  HYDRA_CHECK(ids.defined() && ids.dim() == 2 && ids.size(1) >= 1 &&
+                  (ids.dtype() == DType::Int64 || ids.dtype() == DType::Int32),
+              "HydraLM::forward: input_ids must be an int64 (B, T ≥ 1) tensor, got {}",
+              ids.defined() ? fmt::format("{} {}", dtype_name(ids.dtype()), shape_str(ids.shape())) : "undefined");
+  HYDRA_CHECK(state.empty() || static_cast<int64_t>(state.size()) == blocks.size(),
+              "HydraLM::forward: state has {} layer entries, the model has {} layers", state.size(), blocks.size());
+  const Tensor ids_dev = ids.to(device());
+  Tensor x = embed.forward(ids_dev);
+  ForwardResult out;
+  out.state.resize(static_cast<std::size_t>(blocks.size()));
+  for (int64_t i = 0; i < blocks.size(); ++i) {
+    MixerOutput m = blocks[i].forward(x, state.empty() ? LayerState{} : state[static_cast<std::size_t>(i)]);
+    x = m.y;
+    out.state[static_cast<std::size_t>(i)] = std::move(m.state);
+  }
+  const Tensor h = norm_f.forward(x);
+  out.logits = ag::linear(h, lm_head_weight());
+  if (opts.return_hidden) out.hidden = h;
+  if (opts.compute_mtp && cfg_.mtp_depth > 0) out.mtp_aux_loss = mtp_loss(h, ids_dev, opts.mtp_labels);
+  return out;
+}
+
+Tensor HydraLM::mtp_loss(const Tensor& h, const Tensor& ids, const Tensor& labels) const {
+  const Tensor target = labels.defined() ? labels.to(DType::Int64).to(h.device()) : ids.to(DType::Int64);
+  HYDRA_CHECK(target.shape() == ids.shape(), "HydraLM: mtp_labels have shape {}, expected {}", shape_str(target.shape()),
+              shape_str(ids.shape()));
+  const int64_t T = h.size(1);
+  Tensor total;
+  int64_t n_valid_depths = 0;
+  const std::vector<int64_t> tv = target.to(kCPU).to_vector<int64_t>();
+  for (int64_t dp = 1; dp <= cfg_.mtp_depth; ++dp) {
+    const int64_t n = T - 1 - dp;  // positions t with t + 1 + d′ < T
+    if (n <= 0) continue;
+    const Tensor tgt = target.slice(1, 1 + dp, T);
+    bool any = false;
+    for (int64_t b = 0; b < target.size(0) && !any; ++b)
+      for (int64_t t = 1 + dp; t < T && !any; ++t) any = tv[static_cast<std::size_t>(b * T + t)] != kDefaultIgnoreIndex;
+    if (!any) continue;  // SPEC §2.12: depths with no valid position are skipped
+    const MtpHead& head = mtp_heads[dp - 1];
+    const Tensor lg = ag::linear(head.proj.forward(head.norm.forward(ag::slice(h, 1, 0, n))), lm_head_weight());
+    const Tensor ce = ag::cross_entropy(lg, tgt);
+    total = total.defined() ? ag::add(total, ce) : ce;
+    ++n_valid_depths;
+  }
+  if (n_valid_depths == 0) return zeros({}, h.dtype() == DType::Float64 ? DType::Float64 : DType::Float32, h.device());
+  return ag::mul(total, cfg_.mtp_loss_weight / static_cast<double>(n_valid_depths));
+}
+
+StepResult HydraLM::step(const Tensor& ids, const ModelState& state) const {
+  HYDRA_CHECK(ids.defined() && ids.dim() == 1 && (ids.dtype() == DType::Int64 || ids.dtype() == DType::Int32),
+              "HydraLM::step: ids must be an int64 (B,) tensor, got {}",
+              ids.defined() ? fmt::format("{} {}", dtype_name(ids.dtype()), shape_str(ids.shape())) : "undefined");
+  HYDRA_CHECK(state.empty() || static_cast<int64_t>(state.size()) == blocks.size(),
+              "HydraLM::step: state has {} layer entries, the model has {} layers", state.size(), blocks.size());
+  ag::NoGradGuard no_grad;
+  Tensor x = embed.forward(ids.to(device()));
+  StepResult out;
+  out.state.resize(static_cast<std::size_t>(blocks.size()));
+  for (int64_t i = 0; i < blocks.size(); ++i) {
+    MixerOutput m = blocks[i].step(x, state.empty() ? LayerState{} : state[static_cast<std::size_t>(i)]);
+    x = m.y;
+    out.state[static_cast<std::size_t>(i)] = std::move(m.state);
+  }
+  out.logits = ag::linear(norm_f.forward(x), lm_head_weight());
+  return out;
+}
+
+Tensor lm_loss(const Tensor& logits, const Tensor& ids) {
+  HYDRA_CHECK(logits.dim() == 3 && ids.dim() == 2 && logits.size(0) == ids.size(0) && logits.size(1) == ids.size(1),
+              "lm_loss: logits {} and ids {} must be (B, T, V) and (B, T)", shape_str(logits.shape()),
+              shape_str(ids.shape()));
+  HYDRA_CHECK(ids.size(1) >= 2, "lm_loss: need at least 2 tokens per row, got {}", ids.size(1));
+  const int64_t T = ids.size(1);
+  return ag::cross_entropy(ag::slice(logits, 1, 0, T - 1), ids.to(logits.device()).slice(1, 1, T));
+}
+
+}  // namespace hydra
