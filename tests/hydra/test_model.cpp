@@ -352,3 +352,29 @@ TEST_CASE("RetrievalAttention equals routing and attention written out from SPEC
     hydra::test::check_close(y, ref, hydra::test::kTolF64, learned ? "learned summary" : "mean summary");
   }
 }
+
+TEST_CASE("logits do not depend on dn_chunk_size and a window at least the length is full causal attention") {
+  HydraConfig c;
+  c.vocab_size = 29, c.d_model = 16, c.n_heads = 2, c.n_layers = 3, c.swa_every = 99;  // all DeltaNet
+  Generator gen(hydra::test::base_seed());
+  const Tensor ids = randint(0, 29, {2, 19}, gen);
+  ag::NoGradGuard no_grad;
+  auto logits = [&](const HydraConfig& cfg) {
+    HydraLM m(cfg, 11);
+    m.to(DType::Float64);
+    return m.forward(ids).logits;
+  };
+  c.dn_chunk_size = 64;
+  const Tensor ref = logits(c);
+  for (int64_t chunk : {1, 3, 7, 19, 20}) {
+    c.dn_chunk_size = chunk;
+    hydra::test::check_close(logits(c), ref, hydra::test::kTolF64, fmt::format("dn_chunk_size {}", chunk));
+  }
+  // All-SWA: window ≥ N equals any larger window; a window below N differs.
+  c.swa_every = 1, c.swa_window = 19;
+  const Tensor full = logits(c);
+  c.swa_window = 1 << 20;
+  hydra::test::check_close(logits(c), full, hydra::test::kTolF64, "window 2^20");
+  c.swa_window = 5;
+  CHECK(hydra::max(hydra::abs(hydra::sub(logits(c), full))).item() > 1e-6);
+}
