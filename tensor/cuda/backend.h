@@ -7,6 +7,7 @@
 // library runs on it, in order), the cuBLASLt handle and its workspace, and the caching allocator.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "tensor/storage.h"
@@ -34,6 +35,18 @@ class DeviceGuard {
 };
 
 void synchronize(int index);  // waits for the device's compute stream (and any error it raised)
+
+// Deferred device-side input checks. An op that validates its inputs on the device (cross-entropy's targets) does
+// not stop the host to read the verdict: it enqueues a copy of {bad_row, bad_value} (two int64 on the device, in
+// the compute stream's order; bad_row < 0 = fine) to pinned host memory with defer_device_check, and its message
+// formatter. The verdict is raised as std::invalid_argument by the next host synchronisation of that device:
+// synchronize(), any device-to-host copy (item(), to(cpu)), or the next defer_device_check once its copy has
+// landed. So a bad target still gets its exact message (value, row, V), one synchronisation point later, and a
+// training step with valid targets never waits for the check.
+void defer_device_check(int device, const void* device_info, std::function<std::string(int64_t, int64_t)> message);
+// Raises the first failed deferred check of `device` whose copy has completed (all of them when `wait_all`: the
+// caller has just synchronised the compute stream). Checks that passed are dropped.
+void raise_deferred_errors(int device, bool wait_all);
 
 // Streams and events, as opaque handles (cudaStream_t / cudaEvent_t inside).
 struct StreamHandle {

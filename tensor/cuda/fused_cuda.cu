@@ -27,9 +27,11 @@
 //
 // Bytes moved per call (S = sizeof(T), s = sizeof(A); the benchmark divides by time for GB/s; N rows, D/V width):
 //   rms_norm_forward      2·N·D·S + D·S + N·s                      (x read, y written, w, rstd)
-//   rms_norm_backward     5·N·D·S + D·S + N·s + 2·C·D·s            (dx pass: gy, x read, dx written; dw pass re-reads
+//   rms_norm_backward     3·N·D·S + D·S + N·s + 2·C·D·s  for D ≤ 192 packs (one fused pass: gy, x read, dx written,
+//                         C block partials of dw); longer rows 5·N·D·S + ... (dx pass: gy, x read, dx written; dw pass re-reads
 //                                                                    gy, x; C ≤ 128 chunks of partials)
-//   cross_entropy_forward N·V·S + N·(s + 8 + sizeof(I)) + tiny      (logits read once; lse, row losses, targets)
+//   cross_entropy_forward N·V·S + N·(s + 8 + sizeof(I)) + tiny      (logits read once; lse, row losses, targets;
+//                         the target check is read back asynchronously: cuda::defer_device_check)
 //   cross_entropy_backward 2·N·V·S + N·(s + sizeof(I))              (logits read, dlogits written)
 //   l2_normalize_forward  2·N·D·S + N·s;  backward 3·N·D·S + N·s
 //   rotary                2·numel·S + T·D·s (table)
@@ -351,6 +353,83 @@ __global__ void rms_norm_bwd_dx_kernel(const T* __restrict__ gy, const T* __rest
   }
 }
 
+// Short rows (D / VEC ≤ 32 · NP packs): dx and the dw partial sums in one pass over gy and x. Block b owns rows
+// [b·R, min(N, (b+1)·R)) (R = rows_per_block, fixed by N alone); warp w of the block takes rows r0 + w, r0 + w + 8,
+// ... with the row in registers, a warp butterfly for Σ gy·w·x, and dw accumulated per lane in registers. The
+// block's warps then add their dw partials into shared memory in warp order (deterministic), and the block writes
+// partial[b, :]; column_finalize_kernel sums the blocks in order. Bytes: gy and x read once, dx written once.
+template <typename T, int VEC, int NP>
+__global__ void __launch_bounds__(kRmsWarpThreads, 2)
+    rms_norm_bwd_warp_kernel(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ w,
+                             const acc_t<T>* __restrict__ rstd, T* __restrict__ dx, acc_t<T>* __restrict__ partial,
+                             int64_t N, int64_t D, int64_t rows_per_block) {
+  using A = acc_t<T>;
+  using P = Pack<T, VEC>;
+  constexpr int kWarps = kRmsWarpThreads / 32;
+  extern __shared__ __align__(16) unsigned char bwd_smem[];
+  A* sh = reinterpret_cast<A*>(bwd_smem);  // D accumulators
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  const int64_t Dv = D / VEC;
+  const int64_t r0 = int64_t(blockIdx.x) * rows_per_block, r1 = min(N, r0 + rows_per_block);
+  P wr[NP];
+  A acc[NP][VEC];
+#pragma unroll
+  for (int j = 0; j < NP; ++j) {
+    if (lane + 32 * j < Dv) wr[j] = reinterpret_cast<const P*>(w)[lane + 32 * j];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) acc[j][k] = 0;
+  }
+  for (int64_t r = r0 + wid; r < r1; r += kWarps) {
+    const P* gr = reinterpret_cast<const P*>(gy + r * D);
+    const P* xr = reinterpret_cast<const P*>(x + r * D);
+    P g[NP], xv[NP];
+#pragma unroll
+    for (int j = 0; j < NP; ++j)
+      if (lane + 32 * j < Dv) {
+        g[j] = gr[lane + 32 * j];
+        xv[j] = xr[lane + 32 * j];
+      }
+    const A rs = rstd[r];
+    A dot = 0;
+#pragma unroll
+    for (int j = 0; j < NP; ++j)
+      if (lane + 32 * j < Dv) {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) dot += to_acc(g[j].v[k]) * to_acc(wr[j].v[k]) * to_acc(xv[j].v[k]);
+      }
+    dot = warp_reduce(dot, SumOp{});
+    const A mean = dot * rs / static_cast<A>(D);
+    P* dr = reinterpret_cast<P*>(dx + r * D);
+#pragma unroll
+    for (int j = 0; j < NP; ++j)
+      if (lane + 32 * j < Dv) {
+        P o;
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) {
+          const A gv = to_acc(g[j].v[k]), n = to_acc(xv[j].v[k]) * rs;
+          o.v[k] = from_acc<T>(rs * (gv * to_acc(wr[j].v[k]) - n * mean));
+          acc[j][k] += gv * n;
+        }
+        dr[lane + 32 * j] = o;
+      }
+  }
+  for (int k0 = 0; k0 < kWarps; ++k0) {
+    if (wid == k0) {
+#pragma unroll
+      for (int j = 0; j < NP; ++j)
+        if (lane + 32 * j < Dv) {
+#pragma unroll
+          for (int k = 0; k < VEC; ++k) {
+            const int64_t d = (lane + 32 * j) * VEC + k;
+            sh[d] = (k0 == 0 ? A(0) : sh[d]) + acc[j][k];
+          }
+        }
+    }
+    __syncthreads();
+  }
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) partial[int64_t(blockIdx.x) * D + d] = sh[d];
+}
+
 // partial[chunk, d] = Σ_{r in chunk} gy[r, d] · x[r, d] · rstd[r].  Block (kColTile, kColLanes), grid (⌈D/32⌉, chunks).
 template <typename T>
 __global__ void rms_norm_dw_partial_kernel(const T* __restrict__ gy, const T* __restrict__ x,
@@ -375,15 +454,25 @@ __global__ void rms_norm_dw_partial_kernel(const T* __restrict__ gy, const T* __
   }
 }
 
-// out[d] = Σ_c partial[c, d] in chunk order.
+// out[d] = Σ_c partial[c, d] in a fixed order: lane-row y of the block sums the chunks c ≡ y (mod kColLanes) in
+// increasing c, then the kColLanes sums are added in y order. Block (kColTile, kColLanes), grid ⌈D / kColTile⌉:
+// the chunks are summed by kColLanes threads per column, so hundreds of chunks cost a few microseconds.
 template <typename T>
 __global__ void column_finalize_kernel(const acc_t<T>* __restrict__ partial, T* __restrict__ out, int64_t chunks,
                                        int64_t D) {
   using A = acc_t<T>;
-  for (int64_t d = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; d < D; d += int64_t(gridDim.x) * blockDim.x) {
-    A s = 0;
-    for (int64_t c = 0; c < chunks; ++c) s += partial[c * D + d];
-    out[d] = from_acc<T>(s);
+  __shared__ A sh[kColLanes][kColTile + 1];
+  const int64_t d = blockIdx.x * int64_t(kColTile) + threadIdx.x;
+  A s = 0;
+  if (d < D)
+    for (int64_t c = threadIdx.y; c < chunks; c += kColLanes) s += partial[c * D + d];
+  sh[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && d < D) {
+    A t = 0;
+#pragma unroll
+    for (int k = 0; k < kColLanes; ++k) t += sh[k][threadIdx.x];
+    out[d] = from_acc<T>(t);
   }
 }
 
@@ -1037,6 +1126,34 @@ void launch_rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w
     return;
   }
   const bool v = vec_ok<T>(D, {gy.raw_data(), x.raw_data(), w.raw_data(), dx.raw_data()});
+  bool fused = false;
+  with_vec<T>(v, [&]<int VEC>() {
+    const int64_t packs = D / VEC;
+    if (packs > 32 * 6) return;
+    // One pass (rms_norm_bwd_warp_kernel): blocks of R rows, the count fixed by N (deterministic sums).
+    fused = true;
+    const int64_t blocks = std::clamp<int64_t>((N + 63) / 64, 1, 1024), rpb = (N + blocks - 1) / blocks;
+    Tensor partial = empty({blocks, D}, stat_dtype_of(x.dtype()), x.device());
+    const std::size_t smem = static_cast<std::size_t>(D) * sizeof(A);
+    const auto go = [&]<int NP>() {
+      rms_norm_bwd_warp_kernel<T, VEC, NP><<<static_cast<unsigned>(blocks), kRmsWarpThreads, smem, s>>>(
+          static_cast<const T*>(gy.raw_data()), static_cast<const T*>(x.raw_data()),
+          static_cast<const T*>(w.raw_data()), static_cast<const A*>(rstd.raw_data()), static_cast<T*>(dx.raw_data()),
+          static_cast<A*>(partial.raw_data()), N, D, rpb);
+    };
+    if (packs <= 32) go.template operator()<1>();
+    else if (packs <= 64) go.template operator()<2>();
+    else if (packs <= 96) go.template operator()<3>();
+    else if (packs <= 128) go.template operator()<4>();
+    else go.template operator()<6>();
+    HYDRA_CUDA_CHECK_LAUNCH("rms_norm_backward (fused dx + dw partial)");
+    column_finalize_kernel<T><<<static_cast<unsigned>((D + kColTile - 1) / kColTile), dim3(kColTile, kColLanes), 0, s>>>(
+        static_cast<const A*>(partial.raw_data()), static_cast<T*>(dw.raw_data()), blocks, D);
+  });
+  if (fused) {
+    HYDRA_CUDA_CHECK_LAUNCH("rms_norm_backward (dw finalize)");
+    return;
+  }
   with_vec<T>(v, [&]<int VEC>() {
     const RowLaunch l = row_launch(N, D / VEC, D, sizeof(T), 2);
     rms_norm_bwd_dx_kernel<T, VEC><<<l.grid, l.threads, l.smem, s>>>(
@@ -1051,14 +1168,14 @@ void launch_rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w
       static_cast<const T*>(gy.raw_data()), static_cast<const T*>(x.raw_data()), static_cast<const A*>(rstd.raw_data()),
       static_cast<A*>(partial.raw_data()), N, D, rpc);
   HYDRA_CUDA_CHECK_LAUNCH("rms_norm_backward (dw partial)");
-  column_finalize_kernel<T><<<grid_for(D, kElemThreads), kElemThreads, 0, s>>>(
+  column_finalize_kernel<T><<<static_cast<unsigned>((D + kColTile - 1) / kColTile), dim3(kColTile, kColLanes), 0, s>>>(
       static_cast<const A*>(partial.raw_data()), static_cast<T*>(dw.raw_data()), chunks, D);
   HYDRA_CUDA_CHECK_LAUNCH("rms_norm_backward (dw finalize)");
 }
 
 template <typename T, typename I>
-CrossEntropyTargetCheck launch_cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& loss,
-                                                     const Tensor& lse, int64_t ignore_index) {
+void launch_cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& loss, const Tensor& lse,
+                                  int64_t ignore_index, std::function<std::string(int64_t, int64_t)> bad_target_message) {
   using A = acc_t<T>;
   const int64_t V = logits.size(-1), N = V > 0 ? logits.numel() / V : 0;
   HYDRA_CHECK(logits.is_contiguous() && targets.is_contiguous() && lse.is_contiguous(),
@@ -1089,8 +1206,8 @@ CrossEntropyTargetCheck launch_cross_entropy_forward(const Tensor& logits, const
       static_cast<const double*>(row_loss.raw_data()), static_cast<const I*>(targets.raw_data()),
       static_cast<A*>(loss.raw_data()), static_cast<long long*>(info.raw_data()), N, V, ignore_index);
   HYDRA_CUDA_CHECK_LAUNCH("cross_entropy_forward (mean)");
-  const std::vector<int64_t> h = info.to(kCPU).to_vector<int64_t>();  // waits for the stream
-  return CrossEntropyTargetCheck{h[0], h[1]};
+  // info = {first bad row or −1, its value, n_valid}: the verdict is read back without stopping the host.
+  defer_device_check(logits.device().index, info.raw_data(), std::move(bad_target_message));
 }
 
 template <typename T, typename I>
@@ -1302,12 +1419,12 @@ void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const
                     [&]<typename T>() { launch_rms_norm_backward<T>(gy, x, w, rstd, dx, dw); });
 }
 
-CrossEntropyTargetCheck cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& loss,
-                                              const Tensor& lse, int64_t ignore_index) {
+void cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& loss, const Tensor& lse,
+                           int64_t ignore_index, std::function<std::string(int64_t, int64_t)> bad_target_message) {
   DeviceGuard guard(logits.device().index);
-  return dispatch_floating(logits.dtype(), "cross_entropy_forward", [&]<typename T>() {
-    return dispatch_index(targets.dtype(), "cross_entropy_forward", [&]<typename I>() {
-      return launch_cross_entropy_forward<T, I>(logits, targets, loss, lse, ignore_index);
+  dispatch_floating(logits.dtype(), "cross_entropy_forward", [&]<typename T>() {
+    dispatch_index(targets.dtype(), "cross_entropy_forward", [&]<typename I>() {
+      launch_cross_entropy_forward<T, I>(logits, targets, loss, lse, ignore_index, std::move(bad_target_message));
     });
   });
 }

@@ -4,6 +4,8 @@
 // and allocated the outputs (contiguous, on the inputs' device). Host-only header: no CUDA types.
 // Built without CUDA, tensor/cuda/fused_ops_stub.cpp defines each one to throw. Kernels: tensor/cuda/fused_cuda.cu.
 #include <cstdint>
+#include <functional>
+#include <string>
 
 #include "tensor/tensor_core.h"
 
@@ -16,15 +18,12 @@ void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const
                        const Tensor& dw);
 
 // Cross-entropy forward: logits (N·V contiguous), targets (N, int32/int64) -> loss (0-d), lse (N), stat dtype.
-// Reads back (one small device-to-host copy) the first row whose target is neither ignore_index nor in [0, V):
-// bad_row = -1 when every target is fine; the caller throws with the CPU path's message. When bad_row >= 0 the
-// outputs are unspecified.
-struct CrossEntropyTargetCheck {
-  int64_t bad_row = -1;
-  int64_t bad_value = 0;
-};
-CrossEntropyTargetCheck cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& loss,
-                                              const Tensor& lse, int64_t ignore_index);
+// The targets are checked on the device without stopping the host: the first row whose target is neither
+// ignore_index nor in [0, V) is handed to cuda::defer_device_check (backend.h) with bad_target_message(row, value),
+// so the error is raised by the next synchronisation of the device. When a target is bad the outputs are
+// unspecified.
+void cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& loss, const Tensor& lse,
+                           int64_t ignore_index, std::function<std::string(int64_t, int64_t)> bad_target_message);
 // dlogits (N·V). gloss (one element, any floating dtype, on the device) is read by the kernel: no host sync.
 // n_valid is counted on the device. Targets are not re-validated (forward did it): a row whose target is out of
 // range is treated like an ignored row's one-hot (no index is read out of bounds), it is not reported.

@@ -13,6 +13,8 @@
 #include <thread>
 #include <atomic>
 #include <cstring>
+#include <deque>
+#include <stdexcept>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -184,17 +186,18 @@ class CachingAllocator final : public Allocator {
     if (n < kStageFrom) {
       HYDRA_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, n, cudaMemcpyDeviceToHost, s));
       HYDRA_CUDA_CHECK(cudaStreamSynchronize(s));
-      return;
+    } else {
+      std::lock_guard<std::mutex> lock(stage_mu_);
+      ensure_staging();
+      for (std::size_t off = 0, k = 0; off < n; off += kChunk, ++k) {
+        const std::size_t len = std::min(kChunk, n - off);
+        char* buf = stage_[k % 2];
+        HYDRA_CUDA_CHECK(cudaMemcpyAsync(buf, static_cast<const char*>(src) + off, len, cudaMemcpyDeviceToHost, s));
+        HYDRA_CUDA_CHECK(cudaStreamSynchronize(s));
+        std::memcpy(static_cast<char*>(host_dst) + off, buf, len);
+      }
     }
-    std::lock_guard<std::mutex> lock(stage_mu_);
-    ensure_staging();
-    for (std::size_t off = 0, k = 0; off < n; off += kChunk, ++k) {
-      const std::size_t len = std::min(kChunk, n - off);
-      char* buf = stage_[k % 2];
-      HYDRA_CUDA_CHECK(cudaMemcpyAsync(buf, static_cast<const char*>(src) + off, len, cudaMemcpyDeviceToHost, s));
-      HYDRA_CUDA_CHECK(cudaStreamSynchronize(s));
-      std::memcpy(static_cast<char*>(host_dst) + off, buf, len);
-    }
+    raise_deferred_errors(device_, /*wait_all=*/true);  // the stream is drained: every deferred check has landed
   }
 
   void copy_from_host(void* dst, const void* host_src, std::size_t n) override {
@@ -403,6 +406,97 @@ DeviceGuard::~DeviceGuard() { cudaSetDevice(prev_); }
 void synchronize(int index) {
   DeviceGuard g(index);
   HYDRA_CUDA_CHECK(cudaStreamSynchronize(context(index).stream));
+  raise_deferred_errors(index, /*wait_all=*/true);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Deferred device checks: a FIFO per device of {pinned slot, event, message}. Slots come from one pinned block
+// of kDeferredSlots × 2 int64 per device (no cudaMallocHost per check); events are pooled.
+namespace {
+constexpr int kDeferredSlots = 256;
+
+struct DeferredCheck {
+  int slot;
+  cudaEvent_t ev;
+  std::function<std::string(int64_t, int64_t)> message;
+};
+
+struct DeferredChecks {
+  std::mutex mu;
+  int64_t* host = nullptr;  // kDeferredSlots × {bad_row, bad_value}, pinned
+  std::vector<int> free_slots;
+  std::vector<cudaEvent_t> free_events;
+  std::deque<DeferredCheck> pending;
+};
+
+DeferredChecks& deferred_checks(int device) {
+  static std::mutex mu;
+  static std::unordered_map<int, std::unique_ptr<DeferredChecks>> all;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& d = all[device];
+  if (!d) d = std::make_unique<DeferredChecks>();
+  return *d;
+}
+
+// Pops the completed checks (all of them when wait_all) and returns the first failure's message ("" if none).
+std::string collect_deferred(DeferredChecks& d, bool wait_all) {
+  std::string error;
+  std::lock_guard<std::mutex> lock(d.mu);
+  while (!d.pending.empty()) {
+    DeferredCheck& c = d.pending.front();
+    if (wait_all) {
+      HYDRA_CUDA_CHECK(cudaEventSynchronize(c.ev));
+    } else {
+      const cudaError_t q = cudaEventQuery(c.ev);
+      if (q == cudaErrorNotReady) break;  // later checks were enqueued after this one
+      HYDRA_CUDA_CHECK(q);
+    }
+    const int64_t row = d.host[2 * c.slot], value = d.host[2 * c.slot + 1];
+    if (row >= 0 && error.empty()) error = c.message(row, value);
+    d.free_slots.push_back(c.slot);
+    d.free_events.push_back(c.ev);
+    d.pending.pop_front();
+  }
+  return error;
+}
+}  // namespace
+
+void raise_deferred_errors(int device, bool wait_all) {
+  const std::string error = collect_deferred(deferred_checks(device), wait_all);
+  if (!error.empty()) throw std::invalid_argument(error);
+}
+
+void defer_device_check(int device, const void* device_info, std::function<std::string(int64_t, int64_t)> message) {
+  DeviceGuard g(device);
+  DeferredChecks& d = deferred_checks(device);
+  bool full = false;
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    full = d.host != nullptr && d.free_slots.empty();
+  }
+  // Earlier verdicts are collected first but raised only after this check is enqueued, so it is never lost.
+  std::string error = collect_deferred(d, /*wait_all=*/full);
+  {
+    std::lock_guard<std::mutex> lock(d.mu);
+    if (d.host == nullptr) {
+      HYDRA_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&d.host), sizeof(int64_t) * 2 * kDeferredSlots));
+      for (int i = kDeferredSlots - 1; i >= 0; --i) d.free_slots.push_back(i);
+    }
+    const int slot = d.free_slots.back();
+    cudaEvent_t ev;
+    if (d.free_events.empty()) {
+      HYDRA_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    } else {
+      ev = d.free_events.back();
+      d.free_events.pop_back();
+    }
+    cudaStream_t s = context(device).stream;
+    HYDRA_CUDA_CHECK(cudaMemcpyAsync(d.host + 2 * slot, device_info, 2 * sizeof(int64_t), cudaMemcpyDeviceToHost, s));
+    HYDRA_CUDA_CHECK(cudaEventRecord(ev, s));
+    d.free_slots.pop_back();
+    d.pending.push_back({slot, ev, std::move(message)});
+  }
+  if (!error.empty()) throw std::invalid_argument(error);
 }
 
 StreamHandle compute_stream(int index) { return {context(index).stream, index}; }

@@ -20,6 +20,10 @@ void set_device(int) { no_cuda("cuda::set_device"); }
 DeviceGuard::DeviceGuard(int) : prev_(0) { no_cuda("cuda::DeviceGuard"); }
 DeviceGuard::~DeviceGuard() = default;
 void synchronize(int) { no_cuda("cuda::synchronize"); }
+void defer_device_check(int, const void*, std::function<std::string(int64_t, int64_t)>) {
+  no_cuda("cuda::defer_device_check");
+}
+void raise_deferred_errors(int, bool) {}
 StreamHandle compute_stream(int) { no_cuda("cuda::compute_stream"); }
 StreamHandle create_stream(int) { no_cuda("cuda::create_stream"); }
 void destroy_stream(StreamHandle) { no_cuda("cuda::destroy_stream"); }

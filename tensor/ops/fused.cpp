@@ -553,12 +553,16 @@ CrossEntropyOutput cross_entropy_forward(const Tensor& logits, const Tensor& tar
       break;
     }
     case DeviceType::CUDA: {
-      // The targets are checked on the device (the first bad row is read back); same message as the CPU path.
-      const cuda::CrossEntropyTargetCheck chk = cuda::cross_entropy_forward(lc, tc, out.loss, out.lse, ignore_index);
-      HYDRA_CHECK(chk.bad_row < 0,
-                  "{}: target {} at row {} is out of range for V = {} (expected ignore_index {} or a class in "
-                  "[0, {})); logits shape {}",
-                  op, chk.bad_value, chk.bad_row, V, ignore_index, V, shape_str(logits.shape()));
+      // The targets are checked on the device and the verdict is raised at the next synchronisation of the
+      // device (cuda::defer_device_check): same message as the CPU path, no host stop per call.
+      cuda::cross_entropy_forward(lc, tc, out.loss, out.lse, ignore_index,
+                                  [op = std::string(op), V, ignore_index, shape = shape_str(logits.shape())](
+                                      int64_t row, int64_t value) {
+                                    return fmt::format(
+                                        "{}: target {} at row {} is out of range for V = {} (expected ignore_index {} "
+                                        "or a class in [0, {})); logits shape {}",
+                                        op, value, row, V, ignore_index, V, shape);
+                                  });
       break;
     }
   }

@@ -43,7 +43,9 @@ RmsNormGrads rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& 
 //   lse_r  = log Σ_v exp(logits[r, v])   one online pass per row (running max, rescaled running sum); no
 //            second (N, V) tensor is allocated.
 //   loss   = (1 / n_valid) Σ_{r valid} (lse_r − logits[r, t_r])       0-d, stat dtype
-//   A target must be ignore_index or in [0, V); anything else throws naming the value, its row and V.
+//   A target must be ignore_index or in [0, V); anything else throws std::invalid_argument naming the value, its
+//   row and V. On CUDA the targets are checked on the device without stopping the host, and the error is raised
+//   by the next synchronisation of the device (cuda::synchronize, item(), a copy to the CPU; tensor/cuda/backend.h).
 //   When every row is ignored (n_valid = 0) the loss is 0 and backward returns an all-zero gradient
 //   (PyTorch would return NaN; a zero keeps an all-padding micro-batch harmless).
 //   lse has shape logits.shape[:-1] and the stat dtype; it is computed for ignored rows too.

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "autograd/functions/fused.h"
+#include "tensor/cuda/backend.h"
 #include "tests/test_util.h"
 
 using namespace hydra;
@@ -53,10 +54,10 @@ void check_cancelled(const Tensor& y, const Tensor& r, const Tensor& term, Toler
 }  // namespace
 
 TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest label gpu
-  TEST_CASE("cuda rms_norm forward and backward match float64 (D = 1 65 768 4096 and strided x)") {
+  TEST_CASE("cuda rms_norm forward and backward match float64 (D = 1 65 200 768 4096 and rows 1 to 257 and strided x)") {
     if (!gpu_available()) return;
     const double eps = 1e-5;
-    const std::vector<Shape> shapes = {{3, 1}, {5, 65}, {2, 7, 768}, {33, 4096}, {1, 3}, {0, 8}};
+    const std::vector<Shape> shapes = {{3, 1}, {5, 65}, {2, 7, 768}, {33, 4096}, {1, 3}, {0, 8}, {257, 768}, {130, 200}};
     for (DType dt : kDts) {
       const Tolerance tol = tolerance_for(dt);
       for (const Shape& s : shapes) {
@@ -161,11 +162,34 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
     Tensor d = cross_entropy_backward(scalar_tensor(1.0, DType::Float32, kGpu), logits, ign, o.lse, -1);
     for (float v : d.to(kCPU).to_vector<float>()) CHECK(v == 0.0f);
     check_close(o.lse.to(kCPU), cross_entropy_forward(host64(logits), host64(ign), -1).lse, kTolF32, "lse of ignored rows");
+    // Bad targets are reported by the next synchronisation of the device (the forward does not stop the host).
     Tensor bad = from_vector<int64_t>({1, -100, 9, 12}, {4}, kGpu);
-    check_throws_with([&] { cross_entropy_forward(logits, bad); },
-                      {"cross_entropy_forward", "target 9", "row 2", "V = 9"});
+    check_throws_with([&] {
+      cross_entropy_forward(logits, bad);
+      cuda::synchronize(0);
+    }, {"cross_entropy_forward", "target 9", "row 2", "V = 9"});
     Tensor neg = from_vector<int32_t>({1, -3, 0, 2}, {4}).to(kGpu);
-    check_throws_with([&] { cross_entropy_forward(logits, neg); }, {"target -3", "row 1", "V = 9"});
+    check_throws_with([&] { (void)cross_entropy_forward(logits, neg).loss.item(); }, {"target -3", "row 1", "V = 9"});
+    // Reported once: the device is clean afterwards, and good targets raise nothing.
+    cuda::synchronize(0);
+    Tensor good = from_vector<int64_t>({1, -100, 8, 0}, {4}, kGpu);
+    CHECK(std::isfinite(cross_entropy_forward(logits, good).loss.item()));
+    // Many calls without a synchronisation (more than the pinned slots), one bad in the middle: raised once.
+    int raised = 0;
+    for (int i = 0; i < 600; ++i) {
+      try {
+        (void)cross_entropy_forward(logits, i == 300 ? bad : good);
+      } catch (const std::invalid_argument& e) {
+        ++raised;
+        CHECK(std::string(e.what()).find("target 9") != std::string::npos);
+      }
+    }
+    try {
+      cuda::synchronize(0);
+    } catch (const std::invalid_argument&) {
+      ++raised;
+    }
+    CHECK(raised == 1);
   }
 
   TEST_CASE("cuda l2_normalize forward and backward match float64 (zero row and D = 1 65 768 and strided)") {
