@@ -354,7 +354,7 @@ __global__ void rms_norm_bwd_dx_kernel(const T* __restrict__ gy, const T* __rest
 }
 
 // Short rows (D / VEC ≤ 32 · NP packs): dx and the dw partial sums in one pass over gy and x. Block b owns rows
-// [b·R, min(N, (b+1)·R)) (R = rows_per_block, fixed by N alone); warp w of the block takes rows r0 + w, r0 + w + 8,
+// [b·R, min(N, (b+1)·R)) (R = rows_per_block; one wave of resident blocks); warp w of the block takes rows r0 + w, r0 + w + 8,
 // ... with the row in registers, a warp butterfly for Σ gy·w·x, and dw accumulated per lane in registers. The
 // block's warps then add their dw partials into shared memory in warp order (deterministic), and the block writes
 // partial[b, :]; column_finalize_kernel sums the blocks in order. Bytes: gy and x read once, dx written once.
@@ -1130,25 +1130,29 @@ void launch_rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w
   with_vec<T>(v, [&]<int VEC>() {
     const int64_t packs = D / VEC;
     if (packs > 32 * 6) return;
-    // One pass (rms_norm_bwd_warp_kernel): blocks of R rows, the count fixed by N (deterministic sums).
+    // One pass (rms_norm_bwd_warp_kernel). Persistent: one wave of resident blocks, each owning a contiguous range of
+    // rows (a partial wave would leave most SMs idle at the end). The block count depends on N and on the device's
+    // residency only, so dw is summed in the same order on every run on a given GPU model.
     fused = true;
-    const int64_t blocks = std::clamp<int64_t>((N + 63) / 64, 1, 1024), rpb = (N + blocks - 1) / blocks;
-    Tensor partial = empty({blocks, D}, stat_dtype_of(x.dtype()), x.device());
     const std::size_t smem = static_cast<std::size_t>(D) * sizeof(A);
     const auto go = [&]<int NP>() {
-      rms_norm_bwd_warp_kernel<T, VEC, NP><<<static_cast<unsigned>(blocks), kRmsWarpThreads, smem, s>>>(
+      constexpr auto kernel = rms_norm_bwd_warp_kernel<T, VEC, NP>;
+      const int64_t resident = resident_blocks<kernel, kRmsWarpThreads>();
+      const int64_t blocks = std::clamp<int64_t>((N + 7) / 8, 1, resident), rpb = (N + blocks - 1) / blocks;
+      Tensor partial = empty({blocks, D}, stat_dtype_of(x.dtype()), x.device());
+      kernel<<<static_cast<unsigned>(blocks), kRmsWarpThreads, smem, s>>>(
           static_cast<const T*>(gy.raw_data()), static_cast<const T*>(x.raw_data()),
           static_cast<const T*>(w.raw_data()), static_cast<const A*>(rstd.raw_data()), static_cast<T*>(dx.raw_data()),
           static_cast<A*>(partial.raw_data()), N, D, rpb);
+      HYDRA_CUDA_CHECK_LAUNCH("rms_norm_backward (fused dx + dw partial)");
+      column_finalize_kernel<T><<<static_cast<unsigned>((D + kColTile - 1) / kColTile), dim3(kColTile, kColLanes), 0, s>>>(
+          static_cast<const A*>(partial.raw_data()), static_cast<T*>(dw.raw_data()), blocks, D);
     };
     if (packs <= 32) go.template operator()<1>();
     else if (packs <= 64) go.template operator()<2>();
     else if (packs <= 96) go.template operator()<3>();
     else if (packs <= 128) go.template operator()<4>();
     else go.template operator()<6>();
-    HYDRA_CUDA_CHECK_LAUNCH("rms_norm_backward (fused dx + dw partial)");
-    column_finalize_kernel<T><<<static_cast<unsigned>((D + kColTile - 1) / kColTile), dim3(kColTile, kColLanes), 0, s>>>(
-        static_cast<const A*>(partial.raw_data()), static_cast<T*>(dw.raw_data()), blocks, D);
   });
   if (fused) {
     HYDRA_CUDA_CHECK_LAUNCH("rms_norm_backward (dw finalize)");
