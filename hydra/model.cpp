@@ -38,6 +38,15 @@ Tensor keep_rows(const Tensor& x, int64_t a, int64_t b) {
   return ag::grad_enabled() ? r : r.contiguous();
 }
 
+// One token through a mixer whose forward handles T = 1 with its state exactly (the attention mixers): x (B, d).
+MixerOutput step_through_forward(const Mixer& m, const char* who, const Tensor& x, const LayerState& st) {
+  HYDRA_CHECK(x.dim() == 2, "{}: input has shape {}, expected (B, d)", who, shape_str(x.shape()));
+  ag::NoGradGuard no_grad;
+  MixerOutput out = m.forward(x.unsqueeze(1), st);
+  out.y = out.y.squeeze(1);
+  return out;
+}
+
 // The identity matrix with w's shape (square), dtype and device.
 Tensor eye_like(const Tensor& w) {
   const int64_t n = w.size(0);
@@ -140,11 +149,7 @@ MixerOutput SlidingWindowAttention::forward(const Tensor& x, const LayerState& s
 }
 
 MixerOutput SlidingWindowAttention::step(const Tensor& x, const LayerState& st) const {
-  HYDRA_CHECK(x.dim() == 2, "SlidingWindowAttention::step: input has shape {}, expected (B, d)", shape_str(x.shape()));
-  ag::NoGradGuard no_grad;
-  MixerOutput out = forward(x.unsqueeze(1), st);
-  out.y = out.y.squeeze(1);
-  return out;
+  return step_through_forward(*this, "SlidingWindowAttention::step", x, st);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -243,11 +248,7 @@ MixerOutput RetrievalAttention::forward(const Tensor& x, const LayerState& st) c
 }
 
 MixerOutput RetrievalAttention::step(const Tensor& x, const LayerState& st) const {
-  HYDRA_CHECK(x.dim() == 2, "RetrievalAttention::step: input has shape {}, expected (B, d)", shape_str(x.shape()));
-  ag::NoGradGuard no_grad;
-  MixerOutput out = forward(x.unsqueeze(1), st);
-  out.y = out.y.squeeze(1);
-  return out;
+  return step_through_forward(*this, "RetrievalAttention::step", x, st);
 }
 
 // ---------------------------------------------------------------------------------------------------------
