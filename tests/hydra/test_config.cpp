@@ -18,8 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// tests/data, found from this file's location (tests/CMakeLists.txt defines no data-dir macro).
-fs::path data_dir() { return fs::path(__FILE__).parent_path().parent_path() / "data"; }
 
 // A per-process scratch folder: ctest may run several test cases of this binary at once.
 fs::path scratch_dir() {
@@ -211,7 +209,7 @@ TEST_CASE("summary strings are exact") {
 
 TEST_CASE("golden yaml files load with their fields") {
   {
-    const HydraConfig c = load_model_config((data_dir() / "golden_tiny.yaml").string());
+    const HydraConfig c = load_model_config(hydra::test::test_data_path("golden_tiny.yaml"));
     HydraConfig want;
     want.vocab_size = 97;
     want.d_model = 64;
@@ -229,7 +227,7 @@ TEST_CASE("golden yaml files load with their fields") {
     CHECK(c.mlp_hidden_dim() == 192);
   }
   {
-    const HydraConfig c = load_model_config((data_dir() / "golden_b.yaml").string());
+    const HydraConfig c = load_model_config(hydra::test::test_data_path("golden_b.yaml"));
     HydraConfig want;
     want.vocab_size = 89;
     want.d_model = 40;

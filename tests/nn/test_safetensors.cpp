@@ -22,7 +22,6 @@ namespace {
 namespace fs = std::filesystem;
 using test::check_throws_with;
 
-fs::path data_dir() { return fs::path(__FILE__).parent_path().parent_path() / "data"; }
 
 // A fresh directory under the system temp dir, removed with its contents at scope exit.
 struct TempDir {
@@ -216,7 +215,7 @@ double next_token_loss(const Tensor& logits, const Tensor& ids) {
 
 void check_golden(const std::string& file, int64_t n_tokens, int64_t vocab, int64_t d_model, int n_blocks,
                   bool tied) {
-  const std::string path = (data_dir() / file).string();
+  const std::string path = hydra::test::test_data_path(file);
   INFO("golden file " << path);
   const auto g = load_safetensors(path);
   auto shape_of = [&](const std::string& name) {
@@ -275,7 +274,7 @@ TEST_CASE("safetensors: golden_b from the PyTorch reference loads with the docum
 
 TEST_CASE("safetensors: re-saving a golden file reproduces every tensor bit for bit") {
   TempDir tmp;
-  const auto g = load_safetensors((data_dir() / "golden_b.safetensors").string());
+  const auto g = load_safetensors(hydra::test::test_data_path("golden_b.safetensors"));
   const std::string path = tmp.file("resaved.safetensors");
   save_safetensors(path, g);
   const auto again = load_safetensors(path);
