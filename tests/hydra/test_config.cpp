@@ -18,7 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-
 // A per-process scratch folder: ctest may run several test cases of this binary at once.
 fs::path scratch_dir() {
   const fs::path dir = fs::temp_directory_path() / ("hydra_test_config_" + std::to_string(::getpid()));
