@@ -3,6 +3,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "autograd/profile.h"
 #include "tensor/ops/elementwise.h"
 
 namespace hydra::ag {
@@ -213,7 +214,9 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
     gout.resize(n->outputs.size());
     for (std::size_t i = 0; i < gout.size(); ++i)
       if (!gout[i].defined()) gout[i] = zeros(n->outputs[i].shape, n->outputs[i].dtype, n->outputs[i].device);
+    const double t0 = profile::enabled() ? profile::now_seconds() : -1;
     std::vector<Tensor> gin = n->backward(gout);
+    if (t0 >= 0) profile::add(std::string("backward: ") + n->name(), profile::now_seconds() - t0);
     if (!dynamic_cast<AccumulateGrad*>(n)) {
       HYDRA_CHECK(gin.size() == n->next.size(), "backward: node {} returned {} gradients for {} inputs", n->name(),
                   gin.size(), n->next.size());

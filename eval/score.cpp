@@ -11,24 +11,11 @@
 
 namespace hydra::eval {
 
-std::string resolve_model_device(const std::string& requested) {
-  if (requested == "cpu") return "cpu";
-  if (requested == "cuda" || requested == "auto") {
-    // The HydraLM mixers have CPU kernels only in this version (their CUDA kernels are the GPU issue's work), so
-    // neither "auto" nor "cuda" can run on a GPU yet; "cuda" says so instead of quietly running on the CPU.
-    if (requested == "auto") return "cpu";
-    throw std::invalid_argument(
-        "--device cuda: the HydraLM mixer kernels (gated delta rule, windowed and chunk attention) have no CUDA "
-        "implementation in this build yet; use --device cpu (or auto)");
-  }
-  throw std::invalid_argument(fmt::format("--device: unknown value '{}', expected auto, cpu or cuda", requested));
-}
-
 ScoreResult run_score(const ScoreOptions& opts) {
   for (const auto& [flag, value] : {std::pair{"--config", opts.config}, {"--weights", opts.weights},
                                     {"--input", opts.input}, {"--out", opts.out}})
     HYDRA_CHECK(!value.empty(), "hydra-eval score: {} is required", flag);
-  const std::string device = resolve_model_device(opts.device);
+  const std::string device = hydra::resolve_model_device(opts.device, "--device");
   const HydraConfig cfg = load_model_config(opts.config);
   HydraLM model(cfg);
   model.load_state_dict(load_safetensors(opts.weights), opts.weights, /*allow_unexpected=*/true);

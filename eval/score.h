@@ -25,7 +25,5 @@ struct ScoreResult {
 // Loads, runs and writes (atomically). Errors name the file, the tensor and what was expected.
 ScoreResult run_score(const ScoreOptions& opts);
 
-// The device string ("cpu" / "cuda") that `requested` (auto | cpu | cuda) resolves to for a HydraLM in this build.
-std::string resolve_model_device(const std::string& requested);
 
 }  // namespace hydra::eval

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "autograd/autograd.h"
+#include "autograd/profile.h"
 #include "hydra/mixers/chunk_attn/chunk_attn.h"
 #include "hydra/mixers/gated_delta/gated_delta.h"
 #include "hydra/mixers/window_attn/window_attn.h"
@@ -269,7 +270,8 @@ HydraBlock::HydraBlock(const HydraConfig& cfg, LayerType type, Generator& gen)
     : norm1(cfg.d_model, cfg.rms_eps),
       mixer(make_mixer(cfg, type, gen)),
       norm2(cfg.d_model, cfg.rms_eps),
-      mlp(cfg.d_model, cfg.mlp_hidden_dim(), gen) {
+      mlp(cfg.d_model, cfg.mlp_hidden_dim(), gen),
+      profile_name_(fmt::format("forward: {} mixer (norms included)", layer_type_name(type))) {
   register_module("norm1", &norm1);
   register_module("mixer", mixer.get());
   register_module("norm2", &norm2);
@@ -277,8 +279,13 @@ HydraBlock::HydraBlock(const HydraConfig& cfg, LayerType type, Generator& gen)
 }
 
 MixerOutput HydraBlock::forward(const Tensor& x, const LayerState& state) const {
-  MixerOutput m = mixer->forward(norm1.forward(x), state);
+  MixerOutput m;
+  {
+    ag::profile::Scope scope(profile_name_);
+    m = mixer->forward(norm1.forward(x), state);
+  }
   const Tensor u = ag::add(x, m.y);
+  ag::profile::Scope scope("forward: mlp (norms included)");
   m.y = ag::add(u, mlp.forward(norm2.forward(u)));
   return m;
 }
@@ -372,7 +379,11 @@ ForwardResult HydraLM::forward(const Tensor& ids, const ModelState& state, const
   HYDRA_CHECK(state.empty() || static_cast<int64_t>(state.size()) == blocks.size(),
               "HydraLM::forward: state has {} layer entries, the model has {} layers", state.size(), blocks.size());
   const Tensor ids_dev = ids.to(device());
-  Tensor x = embed.forward(ids_dev);
+  Tensor x;
+  {
+    ag::profile::Scope scope("forward: embedding");
+    x = embed.forward(ids_dev);
+  }
   ForwardResult out;
   out.state.resize(static_cast<std::size_t>(blocks.size()));
   for (int64_t i = 0; i < blocks.size(); ++i) {
@@ -380,6 +391,7 @@ ForwardResult HydraLM::forward(const Tensor& ids, const ModelState& state, const
     x = m.y;
     out.state[static_cast<std::size_t>(i)] = std::move(m.state);
   }
+  ag::profile::Scope scope("forward: final norm + LM head (+ MTP)");
   const Tensor h = norm_f.forward(x);
   out.logits = ag::linear(h, lm_head_weight());
   if (opts.return_hidden) out.hidden = h;
@@ -439,6 +451,19 @@ Tensor lm_loss(const Tensor& logits, const Tensor& ids) {
   HYDRA_CHECK(ids.size(1) >= 2, "lm_loss: need at least 2 tokens per row, got {}", ids.size(1));
   const int64_t T = ids.size(1);
   return ag::cross_entropy(ag::slice(logits, 1, 0, T - 1), ids.to(logits.device()).slice(1, 1, T));
+}
+
+std::string resolve_model_device(const std::string& requested, const std::string& what) {
+  if (requested == "cpu") return "cpu";
+  if (requested == "cuda" || requested == "auto") {
+    // The HydraLM mixers have CPU kernels only in this version (their CUDA kernels are the GPU issue's work), so
+    // neither "auto" nor "cuda" can run on a GPU yet; "cuda" says so instead of quietly running on the CPU.
+    if (requested == "auto") return "cpu";
+    HYDRA_CHECK(false,
+                "{} cuda: the HydraLM mixer kernels (gated delta rule, windowed and chunk attention) have no CUDA "
+                "implementation in this build yet; use cpu (or auto)", what);
+  }
+  throw std::invalid_argument(fmt::format("{}: unknown value '{}', expected auto, cpu or cuda", what, requested));
 }
 
 }  // namespace hydra

@@ -93,6 +93,9 @@ class HydraBlock : public nn::Module {
   std::unique_ptr<Mixer> mixer;
   nn::RMSNorm norm2;
   nn::SwiGLU mlp;
+
+ private:
+  std::string profile_name_;  // "forward: <type> mixer", for ag::profile
 };
 
 // MTP head d′ (SPEC §2.12): logits = proj(norm(h))·Eᵀ.
@@ -155,6 +158,10 @@ class HydraLM : public nn::Module {
  private:
   Tensor mtp_loss(const Tensor& hidden, const Tensor& ids, const Tensor& labels) const;
 };
+
+// The device ("cpu" or "cuda") that `requested` (auto | cpu | cuda) resolves to for a HydraLM in this build and on
+// this machine; `what` names the setting in messages (e.g. "--device", "train.device").
+std::string resolve_model_device(const std::string& requested, const std::string& what);
 
 // Mean next-token cross-entropy of logits[:, :-1] against ids[:, 1:] (0-d float32, or float64 logits' dtype).
 Tensor lm_loss(const Tensor& logits, const Tensor& ids);

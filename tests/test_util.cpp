@@ -138,6 +138,6 @@ void check_throws_with(const std::function<void()>& f, const std::vector<std::st
 
 namespace hydra::test {
 std::string test_data_path(const std::string& file) {
-  return (std::filesystem::path(__FILE__).parent_path() / "data" / file).string();
+  return (std::filesystem::path(HYDRA_TEST_DATA_DIR) / file).string();
 }
 }  // namespace hydra::test

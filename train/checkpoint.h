@@ -1,0 +1,60 @@
+#pragma once
+// Training checkpoints: run_dir/checkpoints/step-N/ holding
+//   model.safetensors      the model's parameters under their SPEC §4 names (float32 master weights)
+//   optimizer.safetensors  the optimizer state dict (optim/optimizer.h), e.g. "adamw.embed.weight.exp_avg"
+//   trainer_state.json     step, tokens seen, the data sampler's (seed, offset), the schedule's step count
+//   config.yaml            the fully resolved training config of the run
+//   SHA256SUMS             one line per file above, in `sha256sum` format (so `sha256sum -c SHA256SUMS` works)
+//
+// Writing is atomic: everything goes to a hidden temporary folder beside the target (files fsync'ed), which is
+// renamed to step-N only when complete; the parent folder is then fsync'ed. A crash leaves at most a hidden
+// ".tmp-step-N-*" folder, which is never loaded (and is removed by the next write).
+// Loading verifies every file's checksum before reading it; a missing or corrupt file throws
+// std::runtime_error naming the folder, the file and what is wrong.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "tensor/tensor_core.h"
+
+namespace hydra::train {
+
+struct TrainerState {
+  int64_t step = 0;             // optimizer steps completed
+  int64_t tokens = 0;           // training tokens consumed
+  uint64_t data_seed = 0;       // the training sampler's generator
+  uint64_t data_offset = 0;
+  int64_t schedule_steps = 0;   // scheduler steps taken
+  double elapsed_s = 0;         // training wall time so far (over all invocations)
+  std::string to_json() const;
+  static TrainerState from_json(const std::string& text, const std::string& source);
+};
+
+struct Checkpoint {
+  std::map<std::string, Tensor> model;
+  std::map<std::string, Tensor> optimizer;
+  TrainerState state;
+  std::string config_yaml;
+  std::string dir;
+};
+
+// SHA-256 of a file's bytes / of a string, as 64 lowercase hex digits.
+std::string sha256_file(const std::string& path);
+std::string sha256_hex(const void* data, size_t n);
+
+// Writes run_dir/checkpoints/step-<state.step>/ atomically (replacing an existing folder of that step), then
+// deletes the oldest step folders beyond `keep`. Returns the folder's path.
+std::string write_checkpoint(const std::string& run_dir, const Checkpoint& ck, int64_t keep);
+
+// Step folders present in run_dir/checkpoints, newest (highest step) first.
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& run_dir);
+
+// Reads and verifies one step folder (throws std::runtime_error naming the problem).
+Checkpoint read_checkpoint(const std::string& dir);
+
+// The newest checkpoint that verifies. Corrupt newer ones are reported through `warnings` (one line each) and
+// skipped. Returns false when none is valid (or none exists).
+bool load_latest_checkpoint(const std::string& run_dir, Checkpoint& out, std::vector<std::string>& warnings);
+
+}  // namespace hydra::train
