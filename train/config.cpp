@@ -430,8 +430,6 @@ TrainConfig parse_train_config(const std::string& text, const std::string& sourc
       f->read(cfg, fv, Where{source, dotted, fline}, file_ctx);
     }
   }
-  check_cross(cfg, source);
-
   // Overrides: same readers; model keys through the model's own override path.
   const Ctx cli_ctx{fs::current_path().string()};
   bool model_overridden = false;
@@ -468,7 +466,7 @@ TrainConfig parse_train_config(const std::string& text, const std::string& sourc
       HYDRA_CHECK(false, "{} (after the command-line overrides): {}", source, e.what());
     }
   }
-  if (!overrides.empty()) check_cross(cfg, source + " (after the command-line overrides)");
+  check_cross(cfg, overrides.empty() ? source : source + " (after the command-line overrides)");
   return cfg;
 }
 

@@ -128,7 +128,8 @@ TEST_CASE("windows: an id at or above the vocabulary is an error naming the file
 }
 
 TEST_CASE("text source: the shipped tinyshakespeare loads as bytes") {
-  const fs::path p = fs::path(__FILE__).parent_path().parent_path().parent_path() / "data" / "tinyshakespeare.txt";
+  const fs::path p = fs::path(hydra::test::test_data_path("")).parent_path().parent_path().parent_path() / "data" /
+                     "tinyshakespeare.txt";
   const TokenSource s = TokenSource::from_text_file(p.string());
   CHECK(s.size() > 1000000);
   CHECK(s.at(0) == 'F');  // "First Citizen:"

@@ -1,0 +1,189 @@
+// train/trainer.h: exact resume, resume checks, corrupt-checkpoint fallback, NaN stop, stop flag, run folder.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "tests/test_util.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+
+using namespace hydra;
+using namespace hydra::train;
+using hydra::test::check_throws_with;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A tiny model on a small generated text, fast enough for many short runs.
+std::string corpus_path() {
+  const fs::path p = fs::temp_directory_path() / "hydra_test_trainer_corpus.txt";
+  if (!fs::exists(p)) {
+    std::ofstream out(p);
+    for (int i = 0; i < 400; ++i) out << "To be, or not to be: line " << i * 7919 % 1000 << " of the play.\n";
+  }
+  return p.string();
+}
+
+std::string fresh_dir(const std::string& name) {
+  const fs::path p = fs::temp_directory_path() / ("hydra_test_trainer_" + name);
+  fs::remove_all(p);
+  return p.string();
+}
+
+TrainConfig tiny(const std::string& run_dir, const std::vector<std::string>& extra = {}) {
+  const std::string text = R"(model:
+  vocab_size: 256
+  d_model: 32
+  n_layers: 2
+  n_heads: 2
+  swa_every: 2
+  swa_window: 8
+  dn_chunk_size: 8
+data:
+  format: text
+  seq_len: 24
+  val_fraction: 0.1
+optim:
+  name: adamw
+  lr: 1.0e-2
+  min_lr: 1.0e-3
+  warmup_steps: 3
+train:
+  steps: 20
+  batch_size: 2
+  grad_accum: 2
+  seed: 5
+  device: cpu
+  log_every: 1
+  progress: false
+eval:
+  every: 5
+  batches: 1
+checkpoint:
+  every: 5
+  keep: 3
+)";
+  std::vector<std::string> ov = {"data.path=" + corpus_path(), "train.run_dir=" + run_dir};
+  ov.insert(ov.end(), extra.begin(), extra.end());
+  return parse_train_config(text, "tiny-test.yaml", "/", ov);
+}
+
+TrainResult run(const TrainConfig& c, std::string* log_text = nullptr, const std::atomic<bool>* stop = nullptr) {
+  std::ostringstream log;
+  TrainResult r = run_training(c, log, stop);
+  if (log_text) *log_text = log.str();
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("trainer: stop_after then resume gives bitwise the losses of the uninterrupted run") {
+  for (const char* opt : {"adamw", "muon"}) {
+    CAPTURE(opt);
+    const std::string o = std::string("optim.name=") + opt;
+    const TrainResult straight = run(tiny(fresh_dir("straight"), {o}));
+    REQUIRE(straight.history.size() == 20);
+    CHECK(straight.reason == StopReason::Finished);
+
+    const std::string dir = fresh_dir("resumed");
+    const TrainResult first = run(tiny(dir, {o, "train.stop_after=10"}));
+    CHECK(first.reason == StopReason::StopAfter);
+    REQUIRE(first.history.size() == 10);
+    const TrainResult second = run(tiny(dir, {o, "train.resume=true", "train.log_every=3"}));
+    CHECK(second.first_step == 11);
+    REQUIRE(second.history.size() == 10);
+    for (size_t i = 0; i < 10; ++i) {
+      CHECK(first.history[i].loss == straight.history[i].loss);
+      CHECK(second.history[i].step == straight.history[10 + i].step);
+      CHECK(second.history[i].loss == straight.history[10 + i].loss);  // bitwise
+      CHECK(second.history[i].grad_norm == straight.history[10 + i].grad_norm);
+      CHECK(second.history[i].lr == straight.history[10 + i].lr);
+    }
+    // the loss went down, and the first step ran with lr 0 (SPEC §7.6)
+    CHECK(straight.history[0].lr == 0.0);
+    CHECK(straight.history[19].loss < straight.history[0].loss);
+    // metrics.jsonl holds steps 1..20 once each after the resume
+    std::ifstream m(dir + "/metrics.jsonl");
+    std::string line;
+    int64_t n = 0, last = 0;
+    while (std::getline(m, line)) {
+      ++n;
+      CHECK(line.find("\"tokens_per_s\"") != std::string::npos);
+      last = std::stoll(line.substr(line.find("\"step\": ") + 8));
+    }
+    CHECK(last == 20);
+    CHECK(n >= 10 + 4);  // every step of the first part, every third (and eval/last steps) of the second
+    CHECK(fs::exists(dir + "/loss.svg"));
+    CHECK(fs::exists(dir + "/config.yaml"));
+  }
+}
+
+TEST_CASE("trainer: resume refuses a changed config and a fresh run refuses a used run folder") {
+  const std::string dir = fresh_dir("refuse");
+  run(tiny(dir, {"train.stop_after=5"}));
+  check_throws_with([&] { run(tiny(dir, {"train.resume=true", "optim.lr=0.02"})); },
+                    {"must not change on resume", "optim.lr: 0.01 -> 0.02"});
+  check_throws_with([&] { run(tiny(dir)); }, {"already holds checkpoints", "step-5", "train.resume=true"});
+  // resuming a finished run does nothing
+  run(tiny(dir, {"train.resume=true"}));
+  const TrainResult again = run(tiny(dir, {"train.resume=true"}));
+  CHECK(again.history.empty());
+  CHECK(again.message.find("nothing to do") != std::string::npos);
+}
+
+TEST_CASE("trainer: a corrupt newest checkpoint is reported and the previous one resumed") {
+  const std::string dir = fresh_dir("corrupt");
+  const TrainResult a = run(tiny(dir, {"train.stop_after=10"}));  // checkpoints at 5 and 10
+  REQUIRE(list_checkpoints(dir).size() == 2);
+  {
+    std::fstream f(dir + "/checkpoints/step-10/optimizer.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(200);
+    f.put('\x7f');
+  }
+  std::string log;
+  const TrainResult b = run(tiny(dir, {"train.resume=true", "train.stop_after=5"}), &log);
+  CHECK(log.find("skipping checkpoint step 10") != std::string::npos);
+  CHECK(log.find("optimizer.safetensors is corrupt") != std::string::npos);
+  CHECK(b.first_step == 6);
+  REQUIRE(b.history.size() == 5);
+  for (size_t i = 0; i < 5; ++i) CHECK(b.history[i].loss == a.history[5 + i].loss);
+}
+
+TEST_CASE("trainer: a non-finite loss stops the run and keeps the last good checkpoint") {
+  const std::string dir = fresh_dir("nan");
+  std::string log;
+  const TrainResult r =
+      run(tiny(dir, {"optim.lr=1e30", "optim.min_lr=1e30", "optim.warmup_steps=0", "checkpoint.every=1"}), &log);
+  CHECK(r.reason == StopReason::NonFinite);
+  CHECK(r.message.find("step ") != std::string::npos);
+  CHECK(r.message.find("last good checkpoint") != std::string::npos);
+  const auto cks = list_checkpoints(dir);
+  REQUIRE(!cks.empty());
+  CHECK(cks.front().first == r.last_step);
+  CHECK(r.last_step < 20);
+  Checkpoint ok = read_checkpoint(cks.front().second);  // verifies
+  CHECK(ok.state.step == r.last_step);
+}
+
+TEST_CASE("trainer: the stop flag finishes the step and writes a checkpoint") {
+  const std::string dir = fresh_dir("signal");
+  std::atomic<bool> stop{true};
+  const TrainResult r = run(tiny(dir), nullptr, &stop);
+  CHECK(r.reason == StopReason::Signal);
+  CHECK(r.history.size() == 1);
+  REQUIRE(list_checkpoints(dir).size() == 1);
+  CHECK(list_checkpoints(dir).front().first == 1);
+}
+
+TEST_CASE("trainer: the loss-curve SVG has the train line and the validation points") {
+  const std::string svg = loss_curve_svg(
+      "{\"step\": 1, \"loss\": 5.5}\n{\"step\": 2, \"loss\": 4.0, \"val_loss\": 4.2}\n{\"step\": 3, \"loss\": null}\n",
+      "a <title>");
+  CHECK(svg.rfind("<svg", 0) == 0);
+  CHECK(svg.find("<polyline") != std::string::npos);
+  CHECK(svg.find("<circle") != std::string::npos);
+  CHECK(svg.find("a &lt;title&gt;") != std::string::npos);
+}
