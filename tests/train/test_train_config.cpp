@@ -133,3 +133,12 @@ TEST_CASE("train config: the key table lists the required keys of every section"
   }
   CHECK(key_table_markdown().find("| `train.stop_after` | int |") != std::string::npos);
 }
+
+TEST_CASE("train config: the README's key table is the one the code has") {
+  const std::string readme = hydra::test::test_data_path("../../README.md");
+  std::ifstream in(readme);
+  REQUIRE_MESSAGE(in.good(), readme);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK_MESSAGE(text.find(key_table_markdown()) != std::string::npos,
+                "README.md's key table differs from key_table_markdown(); regenerate it");
+}
