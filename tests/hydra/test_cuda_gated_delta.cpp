@@ -144,7 +144,8 @@ TEST_SUITE("gpu") {  // built into test_hydra_gpu (tests/CMakeLists.txt), ctest 
       for (bool with_state : {false, true}) {
         const Inputs in = make_inputs(s, with_state);
         for (DType dt : {DType::Float32, DType::BFloat16}) {
-          const std::string what = describe(s) + " state=" + (with_state ? "yes " : "no ") + std::string(dtype_name(dt));
+          const std::string what =
+              describe(s) + " state=" + (with_state ? "yes " : "no ") + std::string(dtype_name(dt));
           INFO(what);
           check_parity(in, dt, what);
         }
@@ -178,7 +179,8 @@ TEST_SUITE("gpu") {  // built into test_hydra_gpu (tests/CMakeLists.txt), ctest 
       for (bool with_state : {false, true}) {
         const Inputs in = make_inputs(s, with_state);
         for (DType dt : {DType::Float32, DType::BFloat16}) {
-          const std::string what = describe(s) + " state=" + (with_state ? "yes " : "no ") + std::string(dtype_name(dt));
+          const std::string what =
+              describe(s) + " state=" + (with_state ? "yes " : "no ") + std::string(dtype_name(dt));
           INFO(what);
           const Inputs g = to_gpu(in, dt);
           const Inputs up = upcast(g);
@@ -282,7 +284,8 @@ TEST_SUITE("gpu") {  // built into test_hydra_gpu (tests/CMakeLists.txt), ctest 
     GatedDeltaOutput b = gated_delta_forward(nc.q, nc.k, nc.v, nc.alpha, nc.beta, nc.s0, 64);
     check_close(host64(b.o), host64(a.o), kTolF32, "o");
     check_close(host64(b.final_state), host64(a.final_state), kTolF32, "final_state");
-    const Tensor dO = randn_t({s.B, s.T, s.H, s.V}, DType::Float32).to(kGpu).transpose(1, 2).contiguous().transpose(1, 2);
+    const Tensor dO =
+        randn_t({s.B, s.T, s.H, s.V}, DType::Float32).to(kGpu).transpose(1, 2).contiguous().transpose(1, 2);
     REQUIRE(!dO.is_contiguous());
     GatedDeltaGrads ga = gated_delta_backward(dO.contiguous(), Tensor(), g.q, g.k, g.v, g.alpha, g.beta, g.s0, 64);
     GatedDeltaGrads gb = gated_delta_backward(dO, Tensor(), nc.q, nc.k, nc.v, nc.alpha, nc.beta, nc.s0, 64);

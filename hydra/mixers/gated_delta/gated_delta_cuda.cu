@@ -58,12 +58,12 @@
 //
 // Work per chunk and head (FMAs; ×2 for FLOPs), C = 32:
 //   forward   C·(3C·KP + 2C·VP + 3·KP·VP) + C³/6
-//   backward  C·(8C·KP + 6C·VP + 8·KP·VP) + C³/6     (includes the recomputation of the forward stages)
-// Bytes per chunk and head (s = bytes of the input dtype): forward reads q, k twice, v once (C·(4K + V)·s), writes
-// o (C·V·s) and moves fp32 scratch: Wk (C·KP, written + read), Uv/U (C·VP, written, read + written, read), the
-// chunk-start state (VP·KP, written + read). Backward moves about 4× the forward's scratch plus the inputs and
-// gradients. Scratch memory: forward 4·BH·NC·(C·(KP + VP) + VP·KP) bytes; backward adds C·C, C·VP and VP·KP
-// floats per chunk and head.
+//   backward  C·(8C·KP + 5C·VP + 8·KP·VP) + C³/6     (includes the recomputation of the forward stages)
+// Bytes per chunk and head (s = bytes of the input dtype): forward reads k three times (prep, state, out), q and v
+// once (C·(4K + V)·s), writes o (C·V·s) and moves fp32 scratch: Wk (C·KP, written + read), Uv/U (C·VP, written,
+// read + written, read), the chunk-start state (VP·KP, written + read). Backward moves about 4× the forward's
+// scratch plus the inputs and gradients. Scratch memory: forward 4·BH·NC·(C·(KP + VP) + VP·KP) bytes; backward
+// adds C·C, C·VP and VP·KP floats per chunk and head.
 //
 // Reference: gated_delta_ref (float64 token loop; gradients by autograd through it):
 // tests/hydra/test_cuda_gated_delta.cpp.
@@ -514,7 +514,8 @@ __global__ void __launch_bounds__(kThreads)
       float acc[2][2] = {};
       mm_acc(acc, m0, m1, n0, n1, kC, [&](int j, int s) { return us[s * kLdBV + j]; },
              [&](int s, int i) { return kd[s * ldk + i]; });
-      tile_elems(m0, m1, n0, n1, [&](int j, int i, int r, int q) { S[j * ldk + i] = fmaf(gl, S[j * ldk + i], acc[r][q]); });
+      tile_elems(m0, m1, n0, n1,
+                 [&](int j, int i, int r, int q) { S[j * ldk + i] = fmaf(gl, S[j * ldk + i], acc[r][q]); });
     });
     __syncthreads();
   }
@@ -555,7 +556,8 @@ __global__ void __launch_bounds__(kThreads)
     float acc[2][2] = {};
     mm_acc(acc, m0, m1, n0, n1, KP, [&](int t, int i) { return qs[t * ldk + i]; },
            [&](int i, int s) { return ks[s * ldk + i]; });
-    tile_elems(m0, m1, n0, n1, [&](int t, int s, int r, int qq) { P[t * kLdC + s] = acc[r][qq] * Dm[t * kLdC + s + 1]; });
+    tile_elems(m0, m1, n0, n1,
+               [&](int t, int s, int r, int qq) { P[t * kLdC + s] = acc[r][qq] * Dm[t * kLdC + s + 1]; });
   });
   for (int v0 = 0; v0 < VP; v0 += kBV) {
     __syncthreads();  // P complete (first tile); Ss / us free again (later tiles)
@@ -609,7 +611,8 @@ __global__ void __launch_bounds__(kThreads)
     float acc[2][2] = {};
     mm_acc(acc, m0, m1, n0, n1, KP, [&](int t, int i) { return qs[t * ldk + i]; },
            [&](int i, int s) { return ks[s * ldk + i]; });
-    tile_elems(m0, m1, n0, n1, [&](int t, int s, int r, int qq) { P[t * kLdC + s] = acc[r][qq] * Dm[t * kLdC + s + 1]; });
+    tile_elems(m0, m1, n0, n1,
+               [&](int t, int s, int r, int qq) { P[t * kLdC + s] = acc[r][qq] * Dm[t * kLdC + s + 1]; });
   });
   __syncthreads();
   for_each_tile(kC, VP, [&](int m0, int m1, int n0, int n1) {
@@ -1124,7 +1127,8 @@ GatedDeltaGrads gated_delta_backward_cuda(const Tensor& do_, const Tensor& dfina
   // Gradients in each input's own dtype.
   g.dalpha = alpha.dtype() == DType::Float32 ? da32 : da32.to(alpha.dtype());
   g.dbeta = beta.dtype() == DType::Float32 ? db32 : db32.to(beta.dtype());
-  if (ds32.defined()) g.dinitial_state = initial_state.dtype() == DType::Float32 ? ds32 : ds32.to(initial_state.dtype());
+  if (ds32.defined())
+    g.dinitial_state = initial_state.dtype() == DType::Float32 ? ds32 : ds32.to(initial_state.dtype());
   return g;
 }
 
