@@ -9,9 +9,20 @@
 //   o_t = S_t q_t                                  (no 1/√K scaling)
 // Outputs o [B, T, H, V] and the final state S_T [B, H, V, K].
 //
-// Dtypes: float32 or float64, all inputs one dtype, CPU (the CUDA kernel arrives with the GPU issue; dispatch
-// lives in gated_delta_forward/backward). The state is carried in the input dtype. Inputs must be contiguous
-// (the dispatch functions copy non-contiguous ones).
+// Devices and dtypes (the dispatch lives in gated_delta_forward / _backward / _step; any strides: the dispatch
+// functions copy non-contiguous inputs):
+//  * CPU: float32 or float64, all inputs (and do, dfinal_state) one dtype; arithmetic and the state in that dtype;
+//    outputs and gradients in it too.
+//  * CUDA (gated_delta_cuda.cu): q, k, v and do float32 or bfloat16 (one dtype); alpha, beta, initial_state /
+//    state and dfinal_state float32 or q's dtype (the model passes float32 gates with bfloat16 q, k, v).
+//    Arithmetic, accumulation and the state are float32 in both cases (float32 inputs: true fp32 FFMA, no TF32,
+//    no tensor cores; bfloat16 inputs: the same SIMT fp32 kernels, no tensor cores yet). o is in q's dtype; the
+//    final state (forward and step) is float32; gradients come back in the dtype of their input. float64 or any
+//    other dtype on CUDA throws std::invalid_argument naming the op, the argument, the dtype and the supported set.
+//    Head dims K and V: 1 to 128 each (padded to a multiple of 32 inside the kernels), else std::invalid_argument
+//    naming the range. Any B and any T ≥ 0; initial state and dfinal_state optional.
+//  * Not fused (done by the model before / after the call, on every device): the L2 normalisation of q and k, the
+//    computation of the gates alpha = σ(·) and beta = σ(·), and the output gate.
 //
 // Algorithms:
 //  * gated_delta_forward/backward (gated_delta_cpu.cpp): chunkwise parallel, chunk length `chunk` (SPEC
@@ -22,7 +33,11 @@
 //    included): it recomputes the per-chunk start states from the saved inputs (T/chunk states per head being
 //    processed, never one per token) and walks the chunks in reverse. Time O(T·(chunk·(K + V) + V·K)) per head.
 //    Arithmetic is in the input dtype. T = 0 is allowed (the final state is then the initial one).
-//  * gated_delta_step: one token (decode), the recurrence applied once.
+//    On CUDA the `chunk` argument is checked (≥ 1) but not used: the kernels use their own chunk length of 32
+//    (again only the summation order changes). The CUDA backward recomputes the chunk-start states (one per 32
+//    tokens per head, kept in an fp32 scratch tensor for the duration of the call) by re-running the forward's
+//    state pass, then walks the chunks in reverse; see gated_delta_cuda.cu for the kernel design.
+//  * gated_delta_step: one token (decode), the recurrence applied once (CUDA: one warp per state row).
 //  * gated_delta_ref (gated_delta_ref.cpp): the token-by-token recurrence in float64, for tests only. It is a
 //    composition of ag:: primitives: with inputs that require grad, ag::backward through it gives reference
 //    gradients (inputs of another floating dtype are cast to float64 and get their gradient in their own dtype).
@@ -64,7 +79,8 @@ GatedDeltaOutput gated_delta_ref(const Tensor& q, const Tensor& k, const Tensor&
 
 namespace ag {
 // Differentiable gated delta rule: gradients reach q, k, v, alpha, beta and initial_state (when they require grad);
-// both outputs are differentiable. Saves the inputs (not the per-token states: backward recomputes them).
+// both outputs are differentiable. Saves the inputs (not the per-token states: backward recomputes them). Works
+// on CUDA with the mixed dtypes above (e.g. bfloat16 q, k, v with float32 gates and a float32 initial state).
 GatedDeltaOutput gated_delta(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& alpha,
                              const Tensor& beta, const Tensor& initial_state, int64_t chunk);
 }  // namespace ag

@@ -1,7 +1,10 @@
 // Differentiable gated delta rule (ag::gated_delta): the raw chunkwise forward, then one node whose backward is
-// the hand-written chunkwise backward (gated_delta_cpu.cpp). The node saves the six inputs (detached aliases)
-// and the chunk length; backward recomputes the per-chunk start states from them, so no per-token state is kept.
-// Its reference is the composed token loop of gated_delta_ref.cpp.
+// the hand-written chunkwise backward (gated_delta_cpu.cpp, or gated_delta_cuda.cu for CUDA tensors). The node
+// saves the six inputs (detached aliases) and the chunk length; backward recomputes the per-chunk start states from
+// them, so no per-token state is kept. Mixed dtypes on CUDA (bfloat16 q, k, v with float32 gates and state) need
+// nothing special here: the final state is float32 there, so its incoming gradient g[1] is float32 too, and
+// gated_delta_backward returns each gradient in its input's dtype. Its reference is the composed token loop of
+// gated_delta_ref.cpp.
 #include "autograd/function.h"
 #include "hydra/mixers/gated_delta/gated_delta.h"
 

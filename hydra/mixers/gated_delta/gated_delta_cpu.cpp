@@ -1,5 +1,6 @@
 // Gated delta rule: the dispatch functions (gated_delta_forward / _backward / _step: argument checks, contiguous
-// copies, device switch) and the chunkwise-parallel CPU kernels. Contract and shapes in gated_delta.h.
+// copies, device switch: CUDA tensors go to the entry points of gated_delta_cuda.h) and the chunkwise-parallel CPU
+// kernels. Contract and shapes in gated_delta.h.
 //
 // Notation, per (b, h) and per chunk of L ≤ N tokens (N = `chunk`) with local index t = 0..L−1 and start state
 // S₀ (V×K; rows = value dim):
@@ -46,6 +47,7 @@
 #include <vector>
 
 #include "hydra/mixers/gated_delta/gated_delta.h"
+#include "hydra/mixers/gated_delta/gated_delta_cuda.h"
 #include "tensor/cpu/loops.h"
 #include "tensor/dispatch.h"
 
@@ -60,16 +62,37 @@ struct GdnDims {
   int64_t B, T, H, K, V;
 };
 
-// Defined, float32/float64, same dtype and device as `ref` (q).
-void check_operand(const char* op, const Tensor& t, const char* arg, const Tensor& ref) {
+// Which dtype rule an operand follows. CPU: every operand float32 or float64, all of q's dtype. CUDA: data
+// operands (q, k, v, do) float32 or bfloat16, all of q's dtype; gates and states (alpha, beta, the initial state,
+// dfinal_state) float32 or q's dtype.
+enum class Operand { Data, GateOrState };
+
+// Defined, of a dtype the device supports for this operand, on the device of `ref` (q).
+void check_operand(const char* op, const Tensor& t, const char* arg, const Tensor& ref,
+                   Operand kind = Operand::Data) {
   check_defined(t, op, arg);
-  HYDRA_CHECK(t.dtype() == DType::Float32 || t.dtype() == DType::Float64,
-              "{}: '{}' must be float32 or float64, got {} with shape {}", op, arg, dtype_name(t.dtype()),
-              shape_str(t.shape()));
-  HYDRA_CHECK(t.dtype() == ref.dtype(),
-              "{}: '{}' has dtype {} but 'q' has {} (all inputs must share one dtype; cast with .to(dtype))", op, arg,
-              dtype_name(t.dtype()), dtype_name(ref.dtype()));
   HYDRA_CHECK(t.device() == ref.device(), "{}: '{}' is on {} but 'q' is on {}", op, arg, t.device(), ref.device());
+  if (ref.is_cuda()) {
+    HYDRA_CHECK(t.dtype() == DType::Float32 || t.dtype() == DType::BFloat16,
+                "{}: '{}' has dtype {} with shape {}, not supported on CUDA (supported: float32, bfloat16)", op, arg,
+                dtype_name(t.dtype()), shape_str(t.shape()));
+    if (kind == Operand::Data) {
+      HYDRA_CHECK(t.dtype() == ref.dtype(),
+                  "{}: '{}' has dtype {} but 'q' has {} (q, k, v and do must share one dtype; cast with .to(dtype))",
+                  op, arg, dtype_name(t.dtype()), dtype_name(ref.dtype()));
+    } else {
+      HYDRA_CHECK(t.dtype() == DType::Float32 || t.dtype() == ref.dtype(),
+                  "{}: '{}' has dtype {} but must be float32 or q's dtype {} on CUDA", op, arg, dtype_name(t.dtype()),
+                  dtype_name(ref.dtype()));
+    }
+  } else {
+    HYDRA_CHECK(t.dtype() == DType::Float32 || t.dtype() == DType::Float64,
+                "{}: '{}' must be float32 or float64, got {} with shape {}", op, arg, dtype_name(t.dtype()),
+                shape_str(t.shape()));
+    HYDRA_CHECK(t.dtype() == ref.dtype(),
+                "{}: '{}' has dtype {} but 'q' has {} (all inputs must share one dtype; cast with .to(dtype))", op,
+                arg, dtype_name(t.dtype()), dtype_name(ref.dtype()));
+  }
 }
 
 // Sequence form: q, k [B, T, H, K], v [B, T, H, V], alpha, beta [B, T, H], state [B, H, V, K] or undefined.
@@ -78,9 +101,9 @@ GdnDims check_seq_args(const char* op, const Tensor& q, const Tensor& k, const T
   check_operand(op, q, "q", q);
   check_operand(op, k, "k", q);
   check_operand(op, v, "v", q);
-  check_operand(op, alpha, "alpha", q);
-  check_operand(op, beta, "beta", q);
-  if (state.defined()) check_operand(op, state, "initial_state", q);
+  check_operand(op, alpha, "alpha", q, Operand::GateOrState);
+  check_operand(op, beta, "beta", q, Operand::GateOrState);
+  if (state.defined()) check_operand(op, state, "initial_state", q, Operand::GateOrState);
   HYDRA_CHECK(q.dim() == 4, "{}: 'q' must have rank 4 [B, T, H, K], got shape {}", op, shape_str(q.shape()));
   const GdnDims d{q.size(0), q.size(1), q.size(2), q.size(3), v.dim() == 4 ? v.size(3) : -1};
   HYDRA_CHECK(k.dim() == 4, "{}: 'k' must have rank 4 [B, T, H, K], got shape {}", op, shape_str(k.shape()));
@@ -466,19 +489,14 @@ GatedDeltaOutput gated_delta_forward(const Tensor& q, const Tensor& k, const Ten
   check_chunk(op, chunk);
   const Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   const Tensor ac = alpha.contiguous(), bc = beta.contiguous(), sc = contiguous_or_undefined(initial_state);
+  if (q.is_cuda()) return gated_delta_forward_cuda(qc, kc, vc, ac, bc, sc);  // the `chunk` is the kernel's own
   GatedDeltaOutput out{empty({d.B, d.T, d.H, d.V}, q.dtype(), q.device()),
                        empty({d.B, d.H, d.V, d.K}, q.dtype(), q.device())};
-  switch (q.device().type) {
-    case DeviceType::CPU:
-      dispatch_f32_f64(q.dtype(), [&]<typename T>() {
-        gated_delta_fwd_kernel<T>(qc.data<T>(), kc.data<T>(), vc.data<T>(), ac.data<T>(), bc.data<T>(),
-                                  sc.defined() ? sc.data<T>() : nullptr, out.o.data<T>(),
-                                  out.final_state.data<T>(), d, chunk);
-      });
-      break;
-    case DeviceType::CUDA:
-      cuda_kernel_missing(op);
-  }
+  dispatch_f32_f64(q.dtype(), [&]<typename T>() {
+    gated_delta_fwd_kernel<T>(qc.data<T>(), kc.data<T>(), vc.data<T>(), ac.data<T>(), bc.data<T>(),
+                              sc.defined() ? sc.data<T>() : nullptr, out.o.data<T>(),
+                              out.final_state.data<T>(), d, chunk);
+  });
   return out;
 }
 
@@ -492,7 +510,7 @@ GatedDeltaGrads gated_delta_backward(const Tensor& do_, const Tensor& dfinal_sta
   HYDRA_CHECK(do_.shape() == (Shape{d.B, d.T, d.H, d.V}), "{}: 'do' must be [B, T, H, V] = {} like the output, got {}",
               op, shape_str(Shape{d.B, d.T, d.H, d.V}), shape_str(do_.shape()));
   if (dfinal_state.defined()) {
-    check_operand(op, dfinal_state, "dfinal_state", q);
+    check_operand(op, dfinal_state, "dfinal_state", q, Operand::GateOrState);
     HYDRA_CHECK(dfinal_state.shape() == (Shape{d.B, d.H, d.V, d.K}),
                 "{}: 'dfinal_state' must be [B, H, V, K] = {} like the final state, got {}", op,
                 shape_str(Shape{d.B, d.H, d.V, d.K}), shape_str(dfinal_state.shape()));
@@ -500,25 +518,20 @@ GatedDeltaGrads gated_delta_backward(const Tensor& do_, const Tensor& dfinal_sta
   const Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   const Tensor ac = alpha.contiguous(), bc = beta.contiguous(), sc = contiguous_or_undefined(initial_state);
   const Tensor gc = do_.contiguous(), gfc = contiguous_or_undefined(dfinal_state);
+  if (q.is_cuda()) return gated_delta_backward_cuda(gc, gfc, qc, kc, vc, ac, bc, sc);
   GatedDeltaGrads g{empty(q.shape(), q.dtype(), q.device()),
                     empty(k.shape(), q.dtype(), q.device()),
                     empty(v.shape(), q.dtype(), q.device()),
                     empty(alpha.shape(), q.dtype(), q.device()),
                     empty(beta.shape(), q.dtype(), q.device()),
                     initial_state.defined() ? empty(initial_state.shape(), q.dtype(), q.device()) : Tensor()};
-  switch (q.device().type) {
-    case DeviceType::CPU:
-      dispatch_f32_f64(q.dtype(), [&]<typename T>() {
-        gated_delta_bwd_kernel<T>(gc.data<T>(), gfc.defined() ? gfc.data<T>() : nullptr, qc.data<T>(),
-                                  kc.data<T>(), vc.data<T>(), ac.data<T>(), bc.data<T>(),
-                                  sc.defined() ? sc.data<T>() : nullptr, g.dq.data<T>(), g.dk.data<T>(),
-                                  g.dv.data<T>(), g.dalpha.data<T>(), g.dbeta.data<T>(),
-                                  g.dinitial_state.defined() ? g.dinitial_state.data<T>() : nullptr, d, chunk);
-      });
-      break;
-    case DeviceType::CUDA:
-      cuda_kernel_missing(op);
-  }
+  dispatch_f32_f64(q.dtype(), [&]<typename T>() {
+    gated_delta_bwd_kernel<T>(gc.data<T>(), gfc.defined() ? gfc.data<T>() : nullptr, qc.data<T>(),
+                              kc.data<T>(), vc.data<T>(), ac.data<T>(), bc.data<T>(),
+                              sc.defined() ? sc.data<T>() : nullptr, g.dq.data<T>(), g.dk.data<T>(),
+                              g.dv.data<T>(), g.dalpha.data<T>(), g.dbeta.data<T>(),
+                              g.dinitial_state.defined() ? g.dinitial_state.data<T>() : nullptr, d, chunk);
+  });
   return g;
 }
 
@@ -528,9 +541,9 @@ GatedDeltaOutput gated_delta_step(const Tensor& q, const Tensor& k, const Tensor
   check_operand(op, q, "q", q);
   check_operand(op, k, "k", q);
   check_operand(op, v, "v", q);
-  check_operand(op, alpha, "alpha", q);
-  check_operand(op, beta, "beta", q);
-  if (state.defined()) check_operand(op, state, "state", q);
+  check_operand(op, alpha, "alpha", q, Operand::GateOrState);
+  check_operand(op, beta, "beta", q, Operand::GateOrState);
+  if (state.defined()) check_operand(op, state, "state", q, Operand::GateOrState);
   HYDRA_CHECK(q.dim() == 3, "{}: 'q' must have rank 3 [B, H, K], got shape {}", op, shape_str(q.shape()));
   HYDRA_CHECK(k.shape() == q.shape(), "{}: 'k' must have the shape of 'q' [B, H, K] = {}, got {}", op,
               shape_str(q.shape()), shape_str(k.shape()));
@@ -549,18 +562,13 @@ GatedDeltaOutput gated_delta_step(const Tensor& q, const Tensor& k, const Tensor
   }
   const Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   const Tensor ac = alpha.contiguous(), bc = beta.contiguous(), sc = contiguous_or_undefined(state);
+  if (q.is_cuda()) return gated_delta_step_cuda(qc, kc, vc, ac, bc, sc);
   GatedDeltaOutput out{empty({B, H, V}, q.dtype(), q.device()), empty({B, H, V, K}, q.dtype(), q.device())};
-  switch (q.device().type) {
-    case DeviceType::CPU:
-      dispatch_f32_f64(q.dtype(), [&]<typename T>() {
-        gated_delta_step_kernel<T>(qc.data<T>(), kc.data<T>(), vc.data<T>(), ac.data<T>(), bc.data<T>(),
-                                   sc.defined() ? sc.data<T>() : nullptr, out.o.data<T>(),
-                                   out.final_state.data<T>(), B * H, K, V);
-      });
-      break;
-    case DeviceType::CUDA:
-      cuda_kernel_missing(op);
-  }
+  dispatch_f32_f64(q.dtype(), [&]<typename T>() {
+    gated_delta_step_kernel<T>(qc.data<T>(), kc.data<T>(), vc.data<T>(), ac.data<T>(), bc.data<T>(),
+                               sc.defined() ? sc.data<T>() : nullptr, out.o.data<T>(),
+                               out.final_state.data<T>(), B * H, K, V);
+  });
   return out;
 }
 
