@@ -366,6 +366,7 @@ __global__ void __launch_bounds__(TileCfg<D>::NT) window_attn_fwd_kernel(const F
         put(sm.p + r * L::P + c, p);
       }
       sum = warp_sum(sum);
+      __syncwarp();  // every lane has read m[r] before lane 0 overwrites it
       if (lane == 0) {
         // m_new = −∞: nothing visible yet (O and l are 0); m_old = −∞ < m_new: α = exp(−∞) = 0.
         const float alpha = m_new == -INFINITY ? 1.0f : expf(m_old - m_new);
