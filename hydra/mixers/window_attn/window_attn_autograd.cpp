@@ -1,5 +1,6 @@
 // Differentiable windowed attention: the raw forward, then one node whose backward calls the raw backward
-// (window_attn.h). The node saves q, k, v, o and lse (detached aliases).
+// (window_attn.h). The node saves q, k, v, o and lse (detached aliases; lse is float32 on CUDA and is handed back to
+// the backward as the forward returned it).
 #include "autograd/function.h"
 #include "hydra/mixers/window_attn/window_attn.h"
 

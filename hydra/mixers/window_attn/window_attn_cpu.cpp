@@ -1,5 +1,6 @@
 // Windowed causal attention: the argument checks, the public dispatch functions and the CPU kernels (math, shapes
-// and layout in window_attn.h).
+// and layout in window_attn.h). CUDA tensors go to window_attn_cuda.cu (window_attn_cuda.h) from the dispatch
+// functions below, after the same checks, with contiguous inputs and outputs allocated here.
 //
 // Notation: query t (0..T−1) sits at key index P + t and sees keys [lo(t), hi(t)) with
 //   lo(t) = max(0, P + t − W + 1),  hi(t) = P + t + 1          (W clamped to S: a larger window sees the same keys).
@@ -30,6 +31,7 @@
 #include <vector>
 
 #include "hydra/mixers/window_attn/window_attn.h"
+#include "hydra/mixers/window_attn/window_attn_cuda.h"
 #include "tensor/cpu/loops.h"
 #include "tensor/dispatch.h"
 
@@ -282,18 +284,31 @@ void dispatch_f32_f64(DType t, const char* op, F&& f) {
   HYDRA_CHECK(false, "{}: dtype {} not supported (expected float32 or float64)", op, dtype_name(t));
 }
 
-void check_dtype_f32_f64(const Tensor& t, const char* op, const char* arg) {
-  HYDRA_CHECK(t.dtype() == DType::Float32 || t.dtype() == DType::Float64,
-              "{}: '{}' must be float32 or float64, got {} with shape {}", op, arg, dtype_name(t.dtype()),
-              shape_str(t.shape()));
+// The dtypes the kernels of t's device take: float32 or float64 on the CPU, float32 or bfloat16 on CUDA.
+void check_dtype_for_device(const Tensor& t, const char* op, const char* arg) {
+  if (t.is_cuda()) {
+    HYDRA_CHECK(t.dtype() == DType::Float32 || t.dtype() == DType::BFloat16,
+                "{}: '{}' on CUDA must be float32 or bfloat16, got {} with shape {}", op, arg, dtype_name(t.dtype()),
+                shape_str(t.shape()));
+  } else {
+    HYDRA_CHECK(t.dtype() == DType::Float32 || t.dtype() == DType::Float64,
+                "{}: '{}' must be float32 or float64, got {} with shape {}", op, arg, dtype_name(t.dtype()),
+                shape_str(t.shape()));
+  }
 }
 
-// An extra argument of the backward (do_, o, lse): defined, q's dtype and device, the expected shape.
+// An extra argument of the backward (do_, o, lse): defined, q's device, the expected shape, and q's dtype (lse on
+// CUDA: float32, what the CUDA forward returns).
 void check_like(const char* op, const char* arg, const Tensor& t, const Tensor& q, const Shape& want,
-                const char* layout) {
+                const char* layout, bool is_lse = false) {
   check_defined(t, op, arg);
-  HYDRA_CHECK(t.dtype() == q.dtype(), "{}: '{}' must have q's dtype {}, got {} with shape {}", op, arg,
-              dtype_name(q.dtype()), dtype_name(t.dtype()), shape_str(t.shape()));
+  if (is_lse && q.is_cuda()) {
+    HYDRA_CHECK(t.dtype() == DType::Float32, "{}: '{}' on CUDA must be float32 (as forward returns it), got {} with "
+                "shape {}", op, arg, dtype_name(t.dtype()), shape_str(t.shape()));
+  } else {
+    HYDRA_CHECK(t.dtype() == q.dtype(), "{}: '{}' must have q's dtype {}, got {} with shape {}", op, arg,
+                dtype_name(q.dtype()), dtype_name(t.dtype()), shape_str(t.shape()));
+  }
   HYDRA_CHECK(t.device() == q.device(), "{}: '{}' is on {} but q is on {}", op, arg, t.device(), q.device());
   HYDRA_CHECK(t.shape() == want, "{}: '{}' must be {} = {}, got shape {}", op, arg, layout, shape_str(want),
               shape_str(t.shape()));
@@ -306,9 +321,9 @@ WindowAttnDims window_attn_check_args(const char* op, const Tensor& q, const Ten
   check_defined(q, op, "q");
   check_defined(k, op, "k");
   check_defined(v, op, "v");
-  check_dtype_f32_f64(q, op, "q");
-  check_dtype_f32_f64(k, op, "k");
-  check_dtype_f32_f64(v, op, "v");
+  check_dtype_for_device(q, op, "q");
+  check_dtype_for_device(k, op, "k");
+  check_dtype_for_device(v, op, "v");
   HYDRA_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype(),
               "{}: q, k and v must share one dtype, got q {}, k {}, v {}", op, dtype_name(q.dtype()),
               dtype_name(k.dtype()), dtype_name(v.dtype()));
@@ -338,11 +353,15 @@ WindowAttnOutput window_attn_forward(const Tensor& q, const Tensor& k, const Ten
   const char* op = "window_attn_forward";
   const WindowAttnDims wd = window_attn_check_args(op, q, k, v, window);
   HYDRA_CHECK(std::isfinite(scale), "{}: scale must be finite, got {}", op, scale);
-  if (q.is_cuda()) cuda_kernel_missing(op);
   const Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
-  WindowAttnOutput out{empty({wd.B, wd.T, wd.H, wd.V}, q.dtype(), q.device()),
-                       empty({wd.B, wd.H, wd.T}, q.dtype(), q.device())};
   const Dims d = kernel_dims(wd, window);
+  // lse: float32 on CUDA whatever q's dtype, q's dtype on the CPU.
+  WindowAttnOutput out{empty({wd.B, wd.T, wd.H, wd.V}, q.dtype(), q.device()),
+                       empty({wd.B, wd.H, wd.T}, q.is_cuda() ? DType::Float32 : q.dtype(), q.device())};
+  if (q.is_cuda()) {
+    window_attn_forward_cuda(qc, kc, vc, out.o, out.lse, d.W, scale);
+    return out;
+  }
   dispatch_f32_f64(q.dtype(), op, [&]<typename T>() {
     window_attn_fwd_kernel<T>(qc.data<T>(), kc.data<T>(), vc.data<T>(), out.o.data<T>(), out.lse.data<T>(), d,
                               static_cast<T>(scale));
@@ -357,13 +376,16 @@ WindowAttnGrads window_attn_backward(const Tensor& do_, const Tensor& q, const T
   HYDRA_CHECK(std::isfinite(scale), "{}: scale must be finite, got {}", op, scale);
   check_like(op, "do_", do_, q, {wd.B, wd.T, wd.H, wd.V}, "[B, T, H, V]");
   check_like(op, "o", o, q, {wd.B, wd.T, wd.H, wd.V}, "[B, T, H, V]");
-  check_like(op, "lse", lse, q, {wd.B, wd.H, wd.T}, "[B, H, T]");
-  if (q.is_cuda()) cuda_kernel_missing(op);
+  check_like(op, "lse", lse, q, {wd.B, wd.H, wd.T}, "[B, H, T]", true);
   const Tensor gc = do_.contiguous(), qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   const Tensor oc = o.contiguous(), lc = lse.contiguous();
   WindowAttnGrads g{empty(q.shape(), q.dtype(), q.device()), empty(k.shape(), k.dtype(), k.device()),
                     empty(v.shape(), v.dtype(), v.device())};
   const Dims d = kernel_dims(wd, window);
+  if (q.is_cuda()) {
+    window_attn_backward_cuda(gc, qc, kc, vc, oc, lc, g.dq, g.dk, g.dv, d.W, scale);
+    return g;
+  }
   dispatch_f32_f64(q.dtype(), op, [&]<typename T>() {
     window_attn_bwd_kernel<T>(gc.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(), oc.data<T>(), lc.data<T>(),
                               g.dq.data<T>(), g.dk.data<T>(), g.dv.data<T>(), d, static_cast<T>(scale));

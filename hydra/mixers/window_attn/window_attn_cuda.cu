@@ -1,0 +1,681 @@
+// Windowed causal attention on CUDA: the flash-style forward and the two-kernel backward (math, shapes and the GPU
+// contract in window_attn.h; the CPU kernels of window_attn_cpu.cpp follow the same tiling). All inputs arrive
+// contiguous; outputs are allocated by the dispatch in window_attn_cpu.cpp.
+//
+// Notation: query t (0..T−1) sits at key index P + t (P = S − T cache rows) and sees the keys
+//   [lo(t), hi(t)),  lo(t) = max(0, P + t − W + 1),  hi(t) = P + t + 1     (W clamped to S).
+//   forward:  s_tm = scale·q_t·k_m,  lse_t = log Σ_m exp(s_tm),  o_t = Σ_m exp(s_tm − lse_t) v_m
+//   backward: p_tm = exp(s_tm − lse_t),  dp_tm = do_t·v_m,  D_t = do_t·o_t,  ds_tm = p_tm (dp_tm − D_t)
+//             dq_t = scale Σ_m ds_tm k_m,   dk_m = scale Σ_t ds_tm q_t,   dv_m = Σ_t p_tm do_t
+//
+// Dtypes: T = float32 or bfloat16 (q, k, v, o, do and the gradients); every product is accumulated in float32 and
+// the softmax statistics (running max, running sum, lse, D) are float32. lse is float32 whatever T.
+//
+// Compile-time variants: the head dim is padded to D ∈ {32, 64, 128} (D ≥ max(K, V); one switch,
+// dispatch_head_dim): the tiles hold D columns, the columns ≥ K (≥ V) are zero-filled on load, so the padded products
+// are exact and the padded output columns are never written. Tile BT = 64 rows (queries and keys alike) for D ≤ 64,
+// 32 for D = 128 (to keep shared memory ≤ ~135 KB); NT = 4·BT threads (8 or 4 warps) per block.
+//
+// Every block works on tiles in shared memory, in stages separated by __syncthreads (no stage reads what another
+// thread of the same stage writes):
+//   * loads: thread i copies elements i, i + NT, .. of a BT×D tile (row-major, consecutive threads on consecutive
+//     columns: coalesced), zero outside the valid rows/columns;
+//   * block GEMMs C[M×N] (+)= A[M×KD]·B[KD×N] with A, B in shared memory and C float32 in shared memory
+//     (block_gemm). bfloat16: tensor cores, nvcuda::wmma m16n16k16 bf16 × bf16 → fp32, warp w computes the 16×16
+//     output fragments w, w + NW, .. (loaded from C when accumulating). float32: SIMT FFMA in true fp32 (no TF32),
+//     thread u computes the 4×4 micro-tiles u, u + NT, .. whose rows are mt + (M/4)·i and columns nt + (N/4)·j;
+//   * row statistics (online softmax): warp w handles rows w, w + NW, .., lanes over the columns, xor-butterfly
+//     reductions (fixed order); elementwise stages: thread i handles elements i, i + NT, ...
+//   The probabilities fed to the second GEMM are rounded to bf16 for bf16 inputs (flash-attention practice; the sums
+//   l and D stay in fp32); for float32 they stay float32 (written over the score tile in place).
+//
+// Kernels:
+//   window_attn_fwd_kernel: one block per (b, h, query tile [t0, t1)). Q tile loaded once; the keys some query of
+//     the tile sees, [lo(t0), hi(t1 − 1)) (≤ W + BT − 1 keys), are walked in key tiles of BT rows (key tiles outside
+//     the window are never touched: O(T·W) work). Per key tile: S = Q·Kᵀ; online softmax per row (invisible keys get
+//     p = 0, running max m, sum l, factor α = exp(m_old − m_new)); O ← α·O; O += P·V. Then o = O/l, lse = m + log l.
+//   window_attn_bwd_dot_kernel: D_t = do_t·o_t (float32 [B, H, T] scratch), one warp per (b, t, h).
+//   window_attn_bwd_dq_kernel: one block per (b, h, query tile), the forward's key walk: S = Q·Kᵀ, dP = dO·Vᵀ,
+//     dS = P ⊙ (dP − D) (P recomputed from lse), dQ += dS·K; dq = scale·dQ.
+//   window_attn_bwd_dkdv_kernel: one block per (b, h, key tile [j0, j1) of all S rows): the queries that see a key
+//     of the tile, t ∈ [max(0, j0 − P), min(T, j1 − P + W − 1)), in query tiles of BT: S = Q·Kᵀ, dP = dO·Vᵀ, P, dS
+//     as above; dV += Pᵀ·dO, dK += dSᵀ·Q; dk = scale·dK, dv = dV (zero for the tiles no query sees).
+//   The backward is deterministic: no atomics, every output element is written by exactly one thread of one block,
+//   with a fixed summation order; the two kernels recompute P (about 1.4× the FLOPs of one fused pass).
+//
+// FLOPs (n = Σ_t visible keys of t ≤ T·W): forward 2·B·H·n·(K + V), backward 2·B·H·n·(4K + 3V) (both kernels);
+// the kernels compute whole tiles, so the executed work is ≈ 2·B·H·T·(W + 2·BT)·(2D) forward and 3.5× that backward.
+// Bytes (e = sizeof(T)): forward reads q, writes o once and lse (4 B·H·T); k, v are read ⌈(W + BT − 1)/BT⌉ times per
+// query tile (≈ B·S·H·(K + V)·e·(1 + W/BT)); backward: dq pass like the forward plus do and D, dk/dv pass reads
+// q, do, lse, D ≈ (1 + W/BT) times and k, v once; dq, dk, dv written once.
+//
+// Reference: tests/hydra/test_cuda_window_attn.cpp compares o, lse, dq, dk, dv with the float64 dense reference
+// window_attn_ref (gradients from the autograd engine) on the float64 upcast of the same inputs.
+#include <cuda_bf16.h>
+#include <mma.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "hydra/mixers/window_attn/window_attn_cuda.h"
+#include "tensor/check.h"
+#include "tensor/cuda/common.cuh"
+
+namespace hydra {
+namespace {
+
+// ---------------------------------------------------------------------------------------------------------
+// device helpers
+
+// Shared-memory element type of the tiles: float for float32, __nv_bfloat16 (the wmma operand type) for bfloat16.
+template <typename T>
+struct SmemElem {
+  using type = float;
+};
+template <>
+struct SmemElem<BFloat16> {
+  using type = __nv_bfloat16;
+};
+template <typename T>
+using smem_t = typename SmemElem<T>::type;
+
+template <typename T>
+constexpr bool kTensorCores = std::is_same_v<T, BFloat16>;
+
+// The tile configuration of head-dim variant D (the padded head dim: columns of the Q, K, V, dO tiles).
+template <int D>
+struct TileCfg {
+  static constexpr int BT = D <= 64 ? 64 : 32;  // rows of a query tile and of a key tile
+  static constexpr int NT = 4 * BT;             // threads per block
+  static constexpr int NW = NT / 32;            // warps per block
+};
+
+// Leading dims (elements) of the shared-memory tiles. wmma needs 16-byte multiples for bf16 operands and multiples of
+// 4 for float accumulators; the SIMT float32 path uses odd strides (conflict-free column walks).
+template <typename T, int D>
+struct Ld {
+  static constexpr int BT = TileCfg<D>::BT;
+  static constexpr int E = D + (kTensorCores<T> ? 8 : 1);    // Q, K, V, dO tiles (smem_t<T>)
+  static constexpr int S = BT + (kTensorCores<T> ? 4 : 1);   // BT×BT float tiles (scores, dP)
+  static constexpr int O = D + (kTensorCores<T> ? 4 : 1);    // BT×D float accumulators (O, dQ, dK, dV)
+  // BT×BT probability / dS tiles fed to a GEMM: their own bf16 tile, or (float32) the float tile itself.
+  static constexpr int P = kTensorCores<T> ? BT + 8 : S;
+};
+
+// Carves the dynamic shared memory into 128-byte aligned arrays; with base 0 it only measures (host side).
+struct Carver {
+  uintptr_t base;
+  size_t off = 0;
+  template <typename X>
+  __host__ __device__ X* take(size_t n) {
+    off = (off + 127) / 128 * 128;
+    X* p = reinterpret_cast<X*>(base + off);
+    off += n * sizeof(X);
+    return p;
+  }
+};
+
+__device__ __forceinline__ void put(float* p, float v) { *p = v; }
+__device__ __forceinline__ void put(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void put_elem(float* p, float x) { *p = x; }
+__device__ __forceinline__ void put_elem(__nv_bfloat16* p, BFloat16 x) { *p = __ushort_as_bfloat16(x.bits); }
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(BFloat16 x) { return BFloat16::to_float(x.bits); }
+template <typename T>
+__device__ __forceinline__ T from_f(float v) {
+  if constexpr (std::is_same_v<T, BFloat16>) {
+    return BFloat16(v);
+  } else {
+    return v;
+  }
+}
+
+__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+__device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a < b ? b : a; }
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// dst[r][c] (leading dim ld) = src[(r0 + r)·stride + c] for r0 + r < r1 and c < width, else 0; r < rows, c < D.
+template <int D, int NT, typename T, typename E>
+__device__ __forceinline__ void load_tile(E* dst, int ld, const T* __restrict__ src, int64_t stride, int64_t r0,
+                                          int64_t r1, int rows, int64_t width) {
+  for (int i = threadIdx.x; i < rows * D; i += NT) {
+    const int r = i / D, c = i - r * D;
+    const int64_t g = r0 + r;
+    if (g < r1 && c < width) {
+      put_elem(dst + r * ld + c, src[g * stride + c]);
+    } else {
+      put(dst + r * ld + c, 0.0f);
+    }
+  }
+}
+
+// C[M×N] = (accumulate ? C : 0) + A·B, all in shared memory, C float32 row-major with leading dim ldc;
+//   A(m, k) = TA ? A[k·lda + m] : A[m·lda + k],   B(k, n) = TB ? B[n·ldb + k] : B[k·ldb + n].
+// Every thread of the block calls it (no barrier inside: the caller separates stages). bf16: tensor cores (wmma);
+// float: SIMT FFMA with 4×4 register micro-tiles.
+template <typename E, int M, int N, int KD, bool TA, bool TB, int NT>
+__device__ __forceinline__ void block_gemm(const E* A, int lda, const E* B, int ldb, float* C, int ldc,
+                                           bool accumulate) {
+  static_assert(M % 16 == 0 && N % 16 == 0 && KD % 16 == 0, "block_gemm: tile dims must be multiples of 16");
+  if constexpr (std::is_same_v<E, __nv_bfloat16>) {
+    namespace wmma = nvcuda::wmma;
+    using LA = std::conditional_t<TA, wmma::col_major, wmma::row_major>;
+    using LB = std::conditional_t<TB, wmma::col_major, wmma::row_major>;
+    constexpr int FM = M / 16, FN = N / 16, NW = NT / 32;
+    const int warp = threadIdx.x >> 5;
+    for (int f = warp; f < FM * FN; f += NW) {  // warp-uniform: every lane runs the same fragments
+      const int fm = f / FN, fn = f - fm * FN;
+      float* pc = C + fm * 16 * ldc + fn * 16;
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
+      if (accumulate) {
+        wmma::load_matrix_sync(c, pc, ldc, wmma::mem_row_major);
+      } else {
+        wmma::fill_fragment(c, 0.0f);
+      }
+#pragma unroll
+      for (int k0 = 0; k0 < KD; k0 += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, LA> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, LB> b;
+        const E* pa = TA ? A + k0 * lda + fm * 16 : A + fm * 16 * lda + k0;
+        const E* pb = TB ? B + fn * 16 * ldb + k0 : B + k0 * ldb + fn * 16;
+        wmma::load_matrix_sync(a, pa, lda);
+        wmma::load_matrix_sync(b, pb, ldb);
+        wmma::mma_sync(c, a, b, c);
+      }
+      wmma::store_matrix_sync(pc, c, ldc, wmma::mem_row_major);
+    }
+  } else {
+    constexpr int RM = 4, RN = 4, TM = M / RM, TN = N / RN;
+    for (int u = threadIdx.x; u < TM * TN; u += NT) {
+      const int mt = u / TN, nt = u - mt * TN;
+      float acc[RM][RN];
+#pragma unroll
+      for (int i = 0; i < RM; ++i)
+#pragma unroll
+        for (int j = 0; j < RN; ++j) acc[i][j] = accumulate ? C[(mt + TM * i) * ldc + nt + TN * j] : 0.0f;
+#pragma unroll 4
+      for (int k = 0; k < KD; ++k) {
+        float a[RM], b[RN];
+#pragma unroll
+        for (int i = 0; i < RM; ++i) a[i] = TA ? A[k * lda + mt + TM * i] : A[(mt + TM * i) * lda + k];
+#pragma unroll
+        for (int j = 0; j < RN; ++j) b[j] = TB ? B[(nt + TN * j) * ldb + k] : B[k * ldb + nt + TN * j];
+#pragma unroll
+        for (int i = 0; i < RM; ++i)
+#pragma unroll
+          for (int j = 0; j < RN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+      }
+#pragma unroll
+      for (int i = 0; i < RM; ++i)
+#pragma unroll
+        for (int j = 0; j < RN; ++j) C[(mt + TM * i) * ldc + nt + TN * j] = acc[i][j];
+    }
+  }
+}
+
+// The sizes of one call, W clamped to S.
+struct Dims {
+  int64_t B, T, S, H, K, V, P, W;
+};
+
+// Element offset of row 0 of head (b, h) in a [B, R, H, C] tensor; rows are H·C apart.
+__device__ __forceinline__ int64_t head_base(int64_t b, int64_t h, int64_t R, int64_t H, int64_t C) {
+  return (b * R * H + h) * C;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// shared-memory layouts (the same code measures them on the host: Carver with base 0)
+
+template <typename T, int D>
+struct FwdSmem {
+  using E = smem_t<T>;
+  using L = Ld<T, D>;
+  static constexpr int BT = TileCfg<D>::BT;
+  E *q, *k, *v, *p;
+  float *s, *o, *m, *l, *alpha;
+  size_t bytes;
+  __host__ __device__ explicit FwdSmem(uintptr_t base) {
+    Carver c{base};
+    q = c.take<E>(BT * L::E);
+    k = c.take<E>(BT * L::E);
+    v = c.take<E>(BT * L::E);
+    s = c.take<float>(BT * L::S);
+    if constexpr (kTensorCores<T>) {
+      p = c.take<E>(BT * L::P);
+    } else {
+      p = s;  // float32: the probabilities overwrite the scores in place
+    }
+    o = c.take<float>(BT * L::O);
+    m = c.take<float>(BT);
+    l = c.take<float>(BT);
+    alpha = c.take<float>(BT);
+    bytes = c.off;
+  }
+};
+
+template <typename T, int D>
+struct BwdSmem {  // both backward kernels: x = Q (dq kernel) or K (dk/dv kernel) tiles etc., see the kernels
+  using E = smem_t<T>;
+  using L = Ld<T, D>;
+  static constexpr int BT = TileCfg<D>::BT;
+  E *q, *dout, *k, *v, *p, *ds;
+  float *s, *dp, *acc1, *acc2, *lse, *dd;
+  size_t bytes;
+  // two_acc: the dk/dv kernel (two accumulators and a probability tile); the dq kernel needs one and no P tile.
+  __host__ __device__ BwdSmem(uintptr_t base, bool two_acc) {
+    Carver c{base};
+    q = c.take<E>(BT * L::E);
+    dout = c.take<E>(BT * L::E);
+    k = c.take<E>(BT * L::E);
+    v = c.take<E>(BT * L::E);
+    s = c.take<float>(BT * L::S);
+    dp = c.take<float>(BT * L::S);
+    if constexpr (kTensorCores<T>) {
+      p = two_acc ? c.take<E>(BT * L::P) : nullptr;
+      ds = c.take<E>(BT * L::P);
+    } else {
+      p = s;    // float32: in place
+      ds = dp;
+    }
+    acc1 = c.take<float>(BT * L::O);
+    acc2 = two_acc ? c.take<float>(BT * L::O) : nullptr;
+    lse = c.take<float>(BT);
+    dd = c.take<float>(BT);
+    bytes = c.off;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// kernels
+
+template <typename T>
+struct FwdArgs {
+  const T* q;
+  const T* k;
+  const T* v;
+  T* o;
+  float* lse;
+  Dims d;
+  int64_t n_qt;  // query tiles per (b, h)
+  float scale;
+};
+
+template <typename T, int D>
+__global__ void __launch_bounds__(TileCfg<D>::NT) window_attn_fwd_kernel(const FwdArgs<T> a) {
+  using E = smem_t<T>;
+  using L = Ld<T, D>;
+  constexpr int BT = TileCfg<D>::BT, NT = TileCfg<D>::NT, NW = TileCfg<D>::NW;
+  extern __shared__ __align__(128) unsigned char window_attn_smem[];
+  const FwdSmem<T, D> sm(reinterpret_cast<uintptr_t>(window_attn_smem));
+  const Dims& d = a.d;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t bh = blockIdx.x / a.n_qt, qt = blockIdx.x - bh * a.n_qt;
+  const int64_t b = bh / d.H, h = bh - b * d.H;
+  const int64_t t0 = qt * BT, t1 = min64(d.T, t0 + BT);
+  const T* qb = a.q + head_base(b, h, d.T, d.H, d.K);
+  const T* kb = a.k + head_base(b, h, d.S, d.H, d.K);
+  const T* vb = a.v + head_base(b, h, d.S, d.H, d.V);
+
+  load_tile<D, NT>(sm.q, L::E, qb, d.H * d.K, t0, t1, BT, d.K);
+  for (int i = threadIdx.x; i < BT * L::O; i += NT) sm.o[i] = 0.0f;
+  for (int r = threadIdx.x; r < BT; r += NT) {
+    sm.m[r] = -INFINITY;
+    sm.l[r] = 0.0f;
+  }
+  __syncthreads();
+
+  const int64_t jb = max64(0, d.P + t0 - d.W + 1), je = d.P + t1;  // [lo(t0), hi(t1 − 1))
+  for (int64_t j0 = jb; j0 < je; j0 += BT) {
+    const int64_t j1 = min64(je, j0 + BT);
+    load_tile<D, NT>(sm.k, L::E, kb, d.H * d.K, j0, j1, BT, d.K);
+    load_tile<D, NT>(sm.v, L::E, vb, d.H * d.V, j0, j1, BT, d.V);
+    __syncthreads();
+    block_gemm<E, BT, BT, D, false, true, NT>(sm.q, L::E, sm.k, L::E, sm.s, L::S, false);  // S = Q·Kᵀ
+    __syncthreads();
+    // Online softmax, one warp per row: p = exp(scale·s − m_new) for the visible keys, 0 for the others.
+    for (int r = warp; r < BT; r += NW) {
+      const int64_t t = t0 + r;
+      const bool row_ok = t < t1;
+      const int64_t lo = d.P + t - d.W + 1, hi = d.P + t + 1;
+      float mx = -INFINITY;
+      for (int c = lane; c < BT; c += 32) {
+        const int64_t j = j0 + c;
+        if (row_ok && j >= lo && j < hi && j < j1) mx = fmaxf(mx, a.scale * sm.s[r * L::S + c]);
+      }
+      mx = warp_max(mx);
+      const float m_old = sm.m[r], m_new = fmaxf(m_old, mx);
+      float sum = 0.0f;
+      for (int c = lane; c < BT; c += 32) {
+        const int64_t j = j0 + c;
+        float p = 0.0f;
+        if (row_ok && j >= lo && j < hi && j < j1) p = expf(a.scale * sm.s[r * L::S + c] - m_new);
+        sum += p;
+        put(sm.p + r * L::P + c, p);
+      }
+      sum = warp_sum(sum);
+      __syncwarp();  // every lane has read m[r] before lane 0 overwrites it
+      if (lane == 0) {
+        // m_new = −∞: nothing visible yet (O and l are 0); m_old = −∞ < m_new: α = exp(−∞) = 0.
+        const float alpha = m_new == -INFINITY ? 1.0f : expf(m_old - m_new);
+        sm.alpha[r] = alpha;
+        sm.l[r] = sm.l[r] * alpha + sum;
+        sm.m[r] = m_new;
+      }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < BT * D; i += NT) {
+      const int r = i / D, c = i - r * D;
+      sm.o[r * L::O + c] *= sm.alpha[r];
+    }
+    __syncthreads();
+    block_gemm<E, BT, D, BT, false, false, NT>(sm.p, L::P, sm.v, L::E, sm.o, L::O, true);  // O += P·V
+    __syncthreads();
+  }
+
+  T* ob = a.o + head_base(b, h, d.T, d.H, d.V);
+  for (int i = threadIdx.x; i < BT * D; i += NT) {
+    const int r = i / D, c = i - r * D;
+    if (t0 + r < t1 && c < d.V) ob[(t0 + r) * d.H * d.V + c] = from_f<T>(sm.o[r * L::O + c] / sm.l[r]);
+  }
+  for (int r = threadIdx.x; r < BT; r += NT)
+    if (t0 + r < t1) a.lse[bh * d.T + t0 + r] = sm.m[r] + logf(sm.l[r]);
+}
+
+// D_t = do_t·o_t into dd [B, H, T] (float32): one warp per row (b, t, h) of the [B, T, H, V] layout.
+template <typename T>
+__global__ void window_attn_bwd_dot_kernel(const T* __restrict__ dout, const T* __restrict__ o,
+                                           float* __restrict__ dd, int64_t B, int64_t T_, int64_t H, int64_t V) {
+  const int lane = threadIdx.x & 31;
+  const int64_t rows = B * T_ * H, warps = int64_t(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t row = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); row < rows; row += warps) {
+    float acc = 0.0f;
+    for (int64_t c = lane; c < V; c += 32) acc += to_f(dout[row * V + c]) * to_f(o[row * V + c]);
+    acc = warp_sum(acc);
+    if (lane == 0) {
+      const int64_t h = row % H, t = (row / H) % T_, b = row / (H * T_);
+      dd[(b * H + h) * T_ + t] = acc;
+    }
+  }
+}
+
+template <typename T>
+struct BwdArgs {
+  const T* dout;
+  const T* q;
+  const T* k;
+  const T* v;
+  const float* lse;
+  const float* dd;
+  T* dq;
+  T* dk;
+  T* dv;
+  Dims d;
+  int64_t n_tiles;  // query tiles (dq kernel) or key tiles (dk/dv kernel) per (b, h)
+  float scale;
+};
+
+// dS = P ⊙ (dP − D) for one BT×BT tile (query rows t = t_first + r, keys j = j0 + c, rows ≥ t_end invalid), from the
+// scores S (s) and dP (dp); P written to p (unless p == nullptr), dS to ds. The invisible entries get 0.
+template <typename T, int D, typename E>
+__device__ __forceinline__ void probs_and_ds(const float* s, const float* dp, E* p, E* ds, const float* lse,
+                                             const float* dd, const Dims& d, int64_t t_first, int64_t t_end,
+                                             int64_t j0, int64_t j_end, float scale) {
+  using L = Ld<T, D>;
+  constexpr int BT = TileCfg<D>::BT, NT = TileCfg<D>::NT;
+  for (int i = threadIdx.x; i < BT * BT; i += NT) {
+    const int r = i / BT, c = i - r * BT;
+    const int64_t t = t_first + r, j = j0 + c;
+    const bool vis = t < t_end && j < j_end && j > d.P + t - d.W && j <= d.P + t;
+    float pv = 0.0f, dsv = 0.0f;
+    if (vis) {
+      pv = expf(scale * s[r * L::S + c] - lse[r]);
+      dsv = pv * (dp[r * L::S + c] - dd[r]);
+    }
+    if (p != nullptr) put(p + r * L::P + c, pv);  // float32: p aliases s (same element, read above)
+    put(ds + r * L::P + c, dsv);                   // float32: ds aliases dp
+  }
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(TileCfg<D>::NT) window_attn_bwd_dq_kernel(const BwdArgs<T> a) {
+  using E = smem_t<T>;
+  using L = Ld<T, D>;
+  constexpr int BT = TileCfg<D>::BT, NT = TileCfg<D>::NT;
+  extern __shared__ __align__(128) unsigned char window_attn_smem[];
+  const BwdSmem<T, D> sm(reinterpret_cast<uintptr_t>(window_attn_smem), false);
+  const Dims& d = a.d;
+  const int64_t bh = blockIdx.x / a.n_tiles, qt = blockIdx.x - bh * a.n_tiles;
+  const int64_t b = bh / d.H, h = bh - b * d.H;
+  const int64_t t0 = qt * BT, t1 = min64(d.T, t0 + BT);
+  const T* kb = a.k + head_base(b, h, d.S, d.H, d.K);
+  const T* vb = a.v + head_base(b, h, d.S, d.H, d.V);
+
+  load_tile<D, NT>(sm.q, L::E, a.q + head_base(b, h, d.T, d.H, d.K), d.H * d.K, t0, t1, BT, d.K);
+  load_tile<D, NT>(sm.dout, L::E, a.dout + head_base(b, h, d.T, d.H, d.V), d.H * d.V, t0, t1, BT, d.V);
+  for (int r = threadIdx.x; r < BT; r += NT) {
+    const bool ok = t0 + r < t1;
+    sm.lse[r] = ok ? a.lse[bh * d.T + t0 + r] : 0.0f;
+    sm.dd[r] = ok ? a.dd[bh * d.T + t0 + r] : 0.0f;
+  }
+  for (int i = threadIdx.x; i < BT * L::O; i += NT) sm.acc1[i] = 0.0f;
+  __syncthreads();
+
+  const int64_t jb = max64(0, d.P + t0 - d.W + 1), je = d.P + t1;
+  for (int64_t j0 = jb; j0 < je; j0 += BT) {
+    const int64_t j1 = min64(je, j0 + BT);
+    load_tile<D, NT>(sm.k, L::E, kb, d.H * d.K, j0, j1, BT, d.K);
+    load_tile<D, NT>(sm.v, L::E, vb, d.H * d.V, j0, j1, BT, d.V);
+    __syncthreads();
+    block_gemm<E, BT, BT, D, false, true, NT>(sm.q, L::E, sm.k, L::E, sm.s, L::S, false);      // S = Q·Kᵀ
+    block_gemm<E, BT, BT, D, false, true, NT>(sm.dout, L::E, sm.v, L::E, sm.dp, L::S, false);  // dP = dO·Vᵀ
+    __syncthreads();
+    probs_and_ds<T, D>(sm.s, sm.dp, static_cast<E*>(nullptr), sm.ds, sm.lse, sm.dd, d, t0, t1, j0, j1, a.scale);
+    __syncthreads();
+    block_gemm<E, BT, D, BT, false, false, NT>(sm.ds, L::P, sm.k, L::E, sm.acc1, L::O, true);  // dQ += dS·K
+    __syncthreads();
+  }
+
+  T* dqb = a.dq + head_base(b, h, d.T, d.H, d.K);
+  for (int i = threadIdx.x; i < BT * D; i += NT) {
+    const int r = i / D, c = i - r * D;
+    if (t0 + r < t1 && c < d.K) dqb[(t0 + r) * d.H * d.K + c] = from_f<T>(a.scale * sm.acc1[r * L::O + c]);
+  }
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(TileCfg<D>::NT) window_attn_bwd_dkdv_kernel(const BwdArgs<T> a) {
+  using E = smem_t<T>;
+  using L = Ld<T, D>;
+  constexpr int BT = TileCfg<D>::BT, NT = TileCfg<D>::NT;
+  extern __shared__ __align__(128) unsigned char window_attn_smem[];
+  const BwdSmem<T, D> sm(reinterpret_cast<uintptr_t>(window_attn_smem), true);
+  float* dk_acc = sm.acc1;
+  float* dv_acc = sm.acc2;
+  const Dims& d = a.d;
+  const int64_t bh = blockIdx.x / a.n_tiles, kt = blockIdx.x - bh * a.n_tiles;
+  const int64_t b = bh / d.H, h = bh - b * d.H;
+  const int64_t j0 = kt * BT, j1 = min64(d.S, j0 + BT);
+  const T* qb = a.q + head_base(b, h, d.T, d.H, d.K);
+  const T* gb = a.dout + head_base(b, h, d.T, d.H, d.V);
+
+  load_tile<D, NT>(sm.k, L::E, a.k + head_base(b, h, d.S, d.H, d.K), d.H * d.K, j0, j1, BT, d.K);
+  load_tile<D, NT>(sm.v, L::E, a.v + head_base(b, h, d.S, d.H, d.V), d.H * d.V, j0, j1, BT, d.V);
+  for (int i = threadIdx.x; i < BT * L::O; i += NT) {
+    dk_acc[i] = 0.0f;
+    dv_acc[i] = 0.0f;
+  }
+  __syncthreads();
+
+  // Queries that see some key of [j0, j1): P + t ≥ j0 and P + t − W + 1 ≤ j1 − 1.
+  const int64_t tlo = max64(0, j0 - d.P), thi = min64(d.T, j1 - d.P + d.W - 1);
+  for (int64_t i0 = tlo; i0 < thi; i0 += BT) {
+    const int64_t i1 = min64(thi, i0 + BT);
+    load_tile<D, NT>(sm.q, L::E, qb, d.H * d.K, i0, i1, BT, d.K);
+    load_tile<D, NT>(sm.dout, L::E, gb, d.H * d.V, i0, i1, BT, d.V);
+    for (int r = threadIdx.x; r < BT; r += NT) {
+      const bool ok = i0 + r < i1;
+      sm.lse[r] = ok ? a.lse[bh * d.T + i0 + r] : 0.0f;
+      sm.dd[r] = ok ? a.dd[bh * d.T + i0 + r] : 0.0f;
+    }
+    __syncthreads();
+    block_gemm<E, BT, BT, D, false, true, NT>(sm.q, L::E, sm.k, L::E, sm.s, L::S, false);      // S = Q·Kᵀ
+    block_gemm<E, BT, BT, D, false, true, NT>(sm.dout, L::E, sm.v, L::E, sm.dp, L::S, false);  // dP = dO·Vᵀ
+    __syncthreads();
+    probs_and_ds<T, D>(sm.s, sm.dp, sm.p, sm.ds, sm.lse, sm.dd, d, i0, i1, j0, j1, a.scale);
+    __syncthreads();
+    block_gemm<E, BT, D, BT, true, false, NT>(sm.p, L::P, sm.dout, L::E, dv_acc, L::O, true);  // dV += Pᵀ·dO
+    block_gemm<E, BT, D, BT, true, false, NT>(sm.ds, L::P, sm.q, L::E, dk_acc, L::O, true);    // dK += dSᵀ·Q
+    __syncthreads();
+  }
+
+  T* dkb = a.dk + head_base(b, h, d.S, d.H, d.K);
+  T* dvb = a.dv + head_base(b, h, d.S, d.H, d.V);
+  for (int i = threadIdx.x; i < BT * D; i += NT) {
+    const int r = i / D, c = i - r * D;
+    if (j0 + r >= j1) continue;
+    if (c < d.K) dkb[(j0 + r) * d.H * d.K + c] = from_f<T>(a.scale * dk_acc[r * L::O + c]);
+    if (c < d.V) dvb[(j0 + r) * d.H * d.V + c] = from_f<T>(dv_acc[r * L::O + c]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// launch helpers
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+Dims make_dims(const Tensor& q, const Tensor& k, const Tensor& v, int64_t window) {
+  const int64_t T = q.size(1), S = k.size(1);
+  return {q.size(0), T, S, q.size(2), q.size(3), v.size(3), S - T, std::min(window, std::max<int64_t>(S, 1))};
+}
+
+// Opts the kernel into `bytes` of dynamic shared memory, naming the op when the device has less.
+template <typename Kernel>
+void set_smem(Kernel kernel, size_t bytes, const Tensor& q, const char* op, int D) {
+  int max_optin = 0;
+  HYDRA_CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, q.device().index));
+  HYDRA_CHECK_ENV(static_cast<int64_t>(bytes) <= max_optin,
+                  "{}: the head-dim-{} kernel needs {} bytes of shared memory per block, the device allows {}", op, D,
+                  bytes, max_optin);
+  HYDRA_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+}
+
+unsigned grid_of(int64_t blocks, const char* op) {
+  HYDRA_CHECK(blocks <= INT_MAX, "{}: {} thread blocks exceed the grid limit {} (B·H·tiles too large)", op, blocks,
+              INT_MAX);
+  return static_cast<unsigned>(blocks);
+}
+
+template <typename T, int D>
+void launch_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse, const Dims& d,
+                float scale) {
+  using Cfg = TileCfg<D>;
+  const int64_t n_qt = ceil_div(d.T, Cfg::BT);
+  if (d.B * d.H * n_qt == 0) return;
+  const unsigned grid = grid_of(d.B * d.H * n_qt, "window_attn_forward");
+  const size_t smem = FwdSmem<T, D>(0).bytes;
+  set_smem(window_attn_fwd_kernel<T, D>, smem, q, "window_attn_forward", D);
+  const FwdArgs<T> args{q.data<T>(), k.data<T>(), v.data<T>(), o.data<T>(), lse.data<float>(), d, n_qt, scale};
+  window_attn_fwd_kernel<T, D><<<grid, Cfg::NT, smem, cuda::stream_of(q)>>>(args);
+  HYDRA_CUDA_CHECK_LAUNCH("window_attn_forward");
+}
+
+template <typename T, int D>
+void launch_bwd(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                const Tensor& lse, const Tensor& dq, const Tensor& dk, const Tensor& dv, const Dims& d, float scale) {
+  using Cfg = TileCfg<D>;
+  if (d.B * d.H * d.S == 0) return;  // nothing to write (T ≤ S)
+  const cudaStream_t stream = cuda::stream_of(q);
+  // D_t = do_t·o_t (float32 scratch [B, H, T], every element written).
+  const Tensor dd = empty({d.B, d.H, d.T}, DType::Float32, q.device());
+  const int64_t rows = d.B * d.T * d.H;
+  if (rows > 0) {
+    constexpr int kDotThreads = 256;
+    window_attn_bwd_dot_kernel<T><<<cuda::grid_for(rows, kDotThreads / 32), kDotThreads, 0, stream>>>(
+        dout.data<T>(), o.data<T>(), dd.data<float>(), d.B, d.T, d.H, d.V);
+    HYDRA_CUDA_CHECK_LAUNCH("window_attn_backward (D = do·o)");
+  }
+  BwdArgs<T> args{dout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), lse.data<float>(), dd.data<float>(),
+                  dq.data<T>(),   dk.data<T>(), dv.data<T>(), d, 0, scale};
+  const int64_t n_qt = ceil_div(d.T, Cfg::BT);
+  if (n_qt > 0) {
+    const unsigned grid = grid_of(d.B * d.H * n_qt, "window_attn_backward");
+    const size_t smem = BwdSmem<T, D>(0, false).bytes;
+    set_smem(window_attn_bwd_dq_kernel<T, D>, smem, q, "window_attn_backward", D);
+    args.n_tiles = n_qt;
+    window_attn_bwd_dq_kernel<T, D><<<grid, Cfg::NT, smem, stream>>>(args);
+    HYDRA_CUDA_CHECK_LAUNCH("window_attn_backward (dq)");
+  }
+  const int64_t n_kt = ceil_div(d.S, Cfg::BT);
+  const unsigned grid = grid_of(d.B * d.H * n_kt, "window_attn_backward");
+  const size_t smem = BwdSmem<T, D>(0, true).bytes;
+  set_smem(window_attn_bwd_dkdv_kernel<T, D>, smem, q, "window_attn_backward", D);
+  args.n_tiles = n_kt;
+  window_attn_bwd_dkdv_kernel<T, D><<<grid, Cfg::NT, smem, stream>>>(args);
+  HYDRA_CUDA_CHECK_LAUNCH("window_attn_backward (dk, dv)");
+}
+
+// The one switch over dtype and head-dim variant: f.template operator()<T, D>() with D ∈ {32, 64, 128} the smallest
+// variant holding max(K, V). Throws naming the op, the argument, the value and the supported set.
+template <typename F>
+void dispatch_variant(const char* op, const Tensor& q, int64_t K, int64_t V, F&& f) {
+  HYDRA_CHECK(q.dtype() == DType::Float32 || q.dtype() == DType::BFloat16,
+              "{}: 'q' has dtype {}; on CUDA q, k and v must be float32 or bfloat16", op, dtype_name(q.dtype()));
+  HYDRA_CHECK(K >= 1 && K <= 128, "{}: head dim K = {} (q {}) is not supported on CUDA (supported: 1 to 128)", op, K,
+              shape_str(q.shape()));
+  HYDRA_CHECK(V >= 1 && V <= 128, "{}: head dim V = {} (of 'v') is not supported on CUDA (supported: 1 to 128)", op,
+              V);
+  const int64_t m = std::max(K, V);
+  const auto by_dim = [&]<typename T>() {
+    if (m <= 32) {
+      f.template operator()<T, 32>();
+    } else if (m <= 64) {
+      f.template operator()<T, 64>();
+    } else {
+      f.template operator()<T, 128>();
+    }
+  };
+  if (q.dtype() == DType::Float32) {
+    by_dim.template operator()<float>();
+  } else {
+    by_dim.template operator()<BFloat16>();
+  }
+}
+
+}  // namespace
+
+void window_attn_forward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+                              int64_t window, double scale) {
+  const char* op = "window_attn_forward";
+  cuda::DeviceGuard guard(q.device().index);
+  const Dims d = make_dims(q, k, v, window);
+  dispatch_variant(op, q, d.K, d.V, [&]<typename T, int D>() {
+    launch_fwd<T, D>(q, k, v, o, lse, d, static_cast<float>(scale));
+  });
+}
+
+void window_attn_backward_cuda(const Tensor& do_, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                               const Tensor& lse, const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                               int64_t window, double scale) {
+  const char* op = "window_attn_backward";
+  cuda::DeviceGuard guard(q.device().index);
+  const Dims d = make_dims(q, k, v, window);
+  dispatch_variant(op, q, d.K, d.V, [&]<typename T, int D>() {
+    launch_bwd<T, D>(do_, q, k, v, o, lse, dq, dk, dv, d, static_cast<float>(scale));
+  });
+}
+
+}  // namespace hydra
