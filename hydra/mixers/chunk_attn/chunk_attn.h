@@ -25,11 +25,35 @@
 // Time O(T·(topk+1)·N·K), memory O(T·topk) besides inputs and outputs; never a T×S matrix.
 // Backward recomputes probabilities from q, k and lse (D_t = do_t·o_t; dlogit = P ⊙ (dP − D)).
 //
-// Dtypes: float32 or float64, one dtype for q, k, v, bias (and q0, summaries); lse in that dtype; idx int64.
-// CPU (CUDA with the GPU issue). Non-contiguous inputs are copied to contiguous first.
+// Dtypes (CPU): float32 or float64, one dtype for q, k, v, bias (and q0, summaries); lse in that dtype; idx int64.
+// Non-contiguous inputs are copied to contiguous first (both devices).
 // Sizes: chunk ≥ 1, topk ≥ 0 (topk = 0: idx [B, T, H, 0], only the own chunk is attended), T ≤ S.
 //
-// Algorithms (chunk_attn_cpu.cpp):
+// GPU contract (chunk_attn_cuda.cu; all operands on one device, kernels on its compute stream, no host sync):
+//   * q, k, v, bias, do, o (and q0, summaries) are float32 or bfloat16, one dtype; idx int64. float64 on CUDA
+//     throws std::invalid_argument naming the op, the argument, the dtype and the supported set.
+//   * Arithmetic is float32 throughout (scores, routing dot products, softmax statistics, lse, accumulators):
+//     true FFMA, no TF32. o and every gradient are in q's dtype; lse is float32 on CUDA whatever q's dtype
+//     (chunk_attn_backward on CUDA requires a float32 lse).
+//   * Head dims K, V in 1..128 (compile-time widths 32 / 64 / 128 with masking); outside: an error naming the range.
+//     topk ≤ 512 for chunk_route and for a backward with bias (per-row lists in shared memory).
+//   * No tensor cores: a SIMT implementation (warp per query row, lane per key of a 32-key tile for the dot
+//     products, lane per dim for the value sums). bfloat16 inputs are widened to float on load.
+//   * chunk_route: fused, one warp per (b, t, h); scores q0·r_j in float32 computed on the fly, the top-k kept
+//     sorted in shared memory; never a T × n_c score matrix in memory. Descending score, ties to the lower j,
+//     −1 padding, as on the CPU (which accumulates in float64: the two agree when scores are separated by more
+//     than float32 rounding; identical summaries score identically on both, so exact ties behave alike).
+//   * Attention: per query, online softmax over the selected chunks then the own chunk's causal part; cost
+//     O(T·(topk+1)·N·(K+V)). Backward: dq and dbias per query (recomputing P from q, k and lse; D = do·o),
+//     dk/dv by a gather over inverse routing lists built on the device (each key tile sums the queries of its own
+//     chunk and the queries that selected its chunk, in increasing t): no float atomics, every dk/dv element has
+//     one writer, results are run-to-run deterministic.
+//   * idx is validated on the device by the rules of check_chunk_idx; the verdict goes through
+//     cuda::defer_device_check, so the first bad entry (same message: op, b, t, h, slot, value) is raised as
+//     std::invalid_argument by the next synchronisation of the device (synchronize(), item(), a copy to the
+//     CPU). The kernels skip invalid entries (no out-of-range access); the outputs of that call are unspecified.
+//
+// Algorithms (CPU, chunk_attn_cpu.cpp):
 //   chunk_route: tasks over (b, h, block of 64 queries); the candidate summaries are widened to float64 once
 //     per task, each query scores its candidates (fixed 4-lane float64 dot products, so identical summaries
 //     give identical scores) and std::partial_sort picks the topk.
@@ -49,7 +73,7 @@ Tensor chunk_route(const Tensor& q0, const Tensor& summaries, int64_t chunk, int
 
 struct ChunkAttnOutput {
   Tensor o;    // [B, T, H, V]
-  Tensor lse;  // [B, H, T]
+  Tensor lse;  // [B, H, T]; float32 on CUDA, q's dtype on the CPU
 };
 
 struct ChunkAttnGrads {
@@ -68,7 +92,8 @@ ChunkAttnGrads chunk_attn_backward(const Tensor& do_, const Tensor& q, const Ten
 // Checks idx [B, T, H, topk] int64 against the attention contract for S key rows: every entry is −1 (padding)
 // or a chunk j with 0 ≤ j < c(p) (complete and before the query's own chunk), and the non-negative entries of
 // one (b, t, h) row are distinct. Throws std::invalid_argument naming `op`, b, t, h, the slot i and the value.
-// (Shape and dtype are checked by the callers.) Used by chunk_attn_forward/_backward and chunk_attn_ref.
+// (Shape and dtype are checked by the callers.) Used by the CPU chunk_attn_forward/_backward and chunk_attn_ref;
+// a CUDA idx is copied to the CPU (so this synchronises; the CUDA ops check on the device instead).
 void check_chunk_idx(const Tensor& idx, int64_t S, int64_t chunk, const char* op);
 
 // float64 references (tests only): routing by brute force, attention with a dense T×S routed mask. The

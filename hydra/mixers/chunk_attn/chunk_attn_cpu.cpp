@@ -1,13 +1,17 @@
-// Top-k chunk attention: the dispatch functions (argument checks, contiguous copies, dtype switch) and the CPU
-// kernels of the routing, the forward and the backward (math and layout in chunk_attn.h, SPEC §2.11).
+// Top-k chunk attention: the dispatch functions (argument checks, contiguous copies, the device and dtype switch)
+// and the CPU kernels of the routing, the forward and the backward (math and layout in chunk_attn.h, SPEC §2.11).
+// The CUDA kernels are in chunk_attn_cuda.cu (entry points in chunk_attn_cuda.h).
 #include <Eigen/Core>
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "hydra/mixers/chunk_attn/chunk_attn.h"
+#include "hydra/mixers/chunk_attn/chunk_attn_cuda.h"
 #include "tensor/cpu/loops.h"
 #include "tensor/dispatch.h"
 
@@ -41,16 +45,48 @@ decltype(auto) dispatch_f32_f64(DType t, const char* op, F&& f) {
   HYDRA_CHECK(false, "{}: dtype {} not supported (expected float32 or float64)", op, dtype_name(t));
 }
 
-void check_cpu(const Tensor& t, const char* op) {
-  if (t.is_cuda()) cuda_kernel_missing(op);
-}
-
+// CPU: float32 or float64; CUDA: float32 or bfloat16.
 void check_float_arg(const Tensor& t, const char* op, const char* arg) {
   check_defined(t, op, arg);
-  HYDRA_CHECK(t.dtype() == DType::Float32 || t.dtype() == DType::Float64,
-              "{}: '{}' must be float32 or float64, got {} with shape {}", op, arg, dtype_name(t.dtype()),
-              shape_str(t.shape()));
+  if (t.is_cuda()) {
+    HYDRA_CHECK(t.dtype() == DType::Float32 || t.dtype() == DType::BFloat16,
+                "{}: '{}' is on {} and must be float32 or bfloat16 there (the CUDA kernels' dtypes), got {} with "
+                "shape {}", op, arg, t.device(), dtype_name(t.dtype()), shape_str(t.shape()));
+  } else {
+    HYDRA_CHECK(t.dtype() == DType::Float32 || t.dtype() == DType::Float64,
+                "{}: '{}' must be float32 or float64, got {} with shape {}", op, arg, dtype_name(t.dtype()),
+                shape_str(t.shape()));
+  }
   check_rank(t, 4, op, arg);
+}
+
+// The messages of an invalid idx entry, shared by check_chunk_idx (CPU) and the deferred device check (CUDA).
+std::string idx_negative_message(const char* op, int64_t b, int64_t t, int64_t h, int64_t i, int64_t j) {
+  return fmt::format("{}: idx[b={}, t={}, h={}, i={}] = {} is negative (only -1 marks padding)", op, b, t, h, i, j);
+}
+std::string idx_range_message(const char* op, int64_t b, int64_t t, int64_t h, int64_t i, int64_t j, int64_t p,
+                              int64_t c, int64_t chunk) {
+  return fmt::format("{}: idx[b={}, t={}, h={}, i={}] = {} is not a complete chunk before the query's own chunk "
+                     "(query position p = {}, own chunk c(p) = {}, chunk = {}; expected -1 or 0 <= j < {})",
+                     op, b, t, h, i, j, p, c, chunk, c);
+}
+std::string idx_repeat_message(const char* op, int64_t b, int64_t t, int64_t h, int64_t second, int64_t j,
+                               int64_t first) {
+  return fmt::format("{}: idx[b={}, t={}, h={}, i={}] = {} repeats idx[b={}, t={}, h={}, i={}] (the selected "
+                     "chunks of one query must be distinct)", op, b, t, h, second, j, b, t, h, first);
+}
+
+// The message of chunk_idx_check_cuda's verdict (code, value) on idx [B, T, H, topk] (see chunk_attn_cuda.h).
+std::function<std::string(int64_t, int64_t)> idx_device_message(const char* op, const Tensor& idx, int64_t S,
+                                                                 int64_t chunk) {
+  const int64_t T = idx.size(1), H = idx.size(2), topk = idx.size(3);
+  return [op = std::string(op), T, H, topk, S, chunk](int64_t code, int64_t value) {
+    const int64_t e = code / topk, first = code % topk, i = e % topk, row = e / topk;
+    const int64_t h = row % H, t = (row / H) % T, b = row / (H * T), p = S - T + t, c = p / chunk;
+    if (value < 0) return idx_negative_message(op.c_str(), b, t, h, i, value);
+    if (value >= c) return idx_range_message(op.c_str(), b, t, h, i, value, p, c, chunk);
+    return idx_repeat_message(op.c_str(), b, t, h, i, value, first);
+  };
 }
 
 void check_same(const Tensor& a, const Tensor& ref, const char* op, const char* arg, const char* ref_arg) {
@@ -271,7 +307,7 @@ void chunk_attn_bwd_kernel(const T* dout, const T* q, const T* k, const T* v, co
 // Public functions
 
 void check_chunk_idx(const Tensor& idx, int64_t S, int64_t chunk, const char* op) {
-  const Tensor ic = idx.contiguous();
+  const Tensor ic = idx.to(kCPU).contiguous();  // a CUDA idx is copied (this function synchronises)
   const int64_t B = ic.size(0), T = ic.size(1), H = ic.size(2), topk = ic.size(3);
   const int64_t* ip = ic.data<int64_t>();
   std::vector<int64_t> seen;
@@ -284,12 +320,8 @@ void check_chunk_idx(const Tensor& idx, int64_t S, int64_t chunk, const char* op
         for (int64_t i = 0; i < topk; ++i) {
           const int64_t j = row[i];
           if (j == -1) continue;
-          HYDRA_CHECK(j >= 0, "{}: idx[b={}, t={}, h={}, i={}] = {} is negative (only -1 marks padding)", op, b, t, h,
-                      i, j);
-          HYDRA_CHECK(j < c,
-                      "{}: idx[b={}, t={}, h={}, i={}] = {} is not a complete chunk before the query's own chunk "
-                      "(query position p = {}, own chunk c(p) = {}, chunk = {}; expected -1 or 0 <= j < {})",
-                      op, b, t, h, i, j, p, c, chunk, c);
+          HYDRA_CHECK(j >= 0, "{}", idx_negative_message(op, b, t, h, i, j));
+          HYDRA_CHECK(j < c, "{}", idx_range_message(op, b, t, h, i, j, p, c, chunk));
           seen.push_back(j);
         }
         std::sort(seen.begin(), seen.end());
@@ -301,8 +333,7 @@ void check_chunk_idx(const Tensor& idx, int64_t S, int64_t chunk, const char* op
             (first < 0 ? first : second) = i;
             if (second >= 0) break;
           }
-          HYDRA_CHECK(false, "{}: idx[b={}, t={}, h={}, i={}] = {} repeats idx[b={}, t={}, h={}, i={}] (the selected "
-                      "chunks of one query must be distinct)", op, b, t, h, second, *dup, b, t, h, first);
+          HYDRA_CHECK(false, "{}", idx_repeat_message(op, b, t, h, second, *dup, first));
         }
       }
     }
@@ -320,9 +351,12 @@ Tensor chunk_route(const Tensor& q0, const Tensor& summaries, int64_t chunk, int
   check_shape(summaries, {B, n_c, H, K}, op, "summaries", "[B, n_c, H, K]");
   HYDRA_CHECK(total_len >= T, "{}: total_len = {} is smaller than the number of queries T = {} (query t sits at "
               "position total_len - T + t); q0 shape {}", op, total_len, T, shape_str(q0.shape()));
-  check_cpu(q0, op);
   const Tensor qc = q0.contiguous(), rc = summaries.contiguous();
-  Tensor idx = empty({B, T, H, topk}, DType::Int64);
+  Tensor idx = empty({B, T, H, topk}, DType::Int64, q0.device());
+  if (q0.is_cuda()) {
+    chunk_route_cuda(qc, rc, idx, chunk, total_len);
+    return idx;
+  }
   dispatch_f32_f64(q0.dtype(), op, [&]<typename F>() {
     chunk_route_kernel<F>(qc.data<F>(), rc.data<F>(), idx.data<int64_t>(), B, T, H, K, n_c, chunk, topk, total_len);
   });
@@ -333,10 +367,17 @@ ChunkAttnOutput chunk_attn_forward(const Tensor& q, const Tensor& k, const Tenso
                                    const Tensor& bias, int64_t chunk, double scale) {
   const char* op = "chunk_attn_forward";
   const Dims d = check_attn_args(q, k, v, idx, bias, chunk, op);
-  check_cpu(q, op);
-  check_chunk_idx(idx, d.S, d.N, op);
   const Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous(), ic = idx.contiguous();
   const Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
+  if (q.is_cuda()) {
+    // idx is checked on the device; a bad entry is raised by the next synchronisation (cuda::defer_device_check).
+    ChunkAttnOutput out{empty({d.B, d.T, d.H, d.V}, q.dtype(), q.device()),
+                        empty({d.B, d.H, d.T}, DType::Float32, q.device())};
+    chunk_idx_check_cuda(ic, d.S, d.N, idx_device_message(op, ic, d.S, d.N));
+    chunk_attn_forward_cuda(qc, kc, vc, ic, bc, out.o, out.lse, d.N, scale);
+    return out;
+  }
+  check_chunk_idx(idx, d.S, d.N, op);
   ChunkAttnOutput out{empty({d.B, d.T, d.H, d.V}, q.dtype()), empty({d.B, d.H, d.T}, q.dtype())};
   dispatch_f32_f64(q.dtype(), op, [&]<typename F>() {
     chunk_attn_fwd_kernel<F>(qc.data<F>(), kc.data<F>(), vc.data<F>(), ic.data<int64_t>(),
@@ -355,15 +396,31 @@ ChunkAttnGrads chunk_attn_backward(const Tensor& do_, const Tensor& q, const Ten
   check_defined(lse, op, "lse");
   check_same(do_, q, op, "do", "q");
   check_same(o, q, op, "o", "q");
-  check_same(lse, q, op, "lse", "q");
+  if (q.is_cuda()) {  // lse is float32 on CUDA whatever q's dtype
+    HYDRA_CHECK(lse.dtype() == DType::Float32, "{}: 'lse' must be float32 on CUDA (as chunk_attn_forward makes it), "
+                "got {}", op, dtype_name(lse.dtype()));
+    HYDRA_CHECK(lse.device() == q.device(), "{}: 'lse' is on {} but 'q' is on {}", op, lse.device(), q.device());
+  } else {
+    check_same(lse, q, op, "lse", "q");
+  }
   check_shape(do_, {d.B, d.T, d.H, d.V}, op, "do", "[B, T, H, V]");
   check_shape(o, {d.B, d.T, d.H, d.V}, op, "o", "[B, T, H, V]");
   check_shape(lse, {d.B, d.H, d.T}, op, "lse", "[B, H, T]");
-  check_cpu(q, op);
-  check_chunk_idx(idx, d.S, d.N, op);
   const Tensor dc = do_.contiguous(), qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   const Tensor ic = idx.contiguous(), oc = o.contiguous(), lc = lse.contiguous();
   const Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
+  if (q.is_cuda()) {
+    // Every element of the gradients is written by the kernels (no zero fill needed).
+    ChunkAttnGrads g;
+    g.dq = empty(q.shape(), q.dtype(), q.device());
+    g.dk = empty(k.shape(), q.dtype(), q.device());
+    g.dv = empty(v.shape(), q.dtype(), q.device());
+    if (bias.defined()) g.dbias = empty(bias.shape(), q.dtype(), q.device());
+    chunk_idx_check_cuda(ic, d.S, d.N, idx_device_message(op, ic, d.S, d.N));
+    chunk_attn_backward_cuda(dc, qc, kc, vc, ic, bc, oc, lc, g.dq, g.dk, g.dv, g.dbias, d.N, scale);
+    return g;
+  }
+  check_chunk_idx(idx, d.S, d.N, op);
   ChunkAttnGrads g;
   g.dq = zeros(q.shape(), q.dtype());
   g.dk = zeros(k.shape(), q.dtype());
