@@ -10,6 +10,7 @@
 #include "hydra/mixers/gated_delta/gated_delta.h"
 #include "hydra/mixers/window_attn/window_attn.h"
 #include "tensor/check.h"
+#include "tensor/cuda/backend.h"
 #include "tensor/ops/indexing.h"
 #include "tensor/ops/reduce.h"
 
@@ -224,14 +225,15 @@ MixerOutput RetrievalAttention::forward(const Tensor& x, const LayerState& st) c
       topk_ > 0) {
     const int64_t nc = summaries.size(1);
     const Tensor mapped = ag::reshape(ag::linear(summaries, summary_proj->weight), {B * nc * H_, D_});
-    // Flat row of chunk idx[b, t, h, i] (−1 padding reads row 0; the kernel ignores those slots).
-    std::vector<int64_t> rows(static_cast<std::size_t>(B * T * H_ * topk_));
-    const std::vector<int64_t> iv = idx.to_vector<int64_t>();
-    for (int64_t b = 0, e = 0; b < B; ++b)
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t h = 0; h < H_; ++h)
-          for (int64_t i = 0; i < topk_; ++i, ++e) rows[e] = b * nc * H_ + std::max<int64_t>(iv[e], 0) * H_ + h;
-    const Tensor g = ag::reshape(ag::index_select(mapped, 0, from_vector(rows, {B * T * H_ * topk_}, x.device())),
+    // Flat row of chunk idx[b, t, h, i] in `mapped`: b·nc·H + max(idx, 0)·H + h (−1 padding reads row 0; the
+    // kernel ignores those slots). Built with device ops, so the GPU path does not wait for the routing.
+    const Tensor b_off = hydra::mul(arange(0, static_cast<double>(B), 1, DType::Int64, x.device()).reshape({B, 1, 1, 1}),
+                                    static_cast<double>(nc * H_));
+    const Tensor h_off = arange(0, static_cast<double>(H_), 1, DType::Int64, x.device()).reshape({1, 1, H_, 1});
+    const Tensor rows = hydra::add(hydra::add(hydra::mul(hydra::clamp(idx, 0, static_cast<double>(nc - 1)), static_cast<double>(H_)), b_off),
+                                   h_off)
+                            .reshape({B * T * H_ * topk_});
+    const Tensor g = ag::reshape(ag::index_select(mapped, 0, rows),
                                  {B, T, H_, topk_, D_});
     const Tensor rho = ag::sum(ag::mul(g, q0.detach().unsqueeze(3)), {4});
     bias = ag::sub(rho, rho.detach());
@@ -406,12 +408,14 @@ Tensor HydraLM::mtp_loss(const Tensor& h, const Tensor& ids, const Tensor& label
   const int64_t T = h.size(1);
   Tensor total;
   int64_t n_valid_depths = 0;
-  const std::vector<int64_t> tv = target.to(kCPU).to_vector<int64_t>();
+  // Only explicit labels can hold the ignore index: reading them costs a host round trip, the default (the input
+  // ids as targets) does not.
+  const std::vector<int64_t> tv = labels.defined() ? target.to(kCPU).to_vector<int64_t>() : std::vector<int64_t>{};
   for (int64_t dp = 1; dp <= cfg_.mtp_depth; ++dp) {
     const int64_t n = T - 1 - dp;  // positions t with t + 1 + d′ < T
     if (n <= 0) continue;
     const Tensor tgt = target.slice(1, 1 + dp, T);
-    bool any = false;
+    bool any = !labels.defined();
     for (int64_t b = 0; b < target.size(0) && !any; ++b)
       for (int64_t t = 1 + dp; t < T && !any; ++t) any = tv[static_cast<std::size_t>(b * T + t)] != kDefaultIgnoreIndex;
     if (!any) continue;  // SPEC §2.12: depths with no valid position are skipped
@@ -455,13 +459,13 @@ Tensor lm_loss(const Tensor& logits, const Tensor& ids) {
 
 std::string resolve_model_device(const std::string& requested, const std::string& what) {
   if (requested == "cpu") return "cpu";
-  if (requested == "cuda" || requested == "auto") {
-    // The HydraLM mixers have CPU kernels only in this version (their CUDA kernels are the GPU issue's work), so
-    // neither "auto" nor "cuda" can run on a GPU yet; "cuda" says so instead of quietly running on the CPU.
-    if (requested == "auto") return "cpu";
-    HYDRA_CHECK(false,
-                "{} cuda: the HydraLM mixer kernels (gated delta rule, windowed and chunk attention) have no CUDA "
-                "implementation in this build yet; use cpu (or auto)", what);
+  const bool usable = cuda::is_built() && cuda::device_count() > 0;
+  if (requested == "auto") return usable ? "cuda" : "cpu";
+  if (requested == "cuda") {
+    HYDRA_CHECK(cuda::is_built(), "{} cuda: this binary was built without CUDA (configure with -DHYDRA_CUDA=ON on "
+                "a machine with nvcc); use cpu or auto", what);
+    HYDRA_CHECK(usable, "{} cuda: no usable CUDA device ({}); use cpu or auto", what, cuda::runtime_version());
+    return "cuda";
   }
   throw std::invalid_argument(fmt::format("{}: unknown value '{}', expected auto, cpu or cuda", what, requested));
 }

@@ -196,7 +196,7 @@ const std::vector<Field>& fields() {
                                         at_least(1), "log a line and a metrics.jsonl record every N steps"),
       make_field<TrainSection, std::string>("train", "precision", "auto | bf16 | fp32", &TC::train,
                                             &TrainSection::precision, one_of({"auto", "bf16", "fp32"}),
-                                            "mixed precision: auto = bf16 on a GPU, fp32 on the CPU"),
+                                            "mixed precision: auto = fp32 in this build (bf16 is not implemented yet)"),
       make_field<TrainSection, bool>("train", "recompute", "bool", &TC::train, &TrainSection::recompute, nullptr,
                                      "recompute each block's activations in backward (less memory)"),
       make_field<TrainSection, bool>("train", "progress", "bool", &TC::train, &TrainSection::progress, nullptr,
@@ -367,7 +367,12 @@ const std::vector<KeyInfo>& key_table() {
 
 std::string key_table_markdown() {
   std::string s = "| key | type | default | meaning |\n|---|---|---|---|\n";
-  for (const auto& k : key_table()) s += fmt::format("| `{}` | {} | `{}` | {} |\n", k.key, k.type, k.fallback, k.doc);
+  auto esc = [](std::string v) {  // a '|' inside a cell would split it
+    for (size_t p = v.find('|'); p != std::string::npos; p = v.find('|', p + 2)) v.replace(p, 1, "\\|");
+    return v;
+  };
+  for (const auto& k : key_table())
+    s += fmt::format("| `{}` | {} | `{}` | {} |\n", k.key, esc(k.type), k.fallback, esc(k.doc));
   return s;
 }
 

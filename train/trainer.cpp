@@ -234,9 +234,13 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
   }
   if (cfg.train.threads > 0) omp_set_num_threads(static_cast<int>(cfg.train.threads));
   const Device device(resolve_model_device(cfg.train.device, "train.device"));
-  const std::string precision = device.is_cpu() ? "fp32" : (cfg.train.precision == "auto" ? "bf16" : cfg.train.precision);
-  HYDRA_CHECK(!(device.is_cpu() && cfg.train.precision == "bf16"),
-              "train.precision: bf16 needs a GPU (train.device resolved to cpu); use auto or fp32");
+  // Precision: float32 everywhere for now. The bf16 mixed-precision policy (fp32 master weights, bf16 activations
+  // and GEMM inputs) belongs to the GPU issue and is not in this build, so asking for it is an error, not a quiet
+  // fallback.
+  HYDRA_CHECK(cfg.train.precision != "bf16",
+              "train.precision: bf16 mixed precision is not implemented in this build yet; use fp32 (or auto, which "
+              "is fp32 for now)");
+  const std::string precision = "fp32";
 
   // Data.
   std::shared_ptr<TokenSource> src;
