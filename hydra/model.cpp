@@ -6,6 +6,7 @@
 
 #include "autograd/autograd.h"
 #include "autograd/profile.h"
+#include "nn/precision.h"
 #include "hydra/mixers/chunk_attn/chunk_attn.h"
 #include "hydra/mixers/gated_delta/gated_delta.h"
 #include "hydra/mixers/window_attn/window_attn.h"
@@ -88,7 +89,8 @@ MixerOutput GatedDeltaNet::forward(const Tensor& x, const LayerState& st) const 
   const std::vector<Tensor> qkv = ag::split(conv.y, {I, I, I}, -1);
   Tensor q = heads(qkv[0], H_, D_), k = heads(qkv[1], H_, D_), v = heads(qkv[2], H_, D_);
   if (norm_qk_) q = ag::l2_normalize(q), k = ag::l2_normalize(k);
-  const std::vector<Tensor> ab = ag::split(ag::sigmoid(ab_proj.forward(x)), {H_, H_}, -1);
+  // The gates are computed and kept in the parameters' dtype (float32 under bf16 mixed precision, nn/precision.h).
+  const std::vector<Tensor> ab = ag::split(ag::sigmoid(nn::to_dtype_of(ab_proj.forward(x), ab_proj.weight)), {H_, H_}, -1);
   const GatedDeltaOutput r = ag::gated_delta(q, k, v, ag::contiguous(ab[0]), ag::contiguous(ab[1]), st.S, chunk_);
   Tensor o = ag::reshape(r.o, {x.size(0), x.size(1), I});
   if (gate_proj) o = ag::mul(o, ag::silu(gate_proj->forward(x)));
@@ -108,7 +110,8 @@ MixerOutput GatedDeltaNet::step(const Tensor& x, const LayerState& st) const {
   const std::vector<Tensor> qkv = hydra::split(conv.y, {I, I, I}, -1);
   Tensor q = qkv[0].reshape({B, H_, D_}), k = qkv[1].reshape({B, H_, D_}), v = qkv[2].reshape({B, H_, D_});
   if (norm_qk_) q = ag::l2_normalize(q), k = ag::l2_normalize(k);
-  const std::vector<Tensor> ab = hydra::split(ag::sigmoid(ab_proj.forward(x)), {H_, H_}, -1);
+  const std::vector<Tensor> ab =
+      hydra::split(ag::sigmoid(nn::to_dtype_of(ab_proj.forward(x), ab_proj.weight)), {H_, H_}, -1);
   const GatedDeltaOutput r = gated_delta_step(q, k, v, ab[0].contiguous(), ab[1].contiguous(), st.S);
   Tensor o = r.o.reshape({B, I});
   if (gate_proj) o = ag::mul(o, ag::silu(gate_proj->forward(x)));
@@ -215,7 +218,7 @@ MixerOutput RetrievalAttention::forward(const Tensor& x, const LayerState& st) c
   Tensor route_vectors = summaries;
   if (summary_proj) {
     ag::NoGradGuard no_grad;
-    route_vectors = hydra::linear(summaries, summary_proj->weight.detach());
+    route_vectors = hydra::linear(summaries, summary_proj->weight.detach().to(summaries.dtype()));
   }
   const Tensor idx = chunk_route(q0.detach(), route_vectors, C, topk_, S);
 
@@ -224,7 +227,8 @@ MixerOutput RetrievalAttention::forward(const Tensor& x, const LayerState& st) c
   if (summary_proj && ag::grad_enabled() && ag::requires_grad(summary_proj->weight) && summaries.size(1) > 0 &&
       topk_ > 0) {
     const int64_t nc = summaries.size(1);
-    const Tensor mapped = ag::reshape(ag::linear(summaries, summary_proj->weight), {B * nc * H_, D_});
+    const Tensor mapped =
+        ag::reshape(ag::linear(summaries, nn::to_dtype_of(summary_proj->weight, summaries)), {B * nc * H_, D_});
     // Flat row of chunk idx[b, t, h, i] in `mapped`: b·nc·H + max(idx, 0)·H + h (−1 padding reads row 0; the
     // kernel ignores those slots). Built with device ops, so the GPU path does not wait for the routing.
     const Tensor b_off = hydra::mul(arange(0, static_cast<double>(B), 1, DType::Int64, x.device()).reshape({B, 1, 1, 1}),
@@ -286,16 +290,17 @@ MixerOutput HydraBlock::forward(const Tensor& x, const LayerState& state) const 
     ag::profile::Scope scope(profile_name_);
     m = mixer->forward(norm1.forward(x), state);
   }
-  const Tensor u = ag::add(x, m.y);
+  // The residual stream keeps x's dtype (float32 under bf16 mixed precision): sublayer outputs are cast back.
+  const Tensor u = ag::add(x, nn::to_dtype_of(m.y, x));
   ag::profile::Scope scope("forward: mlp (norms included)");
-  m.y = ag::add(u, mlp.forward(norm2.forward(u)));
+  m.y = ag::add(u, nn::to_dtype_of(mlp.forward(norm2.forward(u)), u));
   return m;
 }
 
 MixerOutput HydraBlock::step(const Tensor& x, const LayerState& state) const {
   MixerOutput m = mixer->step(norm1.forward(x), state);
-  const Tensor u = ag::add(x, m.y);
-  m.y = ag::add(u, mlp.forward(norm2.forward(u)));
+  const Tensor u = ag::add(x, nn::to_dtype_of(m.y, x));
+  m.y = ag::add(u, nn::to_dtype_of(mlp.forward(norm2.forward(u)), u));
   return m;
 }
 
@@ -339,6 +344,13 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }
 }  // namespace
 
+void HydraLM::set_compute_dtype(std::optional<DType> t) {
+  HYDRA_CHECK(!t || *t == DType::BFloat16 || *t == DType::Float32,
+              "HydraLM::set_compute_dtype: supported are bfloat16 (mixed precision) or float32, got {}",
+              t ? dtype_name(*t) : "none");
+  compute_dtype_ = t;
+}
+
 void HydraLM::init_weights(uint64_t seed) {
   // SPEC §3: Linear weights N(0, σ₀), biases 0; embeddings N(0, σ₀); o_proj / w_down / untied lm_head
   // N(0, σ₀/√(2L)); conv keeps its U(±1/√K) default; norms 1; MTP proj N(0, σ₀); summary_proj identity.
@@ -380,6 +392,7 @@ ForwardResult HydraLM::forward(const Tensor& ids, const ModelState& state, const
               ids.defined() ? fmt::format("{} {}", dtype_name(ids.dtype()), shape_str(ids.shape())) : "undefined");
   HYDRA_CHECK(state.empty() || static_cast<int64_t>(state.size()) == blocks.size(),
               "HydraLM::forward: state has {} layer entries, the model has {} layers", state.size(), blocks.size());
+  const nn::ComputeDTypeGuard precision(compute_dtype_);
   const Tensor ids_dev = ids.to(device());
   Tensor x;
   {
@@ -395,7 +408,7 @@ ForwardResult HydraLM::forward(const Tensor& ids, const ModelState& state, const
   }
   ag::profile::Scope scope("forward: final norm + LM head (+ MTP)");
   const Tensor h = norm_f.forward(x);
-  out.logits = ag::linear(h, lm_head_weight());
+  out.logits = ag::linear(h, nn::to_compute(lm_head_weight()));
   if (opts.return_hidden) out.hidden = h;
   if (opts.compute_mtp && cfg_.mtp_depth > 0) out.mtp_aux_loss = mtp_loss(h, ids_dev, opts.mtp_labels);
   return out;
@@ -420,7 +433,8 @@ Tensor HydraLM::mtp_loss(const Tensor& h, const Tensor& ids, const Tensor& label
       for (int64_t t = 1 + dp; t < T && !any; ++t) any = tv[static_cast<std::size_t>(b * T + t)] != kDefaultIgnoreIndex;
     if (!any) continue;  // SPEC §2.12: depths with no valid position are skipped
     const MtpHead& head = mtp_heads[dp - 1];
-    const Tensor lg = ag::linear(head.proj.forward(head.norm.forward(ag::slice(h, 1, 0, n))), lm_head_weight());
+    const Tensor lg =
+        ag::linear(head.proj.forward(head.norm.forward(ag::slice(h, 1, 0, n))), nn::to_compute(lm_head_weight()));
     const Tensor ce = ag::cross_entropy(lg, tgt);
     total = total.defined() ? ag::add(total, ce) : ce;
     ++n_valid_depths;
@@ -436,6 +450,7 @@ StepResult HydraLM::step(const Tensor& ids, const ModelState& state) const {
   HYDRA_CHECK(state.empty() || static_cast<int64_t>(state.size()) == blocks.size(),
               "HydraLM::step: state has {} layer entries, the model has {} layers", state.size(), blocks.size());
   ag::NoGradGuard no_grad;
+  const nn::ComputeDTypeGuard precision(compute_dtype_);
   Tensor x = embed.forward(ids.to(device()));
   StepResult out;
   out.state.resize(static_cast<std::size_t>(blocks.size()));
@@ -444,7 +459,7 @@ StepResult HydraLM::step(const Tensor& ids, const ModelState& state) const {
     x = m.y;
     out.state[static_cast<std::size_t>(i)] = std::move(m.state);
   }
-  out.logits = ag::linear(norm_f.forward(x), lm_head_weight());
+  out.logits = ag::linear(norm_f.forward(x), nn::to_compute(lm_head_weight()));
   return out;
 }
 

@@ -8,6 +8,7 @@
 // Every forward is differentiable; step() is inference only.
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -149,6 +150,12 @@ class HydraLM : public nn::Module {
   // Re-runs the SPEC §3 initialisation.
   void init_weights(uint64_t seed);
 
+  // Mixed precision (nn/precision.h): BFloat16 runs forward and step under the bf16 policy (float32 master
+  // parameters, bf16 activations and GEMM inputs, float32 statistics, gates, state, residual stream and loss);
+  // nullopt (the default) computes in the parameters' dtype. bf16 needs the model on a CUDA device.
+  void set_compute_dtype(std::optional<DType> t);
+  std::optional<DType> compute_dtype() const { return compute_dtype_; }
+
   nn::Embedding embed;
   nn::ModuleList<HydraBlock> blocks;
   nn::RMSNorm norm_f;
@@ -156,6 +163,7 @@ class HydraLM : public nn::Module {
   nn::ModuleList<MtpHead> mtp_heads;
 
  private:
+  std::optional<DType> compute_dtype_;
   Tensor mtp_loss(const Tensor& hidden, const Tensor& ids, const Tensor& labels) const;
 };
 

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "autograd/autograd.h"
+#include "nn/precision.h"
 #include "tensor/check.h"
 
 namespace hydra::nn {
@@ -28,7 +29,7 @@ void ShortConv::Conv::init(Tensor w, Tensor b) {
 Tensor Linear::forward(const Tensor& x) const {
   HYDRA_CHECK(x.dim() >= 1 && x.size(-1) == in_features(), "Linear: input has shape {}, expected (..., {})",
               shape_str(x.shape()), in_features());
-  return ag::linear(x, weight, bias);
+  return ag::linear(to_compute(x), to_compute(weight), to_compute(bias));
 }
 
 Embedding::Embedding(int64_t num, int64_t dim, int64_t padding_idx, Generator& gen) : padding_idx_(padding_idx) {
@@ -46,7 +47,11 @@ RMSNorm::RMSNorm(int64_t dim, double eps) : eps_(eps) {
   register_parameter("weight", &weight);
 }
 
-Tensor RMSNorm::forward(const Tensor& x) const { return ag::rms_norm(x, weight, eps_); }
+Tensor RMSNorm::forward(const Tensor& x) const {
+  // Mixed precision: the statistics and the weight stay in the parameters' dtype; the output goes on in the compute
+  // dtype (nn/precision.h).
+  return to_compute(ag::rms_norm(to_dtype_of(x, weight), weight, eps_));
+}
 
 SwiGLU::SwiGLU(int64_t dim, int64_t hidden, Generator& gen)
     : w_fused(dim, 2 * hidden, false, gen), w_down(hidden, dim, false, gen), hidden_(hidden) {
@@ -72,8 +77,8 @@ ShortConv::ShortConv(int64_t channels, int64_t kernel, Generator& gen) : channel
 ShortConv::Output ShortConv::forward(const Tensor& x, const Tensor& cache) const {
   HYDRA_CHECK(x.dim() == 3 && x.size(2) == channels_, "ShortConv: input has shape {}, expected (B, T, {})",
               shape_str(x.shape()), channels_);
-  const Tensor w = ag::view(conv.weight, {channels_, kernel_});
-  CausalConv1dOutput out = ag::causal_conv1d(x, w, conv.bias, cache);
+  const Tensor w = to_dtype_of(ag::view(conv.weight, {channels_, kernel_}), x);
+  CausalConv1dOutput out = ag::causal_conv1d(x, w, to_dtype_of(conv.bias, x), to_dtype_of(cache, x));
   return {ag::silu(out.y), out.new_cache};
 }
 

@@ -196,7 +196,7 @@ const std::vector<Field>& fields() {
                                         at_least(1), "log a line and a metrics.jsonl record every N steps"),
       make_field<TrainSection, std::string>("train", "precision", "auto | bf16 | fp32", &TC::train,
                                             &TrainSection::precision, one_of({"auto", "bf16", "fp32"}),
-                                            "mixed precision: auto = fp32 in this build (bf16 is not implemented yet)"),
+                                            "mixed precision: auto = bf16 on a GPU (nn/precision.h), fp32 on the CPU"),
       make_field<TrainSection, bool>("train", "recompute", "bool", &TC::train, &TrainSection::recompute, nullptr,
                                      "recompute each block's activations in backward (less memory)"),
       make_field<TrainSection, bool>("train", "progress", "bool", &TC::train, &TrainSection::progress, nullptr,

@@ -131,3 +131,40 @@ TEST_CASE("HydraLM forward and backward on the GPU make no host round trip besid
   cuda::synchronize(0);
   CHECK_MESSAGE(host_ms < 150.0, "forward+backward waited for the device: " << host_ms << " ms on the host");
 }
+
+TEST_CASE("HydraLM bf16 mixed precision on the GPU against float32 on the CPU: logits loss and every gradient") {
+  if (!gpu_available()) return;
+  HydraConfig c;
+  c.vocab_size = 97, c.d_model = 64, c.n_heads = 4, c.n_layers = 4, c.mtp_depth = 1;
+  c.layer_types = std::vector<LayerType>{LayerType::DeltaNet, LayerType::Retrieval, LayerType::Swa, LayerType::DeltaNet};
+  c.swa_window = 24, c.dn_chunk_size = 16;
+  // top_k ≥ the number of chunks: every earlier chunk is selected, so bf16 rounding cannot change the routing.
+  c.retrieval_chunk_size = 8, c.retrieval_top_k = 16, c.retrieval_learned_summary = true;
+  HydraLM ref(c, 21), gpu(c, 21);
+  gpu.to(Device("cuda:0"));
+  gpu.set_compute_dtype(DType::BFloat16);
+  Generator gen(hydra::test::base_seed() + 7);
+  const Tensor ids = randint(1, 97, {2, 77}, gen);
+  ForwardOptions opts;
+  opts.compute_mtp = true;
+  const ForwardResult rr = ref.forward(ids, opts), rg = gpu.forward(ids, opts);
+  CHECK(rg.logits.dtype() == DType::BFloat16);
+  const auto tol = hydra::test::tolerance_for(DType::BFloat16);
+  check_close(rg.logits, rr.logits, tol, "logits");
+  const Tensor lr = ag::add(lm_loss(rr.logits, ids), rr.mtp_aux_loss);
+  const Tensor lg = ag::add(lm_loss(rg.logits, ids.to(Device("cuda:0"))), rg.mtp_aux_loss);
+  CHECK(lg.dtype() == DType::Float32);
+  CHECK(std::abs(lg.item() - lr.item()) <= 1e-2 * std::abs(lr.item()));
+  ag::backward(lr);
+  ag::backward(lg);
+  const auto pr = ref.named_parameters(), pg = gpu.named_parameters();
+  REQUIRE(pr.size() == pg.size());
+  for (size_t i = 0; i < pr.size(); ++i) {
+    CAPTURE(pr[i].first);
+    CHECK(pg[i].second.dtype() == DType::Float32);  // master weights
+    const Tensor gg = ag::grad(pg[i].second);
+    REQUIRE(gg.defined());
+    CHECK(gg.dtype() == DType::Float32);
+    check_close(gg, ag::grad(pr[i].second), tol, pr[i].first);
+  }
+}
