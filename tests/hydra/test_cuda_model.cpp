@@ -97,12 +97,7 @@ TEST_CASE("HydraLM float32 on the GPU matches float64 on the CPU: all three mixe
   }
 }
 
-// KNOWN DEFECT (GPU issue, open): the index-range checks of embedding/index_select on CUDA
-// (tensor/ops/indexing.cpp check_index_values -> cuda::first_bad_index) read their verdict back synchronously, so a
-// forward waits for the device. Marked should_fail until those checks are deferred (cuda::defer_device_check) and
-// the index kernels made bounds-safe; then this decorator comes off.
-TEST_CASE("HydraLM forward and backward on the GPU make no host round trip besides reading the loss" *
-          doctest::should_fail(true)) {
+TEST_CASE("HydraLM forward and backward on the GPU make no host round trip besides reading the loss") {
   if (!gpu_available()) return;
   HydraConfig c;
   c.vocab_size = 64, c.d_model = 32, c.n_heads = 2, c.n_layers = 3, c.mtp_depth = 1;
