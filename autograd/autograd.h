@@ -1,5 +1,6 @@
 #pragma once
 // Umbrella header of the autograd layer.
+#include "autograd/checkpoint.h"
 #include "autograd/function.h"
 #include "autograd/functions/basic.h"
 #include "autograd/functions/fused.h"

@@ -351,6 +351,8 @@ void HydraLM::set_compute_dtype(std::optional<DType> t) {
   compute_dtype_ = t;
 }
 
+void HydraLM::set_recompute(bool on) { recompute_ = on; }
+
 void HydraLM::init_weights(uint64_t seed) {
   // SPEC §3: Linear weights N(0, σ₀), biases 0; embeddings N(0, σ₀); o_proj / w_down / untied lm_head
   // N(0, σ₀/√(2L)); conv keeps its U(±1/√K) default; norms 1; MTP proj N(0, σ₀); summary_proj identity.
@@ -402,7 +404,25 @@ ForwardResult HydraLM::forward(const Tensor& ids, const ModelState& state, const
   ForwardResult out;
   out.state.resize(static_cast<std::size_t>(blocks.size()));
   for (int64_t i = 0; i < blocks.size(); ++i) {
-    MixerOutput m = blocks[i].forward(x, state.empty() ? LayerState{} : state[static_cast<std::size_t>(i)]);
+    const LayerState st_in = state.empty() ? LayerState{} : state[static_cast<std::size_t>(i)];
+    if (recompute_ && ag::grad_enabled()) {
+      // Activation recomputation: only the block's input is kept; backward re-runs the block (under the same
+      // precision policy) and backpropagates through the recomputed graph (autograd/checkpoint.h).
+      auto st_out = std::make_shared<LayerState>();
+      const HydraBlock* blk = &blocks[i];
+      const std::optional<DType> dt = compute_dtype_;
+      x = ag::checkpoint(
+          [blk, st_in, st_out, dt](const std::vector<Tensor>& xs) {
+            const nn::ComputeDTypeGuard precision(dt);
+            MixerOutput m = blk->forward(xs[0], st_in);
+            *st_out = std::move(m.state);
+            return std::vector<Tensor>{m.y};
+          },
+          {x})[0];
+      out.state[static_cast<std::size_t>(i)] = *st_out;
+      continue;
+    }
+    MixerOutput m = blocks[i].forward(x, st_in);
     x = m.y;
     out.state[static_cast<std::size_t>(i)] = std::move(m.state);
   }

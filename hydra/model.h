@@ -156,6 +156,13 @@ class HydraLM : public nn::Module {
   void set_compute_dtype(std::optional<DType> t);
   std::optional<DType> compute_dtype() const { return compute_dtype_; }
 
+  // Per-block activation recomputation (SPEC grad_checkpoint): when on and a graph is being recorded, forward keeps
+  // only each block's input and backward re-runs the block; the gradients are the same as without it (the
+  // mixers are deterministic). Gradients do not flow into an incoming streaming state in this mode (its tensors are
+  // used as constants). Off by default.
+  void set_recompute(bool on);
+  bool recompute() const { return recompute_; }
+
   nn::Embedding embed;
   nn::ModuleList<HydraBlock> blocks;
   nn::RMSNorm norm_f;
@@ -164,6 +171,7 @@ class HydraLM : public nn::Module {
 
  private:
   std::optional<DType> compute_dtype_;
+  bool recompute_ = false;
   Tensor mtp_loss(const Tensor& hidden, const Tensor& ids, const Tensor& labels) const;
 };
 

@@ -269,6 +269,7 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
   HydraLM model(cfg.model, seed);
   if (!device.is_cpu()) model.to(device);
   if (precision == "bf16") model.set_compute_dtype(DType::BFloat16);
+  model.set_recompute(cfg.train.recompute);
   model.train();
   const nn::NamedTensors named = model.named_parameters();
   std::vector<Tensor> params;
@@ -340,8 +341,9 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
   log << fmt::format("  data        {} ({}, {} tokens; train {}, validation {}), windows of {}+1\n", cfg.data.path,
                      src->format(), src->size(), train_split.end - train_split.begin,
                      val_split.end - val_split.begin, cfg.data.seq_len);
-  log << fmt::format("  batch       {} × {} micro-batches × {} tokens = {} tokens/step\n", cfg.train.batch_size,
-                     cfg.train.grad_accum, cfg.data.seq_len, tokens_per_step);
+  log << fmt::format("  batch       {} × {} micro-batches × {} tokens = {} tokens/step{}\n", cfg.train.batch_size,
+                     cfg.train.grad_accum, cfg.data.seq_len, tokens_per_step,
+                     cfg.train.recompute ? "; activations recomputed per block" : "");
   log << fmt::format("  optimizer   {}; warmup {} then cosine to {} over {} steps; clip {}\n", opt_desc,
                      cfg.optim.warmup_steps, cfg.optim.min_lr, cfg.train.steps, cfg.optim.grad_clip);
   log << fmt::format("  build       {} build, {}, CUDA {}, commit {}\n", HYDRA_BUILD_TYPE, HYDRA_CXX_ID,

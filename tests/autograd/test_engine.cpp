@@ -106,3 +106,30 @@ TEST_CASE("gradcheck catches a wrong backward and reports the worst element") {
   ag::set_requires_grad(expanded);
   check_throws_with([&] { ag::gradcheck("x", wrong, {expanded}); }, {"gradcheck", "broadcast"});
 }
+
+TEST_CASE("checkpoint recomputes in backward and gives the gradients of the recorded function") {
+  const Tensor x0 = hydra::test::randn_t({3, 4}), w0 = hydra::test::randn_t({4, 5});
+  auto f = [](const Tensor& x, const Tensor& w) { return ag::mul(ag::tanh(ag::matmul(x, w)), ag::sum(ag::square(x))); };
+  // direct
+  const Tensor xa = hydra::test::leaf(x0), wa = hydra::test::leaf(w0);
+  ag::backward(ag::sum(f(xa, wa)));
+  // checkpointed: w is read from the closure (like a module parameter), x is an input
+  const Tensor xb = hydra::test::leaf(x0), wb = hydra::test::leaf(w0);
+  int calls = 0;
+  const std::vector<Tensor> y = ag::checkpoint(
+      [&](const std::vector<Tensor>& xs) {
+        ++calls;
+        return std::vector<Tensor>{f(xs[0], wb)};
+      },
+      {xb});
+  CHECK(calls == 1);
+  CHECK(ag::requires_grad(y[0]));
+  ag::backward(ag::sum(y[0]));
+  CHECK(calls == 2);  // recomputed once in backward
+  CHECK(hydra::max(hydra::abs(hydra::sub(ag::grad(xa), ag::grad(xb)))).item() == 0.0);
+  CHECK(hydra::max(hydra::abs(hydra::sub(ag::grad(wa), ag::grad(wb)))).item() == 0.0);
+  // under no-grad it is just the function
+  ag::NoGradGuard no_grad;
+  CHECK(!ag::requires_grad(ag::checkpoint([&](const std::vector<Tensor>& xs) { return std::vector<Tensor>{f(xs[0], wb)}; },
+                                          {xb})[0]));
+}
