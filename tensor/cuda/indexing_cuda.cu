@@ -1,8 +1,8 @@
 // Indexing kernels: gather (which also serves index_select and the embedding lookup), scatter_add (which also
-// serves index_add), the embedding backward, and the index-range check that the dispatch functions run first.
+// serves index_add), the embedding backward, and the index-range check that the dispatch functions enqueue first.
 // concat has no kernel of its own: one strided copy (hydra::cuda::copy) per piece into a narrow() of the output.
 //
-// Math and shapes (r = rank <= kMaxDims; `dim` already wrapped into [0, r); index values already validated):
+// Math and shapes (r = rank <= kMaxDims; `dim` already wrapped into [0, r); n = the size of the indexed dim):
 //   gather:      out[p] = x[p with p[dim] := idx[p]]              out and idx: one shape S; x: rank r.
 //                index_select and embedding pass idx as a stride-0 broadcast of their 1-D index over S.
 //   scatter_add: for each q in idx's shape with dim collapsed to 1, for j = 0 .. J-1 in order (J = idx.size(dim)):
@@ -10,7 +10,13 @@
 //                bfloat16: runs on float32 copies of dst and src, rounded once at the end (as on the CPU).
 //   embedding_backward: dweight (V, C), dweight[v, c] = Σ_{p : ids[p] = v} grad[p, c] in increasing flat position p,
 //                accumulated in float64 (as on the CPU); zero for rows with no position and for v == padding_idx.
-//   index check: the smallest flat (row-major) position of idx whose value lies outside [0, n).
+//   index check: info = {the smallest flat (row-major) position of idx whose value lies outside [0, n) or -1, that
+//                value}, handed to defer_device_check: the host never waits for it.
+//
+// Bounds safety: the index check's verdict arrives after the op has been launched, so the kernels never trust an
+// index value: gather writes 0 where idx[p] is outside [0, n), scatter_add skips such a position, and the
+// embedding backward sorts such a position past every row (key V) so no row sums it. The results of a call with a
+// bad index are unspecified (the deferred error reports it); no memory outside the operands is touched.
 //
 // Thread mapping:
 //   gather: one thread per output element, grid-stride in row-major order (writes to the contiguous out coalesce;
@@ -18,22 +24,29 @@
 //   scatter_add: one thread per q. A thread owns every destination element with q's non-dim coordinates, so no two
 //     threads write one element (no atomics), and each element receives its additions in increasing j: the CPU's
 //     order, hence bit-identical results to the CPU kernel and between runs. Parallelism is numel(idx) / J threads.
-//   embedding_backward: the flat ids come back to the host once, are counting-sorted by id there (sequential, so
-//     each row's position list is increasing: the CPU's algorithm), and the row starts (V + 1) and the position
-//     order (N) go to the device. Then one block per row v (grid-stride over rows), threads over c: each thread
-//     sums its column over the row's positions in order in float64 and writes it once. Every output element is
-//     written exactly once, by one thread, in a fixed order: deterministic and bit-identical to the CPU.
-//   index check: one thread per index element; an out-of-range one does atomicMin of its flat position into one
-//     word, which the host reads back (synchronizing the stream) together with the value at that position.
+//   embedding_backward, all on the device (no host round trip): (1) one thread per position p writes the sort key
+//     (ids[p], or V when out of range) and the value p; (2) cub::DeviceRadixSort::SortPairs over the low
+//     bit_width(V) bits, which is stable, so each row's positions stay in increasing order (the CPU's counting-sort
+//     order); (3) one thread per row v in [0, V] binary-searches the sorted keys for start[v], the first key >= v;
+//     (4) one block per row v (grid-stride over rows), threads over c: each thread sums its column over
+//     order[start[v] .. start[v+1]) in order in float64 and writes it once. Every output element is written
+//     exactly once, by one thread, in a fixed order: deterministic and bit-identical to the CPU.
+//   index check: one thread per index element; an out-of-range one does atomicMin of its flat position into
+//     info[0] (preset to all ones, which is -1 as an int64: none found); then one thread reads the value at
+//     info[0] into info[1]. The 16 bytes go to pinned host memory asynchronously (defer_device_check).
 //
 // Bytes moved per call: gather reads idx and out.numel() elements of x, writes out. scatter_add reads idx, the
 //   J-slices of src and read-modify-writes the touched dst elements. embedding_backward reads grad (N, C) once,
-//   writes (V, C), plus N ids down and (V + 1 + N) int64 up over PCIe. The index check reads idx once.
+//   writes (V, C), plus the sort of N (key, position) pairs of 8 + 8 bytes (a few passes over 32·N bytes) and
+//   8·(V + 1) bytes of row starts. The index check reads idx once and writes 16 bytes.
 //
 // Reference: the CPU kernels of tensor/ops/indexing.cpp; tests/tensor/test_cuda_indexing.cpp compares with them
-// (bit-exact for the data movement ops) and with their float64 results (the accumulating ops).
+// (bit-exact for the data movement ops and the embedding backward) and with their float64 results (the
+// accumulating ops), and checks that a bad index is raised at the next synchronisation without a memory fault.
 #include <algorithm>
+#include <cub/device/device_radix_sort.cuh>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "tensor/check.h"
@@ -52,6 +65,7 @@ constexpr int kThreads = 256;
 struct GatherGeom {
   int ndim = 0;
   int dim = 0;
+  int64_t n = 0;  // x.size(dim): the valid index range is [0, n)
   int64_t size[kMaxDims] = {};
   int64_t out_stride[kMaxDims] = {};
   int64_t idx_stride[kMaxDims] = {};
@@ -64,28 +78,38 @@ struct ScatterGeom {
   int ndim = 0;
   int dim = 0;
   int64_t J = 0;
+  int64_t n = 0;  // dst.size(dim): the valid index range is [0, n)
   int64_t size[kMaxDims] = {};
   int64_t dst_stride[kMaxDims] = {};
   int64_t idx_stride[kMaxDims] = {};
   int64_t src_stride[kMaxDims] = {};
 };
 
-// Storage offset of flat position `pos` of t (row-major), on the host.
-int64_t host_offset(const Tensor& t, int64_t pos, const char* op) {
-  if (t.is_contiguous()) return pos;
-  return geom_offset(make_geom(t, op), pos);
+// Number of low bits that hold every value in [0, v] (v >= 1).
+int bit_width(int64_t v) {
+  int b = 1;
+  while (b < 63 && (v >> b) != 0) ++b;
+  return b;
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // kernels
 
+// info (2 × int64) arrives preset to all ones: info[0] = ~0 (-1 as an int64) means no bad position yet.
 template <typename I>
 __global__ void index_check_kernel(const I* idx, Geom g, bool contiguous, int64_t numel, int64_t n,
-                                   unsigned long long* first_bad) {
+                                   unsigned long long* info) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < numel; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t v = static_cast<int64_t>(idx[contiguous ? i : geom_offset(g, i)]);
-    if (v < 0 || v >= n) atomicMin(first_bad, static_cast<unsigned long long>(i));
+    if (v < 0 || v >= n) atomicMin(info, static_cast<unsigned long long>(i));
   }
+}
+
+// One thread: info[1] = the value at the smallest bad position info[0], when there is one.
+template <typename I>
+__global__ void index_check_value_kernel(const I* idx, Geom g, bool contiguous, long long* info) {
+  const long long p = info[0];
+  if (p >= 0) info[1] = static_cast<long long>(idx[contiguous ? p : geom_offset(g, p)]);
 }
 
 template <typename T, typename I>
@@ -99,7 +123,8 @@ __global__ void gather_fwd_kernel(T* out, const I* idx, const T* x, GatherGeom g
       k += c * g.idx_stride[d];
       if (d != g.dim) xo += c * g.x_stride[d];
     }
-    out[o] = x[xo + static_cast<int64_t>(idx[k]) * g.x_stride[g.dim]];
+    const int64_t v = static_cast<int64_t>(idx[k]);
+    out[o] = (v >= 0 && v < g.n) ? x[xo + v * g.x_stride[g.dim]] : T{};  // out of range: 0 (reported deferred)
   }
 }
 
@@ -116,17 +141,47 @@ __global__ void scatter_add_fwd_kernel(T* dst, const I* idx, const T* src, Scatt
       s += c * g.src_stride[d];
     }
     for (int64_t j = 0; j < g.J; ++j) {
-      T* p = dst + o + static_cast<int64_t>(idx[k + j * is]) * ds;
+      const int64_t v = static_cast<int64_t>(idx[k + j * is]);
+      if (v < 0 || v >= g.n) continue;  // out of range: skipped (reported deferred)
+      T* p = dst + o + v * ds;
       *p = static_cast<T>(*p + src[s + j * ss]);
     }
+  }
+}
+
+// keys[p] = ids[p] when it lies in [0, V), else V (sorted after every row, so no row sums it); pos[p] = p.
+template <typename I>
+__global__ void embedding_sort_keys_kernel(const I* ids, Geom g, bool contiguous, int64_t N, int64_t V,
+                                           unsigned long long* keys, long long* pos) {
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < N; p += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t v = static_cast<int64_t>(ids[contiguous ? p : geom_offset(g, p)]);
+    keys[p] = static_cast<unsigned long long>(v >= 0 && v < V ? v : V);
+    pos[p] = p;
+  }
+}
+
+// start[v] = the first index of the sorted keys (N of them) whose key is >= v, for v in [0, V]: row v's positions
+// are order[start[v] .. start[v+1]), and start[V] counts the in-range ids.
+__global__ void embedding_row_start_kernel(const unsigned long long* keys, int64_t N, int64_t V, long long* start) {
+  for (int64_t v = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; v <= V; v += int64_t(gridDim.x) * blockDim.x) {
+    int64_t lo = 0, hi = N;
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      if (keys[mid] < static_cast<unsigned long long>(v)) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    start[v] = lo;
   }
 }
 
 // grad (N, C) contiguous; start (V + 1) and order (N): row v's positions are order[start[v] .. start[v+1]) in
 // increasing order. out (V, C) contiguous.
 template <typename T>
-__global__ void embedding_bwd_kernel(const T* grad, const int64_t* start, const int64_t* order, int64_t V, int64_t C,
-                                     int64_t pad, T* out) {
+__global__ void embedding_bwd_kernel(const T* grad, const long long* start, const long long* order, int64_t V,
+                                     int64_t C, int64_t pad, T* out) {
   for (int64_t v = blockIdx.x; v < V; v += gridDim.x) {
     const int64_t b = start[v], e = v == pad ? start[v] : start[v + 1];
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
@@ -141,30 +196,24 @@ __global__ void embedding_bwd_kernel(const T* grad, const int64_t* start, const 
 // launch helpers
 
 template <typename I>
-int64_t launch_index_check(const Tensor& idx, int64_t n, int64_t* value) {
+void launch_index_check(const Tensor& idx, int64_t n, std::function<std::string(int64_t, int64_t)> message) {
   const int64_t numel = idx.numel();
-  if (numel == 0) return -1;
+  if (numel == 0) return;
   const bool contiguous = idx.is_contiguous();
   const Geom g = contiguous ? Geom{} : make_geom(idx, "index check");
   DeviceGuard guard(idx.device().index);
   cudaStream_t s = stream_of(idx);
-  Tensor flag = empty({1}, DType::Int64, idx.device());
-  auto* first_bad = static_cast<unsigned long long*>(flag.raw_data());
-  HYDRA_CUDA_CHECK(cudaMemsetAsync(first_bad, 0xFF, sizeof(unsigned long long), s));  // all ones: none found
-  index_check_kernel<I><<<grid_for(numel, kThreads), kThreads, 0, s>>>(static_cast<const I*>(idx.raw_data()), g,
-                                                                       contiguous, numel, n, first_bad);
+  // {first bad position or -1, its value}; freed at return, which is safe: the caching allocator hands the block
+  // out again only to work queued after the copy that defer_device_check enqueues on this stream.
+  Tensor info = empty({2}, DType::Int64, idx.device());
+  HYDRA_CUDA_CHECK(cudaMemsetAsync(info.raw_data(), 0xFF, 2 * sizeof(long long), s));  // all ones: -1, none found
+  const I* ip = static_cast<const I*>(idx.raw_data());
+  index_check_kernel<I><<<grid_for(numel, kThreads), kThreads, 0, s>>>(
+      ip, g, contiguous, numel, n, static_cast<unsigned long long*>(info.raw_data()));
   HYDRA_CUDA_CHECK_LAUNCH("index check");
-  unsigned long long pos = 0;
-  HYDRA_CUDA_CHECK(cudaMemcpyAsync(&pos, first_bad, sizeof pos, cudaMemcpyDeviceToHost, s));
-  HYDRA_CUDA_CHECK(cudaStreamSynchronize(s));
-  if (pos == ~0ull) return -1;
-  const int64_t p = static_cast<int64_t>(pos);
-  I v{};
-  HYDRA_CUDA_CHECK(cudaMemcpyAsync(&v, static_cast<const I*>(idx.raw_data()) + host_offset(idx, p, "index check"),
-                                   sizeof(I), cudaMemcpyDeviceToHost, s));
-  HYDRA_CUDA_CHECK(cudaStreamSynchronize(s));
-  *value = static_cast<int64_t>(v);
-  return p;
+  index_check_value_kernel<I><<<1, 1, 0, s>>>(ip, g, contiguous, static_cast<long long*>(info.raw_data()));
+  HYDRA_CUDA_CHECK_LAUNCH("index check (value)");
+  defer_device_check(idx.device().index, info.raw_data(), std::move(message));
 }
 
 template <typename T, typename I>
@@ -182,7 +231,11 @@ void launch_gather_fwd(const Tensor& x, int64_t dim, const Tensor& idx, const Te
   GatherGeom g;
   g.ndim = static_cast<int>(out.dim());
   g.dim = static_cast<int>(dim);
+  g.n = x.size(dim);
   for (int d = 0; d < g.ndim; ++d) {
+    HYDRA_CHECK(d == g.dim || out.size(d) <= x.size(d),
+                "gather (CUDA): internal shape mismatch: out {} exceeds x {} in dim {}", shape_str(out.shape()),
+                shape_str(x.shape()), d);
     g.size[d] = out.size(d);
     g.out_stride[d] = out.stride(d);
     g.idx_stride[d] = idx.stride(d);
@@ -212,8 +265,12 @@ void launch_scatter_add_fwd(const Tensor& dst, int64_t dim, const Tensor& idx, c
   g.ndim = static_cast<int>(idx.dim());
   g.dim = static_cast<int>(dim);
   g.J = idx.size(dim);
+  g.n = dst.size(dim);
   int64_t num_q = 1;
   for (int d = 0; d < g.ndim; ++d) {
+    HYDRA_CHECK(idx.size(d) <= src.size(d) && (d == g.dim || idx.size(d) <= dst.size(d)),
+                "scatter_add (CUDA): internal shape mismatch: idx {} exceeds src {} or dst {} in dim {}",
+                shape_str(idx.shape()), shape_str(src.shape()), shape_str(dst.shape()), d);
     g.size[d] = d == g.dim ? 1 : idx.size(d);
     num_q *= g.size[d];
     g.dst_stride[d] = dst.stride(d);
@@ -225,6 +282,36 @@ void launch_scatter_add_fwd(const Tensor& dst, int64_t dim, const Tensor& idx, c
       static_cast<T*>(dst.raw_data()), static_cast<const I*>(idx.raw_data()), static_cast<const T*>(src.raw_data()), g,
       num_q);
   HYDRA_CUDA_CHECK_LAUNCH("scatter_add");
+}
+
+// The row order of the embedding backward: order (N) = the positions p sorted stably by ids[p] (out-of-range ids
+// last), start (V + 1) = where each row's run begins in order. Everything stays on the device.
+template <typename I>
+void launch_embedding_row_order(const Tensor& ids, int64_t V, const Tensor& order, const Tensor& start) {
+  const int64_t N = ids.numel();
+  const bool contiguous = ids.is_contiguous();
+  const Geom g = contiguous ? Geom{} : make_geom(ids, "embedding_backward");
+  const Device dev = order.device();
+  cudaStream_t s = stream_of(order);
+  Tensor keys_in = empty({N}, DType::Int64, dev), keys = empty({N}, DType::Int64, dev);
+  Tensor pos_in = empty({N}, DType::Int64, dev);
+  auto* kin = static_cast<unsigned long long*>(keys_in.raw_data());
+  auto* kout = static_cast<unsigned long long*>(keys.raw_data());
+  auto* pin = static_cast<long long*>(pos_in.raw_data());
+  auto* pout = static_cast<long long*>(order.raw_data());
+  embedding_sort_keys_kernel<I><<<grid_for(N, kThreads), kThreads, 0, s>>>(
+      static_cast<const I*>(ids.raw_data()), g, contiguous, N, V, kin, pin);
+  HYDRA_CUDA_CHECK_LAUNCH("embedding_backward (sort keys)");
+  // Keys lie in [0, V]: only their low bit_width(V) bits take part in the (stable) radix sort.
+  const int end_bit = bit_width(V);
+  std::size_t temp_bytes = 0;
+  HYDRA_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, kin, kout, pin, pout, N, 0, end_bit, s));
+  Tensor temp = empty({static_cast<int64_t>((temp_bytes + 7) / 8) + 1}, DType::Int64, dev);
+  HYDRA_CUDA_CHECK(
+      cub::DeviceRadixSort::SortPairs(temp.raw_data(), temp_bytes, kin, kout, pin, pout, N, 0, end_bit, s));
+  embedding_row_start_kernel<<<grid_for(V + 1, kThreads), kThreads, 0, s>>>(
+      kout, N, V, static_cast<long long*>(start.raw_data()));
+  HYDRA_CUDA_CHECK_LAUNCH("embedding_backward (row starts)");
 }
 
 template <typename T>
@@ -240,8 +327,8 @@ void launch_embedding_bwd(const Tensor& grad, const Tensor& start, const Tensor&
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(V, int64_t(65535) * 16));
   DeviceGuard guard(out.device().index);
   embedding_bwd_kernel<T><<<blocks, threads, 0, stream_of(out)>>>(
-      static_cast<const T*>(grad.raw_data()), static_cast<const int64_t*>(start.raw_data()),
-      static_cast<const int64_t*>(order.raw_data()), V, C, pad, static_cast<T*>(out.raw_data()));
+      static_cast<const T*>(grad.raw_data()), static_cast<const long long*>(start.raw_data()),
+      static_cast<const long long*>(order.raw_data()), V, C, pad, static_cast<T*>(out.raw_data()));
   HYDRA_CUDA_CHECK_LAUNCH("embedding_backward");
 }
 
@@ -250,9 +337,9 @@ void launch_embedding_bwd(const Tensor& grad, const Tensor& start, const Tensor&
 // ---------------------------------------------------------------------------------------------------------
 // entry points
 
-int64_t first_bad_index(const Tensor& idx, int64_t n, int64_t* value) {
-  return dispatch_index(idx.dtype(), "index check",
-                        [&]<typename I>() { return launch_index_check<I>(idx, n, value); });
+void defer_index_check(const Tensor& idx, int64_t n, std::function<std::string(int64_t, int64_t)> message) {
+  dispatch_index(idx.dtype(), "index check",
+                 [&]<typename I>() { launch_index_check<I>(idx, n, std::move(message)); });
 }
 
 void concat(const std::vector<Tensor>& xs, int64_t dim, const Tensor& out) {
@@ -294,22 +381,16 @@ void embedding_backward(const Tensor& grad, const Tensor& ids, int64_t num_rows,
     ::hydra::cuda::fill(out, 0.0);
     return;
   }
-  // Counting sort of the positions by id on the host (sequential: each row's list is in increasing position).
-  const std::vector<int64_t> h = ids.contiguous().to(kCPU).to_vector<int64_t>();
-  std::vector<int64_t> start(V + 1, 0), order(N);
-  for (int64_t p = 0; p < N; ++p) {
-    HYDRA_CHECK(h[p] >= 0 && h[p] < V, "embedding_backward: ids value {} at flat position {} is out of range; valid "
-                "range is [0, {})", h[p], p, V);  // the dispatch has validated already; guards the writes below
-    ++start[h[p] + 1];
-  }
-  for (int64_t v = 0; v < V; ++v) start[v + 1] += start[v];
-  std::vector<int64_t> next(start.begin(), start.end() - 1);
-  for (int64_t p = 0; p < N; ++p) order[next[h[p]]++] = p;
-  const Tensor start_d = from_vector<int64_t>(start, {V + 1}, out.device());
-  const Tensor order_d = from_vector<int64_t>(order, {N}, out.device());
+  HYDRA_CHECK(ids.device() == out.device() && grad.device() == out.device(),
+              "embedding_backward (CUDA): grad on {}, ids on {}, out on {} must share one device", grad.device(),
+              ids.device(), out.device());
+  DeviceGuard guard(out.device().index);
+  const Tensor order = empty({N}, DType::Int64, out.device()), start = empty({V + 1}, DType::Int64, out.device());
+  dispatch_index(ids.dtype(), "embedding_backward",
+                 [&]<typename I>() { launch_embedding_row_order<I>(ids, V, order, start); });
   const Tensor g = grad.reshape({N, C}).contiguous();
   dispatch_floating(grad.dtype(), "embedding_backward", [&]<typename T>() {
-    launch_embedding_bwd<T>(g, start_d, order_d, V, C, padding_idx, out);
+    launch_embedding_bwd<T>(g, start, order, V, C, padding_idx, out);
   });
 }
 

@@ -11,7 +11,9 @@ namespace {
 }
 }  // namespace
 
-int64_t first_bad_index(const Tensor&, int64_t, int64_t*) { no_cuda("index check"); }
+void defer_index_check(const Tensor&, int64_t, std::function<std::string(int64_t, int64_t)>) {
+  no_cuda("index check");
+}
 void concat(const std::vector<Tensor>&, int64_t, const Tensor&) { no_cuda("concat"); }
 void gather(const Tensor&, int64_t, const Tensor&, const Tensor&) { no_cuda("gather"); }
 void scatter_add(const Tensor&, int64_t, const Tensor&, const Tensor&) { no_cuda("scatter_add"); }

@@ -10,6 +10,7 @@
 #include "tensor/ops/indexing.h"
 
 #include <algorithm>
+#include <string>
 
 #include "tensor/cpu/loops.h"
 #include "tensor/cuda/indexing_ops.h"
@@ -20,16 +21,26 @@ namespace {
 
 std::string sizes_str(const std::vector<int64_t>& v) { return shape_str(v); }
 
-// Throws when some value of idx lies outside [0, n): names the value, its flat position and the range.
-// Scans sequentially so the first bad position in row-major order is reported. A CUDA idx is scanned on the
-// device, which reports the same first bad position and its value.
+// The message of an out-of-range index value: one text for the CPU check and the deferred CUDA one.
+std::string bad_index_message(const std::string& op, const std::string& idx_name, int64_t value, int64_t pos,
+                              const std::string& shape, int64_t n, const std::string& what) {
+  return fmt::format("{}: {} value {} at flat position {} ({} has shape {}) is out of range; valid range is [0, {}) "
+                     "for {}", op, idx_name, value, pos, idx_name, shape, n, what);
+}
+
+// Checks that every value of idx lies in [0, n); a bad one is reported naming the op, the value, its flat
+// (row-major) position (the smallest bad one) and the range.
+// CPU: scans sequentially and throws at once, before the op writes anything.
+// CUDA: the scan runs on the device and its verdict is deferred (cuda::defer_index_check): the same message is
+// raised as std::invalid_argument at the next synchronisation of the device, and the op is launched meanwhile
+// (its kernels are bounds-safe for any index value; the results of such a call are unspecified).
 void check_index_values(const Tensor& idx, int64_t n, const char* op, const char* idx_name, const std::string& what) {
   if (idx.is_cuda()) {
-    int64_t v = 0;
-    const int64_t i = cuda::first_bad_index(idx, n, &v);
-    HYDRA_CHECK(i < 0,
-                "{}: {} value {} at flat position {} ({} has shape {}) is out of range; valid range is [0, {}) for {}",
-                op, idx_name, v, i, idx_name, shape_str(idx.shape()), n, what);
+    cuda::defer_index_check(idx, n,
+                            [op = std::string(op), name = std::string(idx_name), shape = shape_str(idx.shape()), n,
+                             what](int64_t pos, int64_t value) {
+                              return bad_index_message(op, name, value, pos, shape, n, what);
+                            });
     return;
   }
   const Tensor c = idx.contiguous();
@@ -38,9 +49,7 @@ void check_index_values(const Tensor& idx, int64_t n, const char* op, const char
     const int64_t numel = c.numel();
     for (int64_t i = 0; i < numel; ++i) {
       const int64_t v = static_cast<int64_t>(p[i]);
-      HYDRA_CHECK(v >= 0 && v < n,
-                  "{}: {} value {} at flat position {} ({} has shape {}) is out of range; valid range is [0, {}) for {}",
-                  op, idx_name, v, i, idx_name, shape_str(idx.shape()), n, what);
+      HYDRA_CHECK(v >= 0 && v < n, "{}", bad_index_message(op, idx_name, v, i, shape_str(idx.shape()), n, what));
     }
   });
 }

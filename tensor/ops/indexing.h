@@ -8,8 +8,13 @@
 // - Inputs may be strided views (transposes, slices); outputs of the copying ops are fresh contiguous tensors.
 //   split/chunk return views that share x's storage.
 // - Index tensors are int32 or int64. Index values must lie in [0, n) where n is the size of the indexed dim;
-//   negative values are not wrapped. A bad value throws naming the op, the value, its flat (row-major) position
-//   in the index tensor and the valid range, before anything is written.
+//   negative values are not wrapped. A bad value throws std::invalid_argument naming the op, the value, its flat
+//   (row-major) position in the index tensor (the smallest bad one) and the valid range.
+//   On the CPU it throws from the op itself, before anything is written. On CUDA the check runs on the device and
+//   is not waited for (no host synchronisation per call): the same error is raised at the next synchronisation
+//   point of that device (cuda::synchronize, item(), to(cpu) or any device-to-host copy, or a later deferred
+//   check). The op has then already run with the bad index; its kernels are memory-safe for any index value
+//   (gathers read 0, scatters skip the position), but its results are unspecified.
 // - gather/index_select/concat accept every dtype (bool included); scatter_add/index_add need a numeric dtype.
 //   bfloat16 accumulation in scatter_add/index_add/embedding_backward is done in float32 (or float64) and
 //   rounded once at the end.

@@ -2,10 +2,15 @@
 // embedding and its backward) against the CPU ops on the same inputs: bit-exact for the data-movement ops, within
 // the dtype's tolerance of the CPU float64 result for the accumulating ones. Also: odd sizes, negative dims,
 // non-contiguous inputs, int32 and int64 indices, determinism of the accumulating ops across runs, out-of-range
-// errors that read like the CPU's, and the ag:: gradients on CUDA against CPU float64. Outputs are poisoned by the
-// allocator (see gpu_available), so an element a kernel forgets to write is NaN (or -1) and fails.
+// errors that read like the CPU's and are raised at the next synchronisation of the device (the index checks are
+// deferred, so a valid forward and backward never waits for the device), memory safety and a usable device after
+// a bad index, and the ag:: gradients on CUDA against CPU float64. Outputs are poisoned by the allocator (see
+// gpu_available), so an element a kernel forgets to write is NaN (or -1) and fails.
+#include <chrono>
 #include <cstring>
+#include <limits>
 
+#include "tensor/cuda/backend.h"
 #include "tests/test_util.h"
 
 using namespace hydra;
@@ -75,6 +80,47 @@ std::string message_of(const std::function<void()>& f) {
     return pos == std::string::npos ? m : m.substr(0, pos);
   }
   return "";
+}
+
+// The message of the error that the next synchronisation of cuda:0 raises after f ("" when none). On CUDA the
+// index checks are deferred, so f itself must not throw: that is CHECKed too.
+std::string deferred_error_of(const std::function<void()>& f) {
+  cuda::synchronize(0);  // nothing pending from earlier work
+  try {
+    f();
+  } catch (const std::exception& e) {
+    FAIL_CHECK("the op threw at once instead of at the next synchronisation: " << e.what());
+    try {
+      cuda::synchronize(0);
+    } catch (const std::exception&) {
+    }
+    return "";
+  }
+  try {
+    cuda::synchronize(0);
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// CHECKs that the next synchronisation of cuda:0 throws std::invalid_argument (clearing the pending verdicts).
+void check_sync_throws(const std::string& what) {
+  INFO(what);
+  CHECK_THROWS_AS(cuda::synchronize(0), std::invalid_argument);
+}
+
+// Runs f with an out-of-range index where the op may report an earlier bad index of the same sequence at once
+// (a later deferred check raises a landed earlier one); then the next synchronisation must throw as well, since
+// f's own checks are still pending. Nothing may crash.
+void check_bad_sequence(const std::function<void()>& f, const std::string& what) {
+  INFO(what);
+  cuda::synchronize(0);
+  try {
+    f();
+  } catch (const std::exception&) {  // an earlier deferred error of the sequence, raised at a later check
+  }
+  check_sync_throws(what);
 }
 
 }  // namespace
@@ -276,14 +322,18 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
     CHECK(dz.to(kCPU).to_vector<double>() == std::vector<double>(20, 0.0));
   }
 
-  TEST_CASE("cuda out-of-range indices throw the CPU message naming the op and value and position and range") {
+  TEST_CASE("cuda out-of-range indices are raised at the next synchronisation with the CPU message") {
     if (!gpu_available()) return;
     const Tensor x = randn_t({4, 5}, DType::Float32);
     const Tensor xg = x.to(kGpu);
-    // Each case runs on the CPU and on CUDA; the CUDA message must contain the fragments and equal the CPU one.
+    // Each case runs on the CPU (throws at once) and on CUDA (the op returns; the next cuda::synchronize throws
+    // std::invalid_argument). The CUDA message must contain the fragments and equal the CPU one (whose trailing
+    // " [file:line]" message_of drops; the deferred message has none).
     auto both = [&](const std::function<void(const Device&)>& f, const std::vector<std::string>& fragments) {
-      check_throws_with([&] { f(kGpu); }, fragments);
-      CHECK(message_of([&] { f(kGpu); }) == message_of([&] { f(kCPU); }));
+      const std::string gpu = deferred_error_of([&] { f(kGpu); });
+      REQUIRE_MESSAGE(!gpu.empty(), "no error was raised at the synchronisation");
+      for (const std::string& fr : fragments) CHECK_MESSAGE(gpu.find(fr) != std::string::npos, gpu << " lacks " << fr);
+      CHECK(gpu == message_of([&] { f(kCPU); }));
     };
     both([&](const Device& d) { index_select(x.to(d), 1, from_vector<int64_t>({0, 7, 1}, {3}, d)); },
          {"index_select", "value 7", "flat position 1", "[0, 5)", "[4, 5]"});
@@ -323,11 +373,191 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
            embedding(w.to(d), from_vector<int64_t>(v, {100000}, d));
          },
          {"embedding", "value 12", "flat position 54321", "[0, 10)"});
-    // Nothing was written: an in-place scatter with a bad index leaves dst unchanged.
-    Tensor dst = xg.clone();
-    const std::vector<unsigned char> before = bytes_of(dst);
-    CHECK_THROWS(scatter_add_(dst, 1, from_vector<int64_t>({0, 5}, {1, 2}, kGpu), randn_t({1, 2}, DType::Float32).to(kGpu)));
-    CHECK(bytes_of(dst) == before);
+    // Extreme values of both index dtypes are reported exactly.
+    both([&](const Device& d) {
+           embedding(w.to(d), from_vector<int64_t>({3, std::numeric_limits<int64_t>::max()}, {2}, d));
+         },
+         {"embedding", "value 9223372036854775807", "flat position 1"});
+    both([&](const Device& d) {
+           index_select(x.to(d), 0, from_vector<int64_t>({std::numeric_limits<int64_t>::min(), 0}, {2}, d));
+         },
+         {"index_select", "value -9223372036854775808", "flat position 0", "[0, 4)"});
+
+    // Other synchronisation points raise it too: to(cpu) of the result, item(), and a later deferred check once
+    // the earlier verdict has landed.
+    cuda::synchronize(0);
+    {
+      const Tensor y = index_select(xg, 1, from_vector<int64_t>({2, 5}, {2}, kGpu));
+      check_throws_with([&] { (void)y.to(kCPU); }, {"index_select", "value 5", "flat position 1", "[0, 5)"});
+    }
+    {
+      const Tensor y = gather(xg, 1, from_vector<int32_t>({0, 1, 2, 3, 4, -3, 0, 0}, {4, 2}, kGpu));
+      check_throws_with([&] { (void)sum(y).item(); }, {"gather", "value -3", "flat position 5", "[0, 5)"});
+    }
+    {
+      const Tensor y = embedding(xg, from_vector<int64_t>({4}, {1}, kGpu));  // x as a 4-row table: 4 is bad
+      // The host-to-device copy below drains the compute stream (without raising), so the verdict has landed
+      // when the next index op defers its own check: that op raises the earlier error.
+      const Tensor ok = from_vector<int64_t>({0, 1}, {2}, kGpu);
+      check_throws_with([&] { (void)index_select(xg, 0, ok); }, {"embedding", "value 4", "flat position 0", "[0, 4)"});
+      cuda::synchronize(0);  // the later (valid) check passes: nothing left to raise
+    }
+    cuda::synchronize(0);
+  }
+
+  TEST_CASE("cuda ops with a bad index stay memory safe and the device stays usable afterwards") {
+    if (!gpu_available()) return;
+    for (DType it : kIndexDTypes) {
+      INFO("idx " << dtype_name(it));
+      const Tensor x = randn_t({6, 7}, DType::Float32);
+      const Tensor xg = x.to(kGpu);
+      cuda::synchronize(0);
+      // gather / index_select / embedding: in-range positions are gathered, out-of-range ones read 0.
+      {
+        const Tensor idx = from_vector<int64_t>({0, 6, 2, -1, 5, 1000000, 3, 1}, {2, 4}, kCPU).to(it);
+        const Tensor y = gather(xg, 0, idx.to(kGpu));
+        check_sync_throws("gather");
+        const std::vector<double> got = y.to(kCPU).to_vector<double>();
+        const std::vector<int64_t> iv = idx.to_vector<int64_t>();
+        for (int64_t p = 0; p < 8; ++p) {
+          const int64_t r = iv[p], c = p % 4;
+          const double want = r >= 0 && r < 6 ? x.to(DType::Float64).to_vector<double>()[r * 7 + c] : 0.0;
+          CHECK_MESSAGE(got[p] == want, "gather position " << p);
+        }
+        const Tensor rows = from_vector<int64_t>({1, -7, 6, 4}, {4}, kCPU).to(it);
+        const Tensor s = index_select(xg, 0, rows.to(kGpu));
+        check_sync_throws("index_select");
+        const Tensor e = embedding(xg, rows.to(kGpu));
+        check_sync_throws("embedding");
+        for (const Tensor& t : {s, e}) {
+          const Tensor h = t.to(kCPU);
+          check_same_bits(t.select(0, 0), x.select(0, 1), "row 0 in range");
+          check_same_bits(t.select(0, 3), x.select(0, 4), "row 3 in range");
+          CHECK(h.select(0, 1).to_vector<double>() == std::vector<double>(7, 0.0));
+          CHECK(h.select(0, 2).to_vector<double>() == std::vector<double>(7, 0.0));
+        }
+      }
+      // scatter_add / index_add / embedding_backward: out-of-range positions are skipped; the in-range ones
+      // still add up (compared with the CPU op on the in-range positions only).
+      {
+        const Tensor idx = from_vector<int64_t>({0, 9, 2, -2, 5, 1, 1, 6}, {8}, kCPU).to(it);
+        const Tensor src = randn_t({8, 7}, DType::Float32);
+        const Tensor y = index_add(xg, 0, idx.to(kGpu), src.to(kGpu));
+        check_sync_throws("index_add");
+        const Tensor keep = from_vector<int64_t>({0, 2, 4, 5, 6}, {5}, kCPU);
+        const Tensor ref = index_add(x.to(DType::Float64), 0, index_select(idx, 0, keep),
+                                     index_select(src, 0, keep).to(DType::Float64));
+        check_close(y.to(kCPU), ref, kTolF32, "index_add skips the bad positions");
+        const Tensor sidx = from_vector<int64_t>({3, -1, 7, 2, 0, 6, 5, 5, 1, 2, 3, 4, 0, 0}, {2, 7}, kCPU).to(it);
+        const Tensor ssrc = randn_t({2, 7}, DType::Float32);
+        const Tensor z = scatter_add(xg, 0, sidx.to(kGpu), ssrc.to(kGpu));
+        check_sync_throws("scatter_add");
+        // Reference: the bad positions redirected to row 0 with a zero source.
+        const Tensor bad = from_vector<int64_t>({0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0}, {2, 7}, kCPU);
+        const Tensor sidx_ok = where(bad.to(DType::Bool), zeros({2, 7}, DType::Int64), sidx.to(DType::Int64));
+        const Tensor ssrc_ok = where(bad.to(DType::Bool), zeros({2, 7}, DType::Float64), ssrc.to(DType::Float64));
+        check_close(z.to(kCPU), scatter_add(x.to(DType::Float64), 0, sidx_ok, ssrc_ok), kTolF32,
+                    "scatter_add skips the bad positions");
+        const Tensor ids = from_vector<int64_t>({2, 11, 2, -5, 0}, {5}, kCPU).to(it);
+        const Tensor g = randn_t({5, 3}, DType::Float32);
+        const Tensor dw = embedding_backward(g.to(kGpu), ids.to(kGpu), 4, -1);
+        check_sync_throws("embedding_backward");
+        const Tensor ekeep = from_vector<int64_t>({0, 2, 4}, {3}, kCPU);
+        check_same_bits(dw, embedding_backward(index_select(g, 0, ekeep), index_select(ids, 0, ekeep), 4, -1),
+                        "embedding_backward skips the bad positions");
+      }
+      // The device is usable: valid ops right after give the CPU results, and nothing is left to raise.
+      const Tensor good = rand_idx({9}, 6, it);
+      check_same_bits(index_select(xg, 0, good.to(kGpu)), index_select(x, 0, good), "index_select after errors");
+      check_same_bits(embedding(xg, good.to(kGpu)), embedding(x, good), "embedding after errors");
+      const Tensor g9 = randn_t({9, 7}, DType::Float32);
+      check_same_bits(embedding_backward(g9.to(kGpu), good.to(kGpu), 6, 2), embedding_backward(g9, good, 6, 2),
+                      "embedding_backward after errors");
+      CHECK_NOTHROW(cuda::synchronize(0));
+    }
+  }
+
+  TEST_CASE("cuda embedding and index_select and gather forward and backward do not wait for the device") {
+    if (!gpu_available()) return;
+    const DType dt = DType::Float32;
+    auto gpu_leaf = [&](const Shape& s) {
+      Tensor t = randn_t(s, dt).to(kGpu);
+      ag::set_requires_grad(t);
+      return t;
+    };
+    const Tensor w = gpu_leaf({1000, 64}), x = gpu_leaf({33, 65}), xg = gpu_leaf({65, 129});
+    const Tensor ids = rand_idx({4, 256}, 1000, DType::Int64).to(kGpu);
+    const Tensor idx = rand_idx({40}, 65, DType::Int32).to(kGpu);
+    const Tensor gidx = rand_idx({65, 3}, 129, DType::Int64).to(kGpu);
+    const Tensor up_w = randn_t({4, 256, 64}, dt).to(kGpu), up_x = randn_t({33, 40}, dt).to(kGpu);
+    const Tensor up_g = randn_t({65, 3}, dt).to(kGpu);
+    auto step = [&] {
+      ag::backward(ag::embedding(w, ids, 3), up_w);
+      ag::backward(ag::index_select(x, 1, idx), up_x);
+      ag::backward(ag::gather(xg, -1, gidx), up_g);
+    };
+    step();  // warm-up: the caching allocator's first cudaMalloc calls may synchronise
+    cuda::synchronize(0);
+    const Tensor dw1 = ag::grad(w).to(kCPU);
+    step();  // a second warm-up: the gradient accumulation path
+    cuda::synchronize(0);
+    // Delay the compute stream by 300 ms: a host synchronisation inside the ops would wait for it, so the host-side
+    // time of the calls stays far below 300 ms only without one.
+    cuda::enqueue_delay(cuda::compute_stream(0), 300);
+    const auto t0 = std::chrono::steady_clock::now();
+    step();
+    const double host_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    cuda::synchronize(0);
+    CHECK_MESSAGE(host_ms < 150.0, "forward+backward waited for the device: " << host_ms << " ms on the host");
+    // Each step accumulated the same gradient again.
+    check_close(ag::grad(w).to(kCPU).to(DType::Float64), mul(dw1.to(DType::Float64), 3.0), kTolF32, "dw thrice");
+  }
+
+  TEST_CASE("index check cuda sanitizer case") {
+    // Bad indices of every kind through every index-consuming CUDA kernel (run under compute-sanitizer memcheck:
+    // it must stay clean); each error is raised at the next synchronisation.
+    if (!gpu_available()) return;
+    const int64_t kMax = std::numeric_limits<int64_t>::max(), kMin = std::numeric_limits<int64_t>::min();
+    const Tensor x = randn_t({5, 3}, DType::Float32).to(kGpu);
+    const Tensor bad64 = from_vector<int64_t>({1, kMax, -1, 5, kMin, 4}, {6}, kGpu);
+    const Tensor bad32 = from_vector<int32_t>({-2147483647 - 1, 2147483647, 0, 5}, {4}, kGpu);
+    for (const Tensor& bad : {bad64, bad32}) {
+      INFO("idx " << dtype_name(bad.dtype()));
+      const int64_t n = bad.numel();
+      check_bad_sequence([&] { (void)embedding(x, bad); }, "embedding");
+      check_bad_sequence([&] { (void)embedding(x, bad.view({2, n / 2})); }, "embedding 2-d ids");
+      check_bad_sequence([&] { (void)index_select(x, 0, bad); }, "index_select dim 0");
+      check_bad_sequence([&] { (void)index_select(x, 1, bad); }, "index_select dim 1");
+      check_bad_sequence([&] { (void)gather(x, 0, bad.view({n, 1})); }, "gather dim 0");
+      check_bad_sequence([&] { (void)gather(x.transpose(0, 1), 1, bad.view({1, n})); }, "gather strided x");
+      check_bad_sequence([&] { (void)index_add(x, 0, bad, randn_t({n, 3}, DType::Float32).to(kGpu)); }, "index_add");
+      check_bad_sequence([&] { (void)index_add(x.to(DType::BFloat16), 1, bad, randn_t({5, n}, DType::BFloat16).to(kGpu)); },
+                         "index_add bfloat16");
+      check_bad_sequence([&] { (void)scatter_add(x, 0, bad.view({n, 1}), randn_t({n, 1}, DType::Float32).to(kGpu)); },
+                         "scatter_add");
+      check_bad_sequence(
+          [&] {
+            Tensor dst = x.clone();
+            scatter_add_(dst, 1, bad.view({1, n}), randn_t({1, n}, DType::Float32).to(kGpu));
+          },
+          "scatter_add_");
+      check_bad_sequence([&] { (void)embedding_backward(randn_t({n, 3}, DType::Float32).to(kGpu), bad, 5, 1); },
+                         "embedding_backward");
+      // Through autograd: the backward of embedding / index_select / gather with the same bad indices.
+      Tensor w = x.clone();
+      ag::set_requires_grad(w);
+      check_bad_sequence([&] { ag::backward(ag::embedding(w, bad), randn_t({n, 3}, DType::Float32).to(kGpu)); },
+                         "ag embedding");
+      check_bad_sequence([&] { ag::backward(ag::index_select(w, 0, bad), randn_t({n, 3}, DType::Float32).to(kGpu)); },
+                         "ag index_select");
+      check_bad_sequence(
+          [&] { ag::backward(ag::gather(w, 0, bad.view({n, 1})), randn_t({n, 1}, DType::Float32).to(kGpu)); },
+          "ag gather");
+    }
+    // Afterwards the device works.
+    const Tensor ok = from_vector<int64_t>({4, 0, 2}, {3}, kGpu);
+    check_same_bits(embedding(x, ok), embedding(x.to(kCPU), ok.to(kCPU)), "embedding after the errors");
+    CHECK_NOTHROW(cuda::synchronize(0));
   }
 
   TEST_CASE("cuda ag indexing ops give the CPU float64 gradients") {
