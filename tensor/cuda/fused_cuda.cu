@@ -354,11 +354,10 @@ __global__ void rms_norm_bwd_dx_kernel(const T* __restrict__ gy, const T* __rest
 }
 
 // Short rows (D / VEC ≤ 32 · NP packs): dx and the dw partial sums in one pass over gy and x. Block b owns rows
-// [b·R, min(N, (b+1)·R)) (R = rows_per_block; one wave of resident blocks); warp w of the block takes rows r0 + w,
-// r0 + w + 8, ... with the row in registers (the next row's loads already in flight), a warp butterfly for
-// Σ gy·w·x, and dw accumulated per lane in registers. The block's warps then add their dw partials into shared
-// memory in warp order (deterministic), and the block writes partial[b, :]; column_finalize_kernel sums the blocks
-// in order. Bytes: gy and x read once, dx written once.
+// [b·R, min(N, (b+1)·R)) (R = rows_per_block; one wave of resident blocks); warp w of the block takes rows r0 + w, r0 + w + 8,
+// ... with the row in registers, a warp butterfly for Σ gy·w·x, and dw accumulated per lane in registers. The
+// block's warps then add their dw partials into shared memory in warp order (deterministic), and the block writes
+// partial[b, :]; column_finalize_kernel sums the blocks in order. Bytes: gy and x read once, dx written once.
 template <typename T, int VEC, int NP>
 __global__ void __launch_bounds__(kRmsWarpThreads, 2)
     rms_norm_bwd_warp_kernel(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ w,
@@ -380,24 +379,17 @@ __global__ void __launch_bounds__(kRmsWarpThreads, 2)
 #pragma unroll
     for (int k = 0; k < VEC; ++k) acc[j][k] = 0;
   }
-  // Software pipelining: the next row's gy and x are loaded before this row's reduction, so each warp keeps two
-  // rows of loads in flight.
-  P g[NP], xv[NP], gn[NP], xn[NP];
-  const auto load_row = [&](int64_t r, P (&ga)[NP], P (&xa)[NP]) {
+  for (int64_t r = r0 + wid; r < r1; r += kWarps) {
     const P* gr = reinterpret_cast<const P*>(gy + r * D);
     const P* xr = reinterpret_cast<const P*>(x + r * D);
+    P g[NP], xv[NP];
 #pragma unroll
     for (int j = 0; j < NP; ++j)
       if (lane + 32 * j < Dv) {
-        ga[j] = gr[lane + 32 * j];
-        xa[j] = xr[lane + 32 * j];
+        g[j] = gr[lane + 32 * j];
+        xv[j] = xr[lane + 32 * j];
       }
-  };
-  int64_t r = r0 + wid;
-  if (r < r1) load_row(r, g, xv);
-  for (; r < r1; r += kWarps) {
     const A rs = rstd[r];
-    if (r + kWarps < r1) load_row(r + kWarps, gn, xn);
     A dot = 0;
 #pragma unroll
     for (int j = 0; j < NP; ++j)
@@ -420,11 +412,6 @@ __global__ void __launch_bounds__(kRmsWarpThreads, 2)
         }
         dr[lane + 32 * j] = o;
       }
-#pragma unroll
-    for (int j = 0; j < NP; ++j) {
-      g[j] = gn[j];
-      xv[j] = xn[j];
-    }
   }
   for (int k0 = 0; k0 < kWarps; ++k0) {
     if (wid == k0) {
