@@ -164,7 +164,20 @@ void bw_row(const char* name, double bytes, double copy_gbs, int reps, const std
   }
 }
 
+constexpr int64_t kCopyElems = int64_t{64} << 20;  // float32 elements of the copy-bandwidth buffer (256 MiB)
+
 }  // namespace
+
+CopyBandwidth measure_copy_bandwidth(int reps) {
+  const int64_t n = kCopyElems;
+  Tensor src = zeros({n}, DType::Float32, kGpu), dst = empty({n}, DType::Float32, kGpu);
+  cudaStream_t s = static_cast<cudaStream_t>(cuda::compute_stream(0).ptr);
+  const Timing tc = time_gpu(3, reps, [&] {
+    BENCH_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), n * 4, cudaMemcpyDeviceToDevice, s));
+  });
+  const double bytes = 2.0 * n * 4;
+  return {tc.median_ms, bytes, bytes / tc.median_ms / 1e6};
+}
 
 bool run_cuda_bench(bool quick) {
   if (cuda::device_count() == 0) {
@@ -185,14 +198,14 @@ bool run_cuda_bench(bool quick) {
              "call (wrapper + cuBLASLt) against cuBLASLt alone.\n\n");
 
   // Device-to-device copy: the bandwidth ceiling.
-  const int64_t n = int64_t{64} << 20;  // 64M elements
+  const int64_t n = kCopyElems;  // 64M elements
+  const CopyBandwidth copy = measure_copy_bandwidth(reps);
+  const double copy_gbs = copy.gbs;
+  fmt::print("| bandwidth-bound op | ms | GB/s | vs D2D copy |\n|---|---|---|---|\n");
+  fmt::print("| D2D copy {} MiB (reference) | {:.3f} | {:.0f} | 100% |\n", kCopyElems * 4 >> 20, copy.ms,
+             copy_gbs);
   Generator g(5);
   Tensor src = randn({n}, g, DType::Float32, kGpu), dst = empty({n}, DType::Float32, kGpu);
-  cudaStream_t s = static_cast<cudaStream_t>(cuda::compute_stream(0).ptr);
-  Timing tc = time_gpu(3, reps, [&] { cudaMemcpyAsync(dst.raw_data(), src.raw_data(), n * 4, cudaMemcpyDeviceToDevice, s); });
-  const double copy_gbs = 2.0 * n * 4 / tc.median_ms / 1e6;
-  fmt::print("| bandwidth-bound op | ms | GB/s | vs D2D copy |\n|---|---|---|---|\n");
-  fmt::print("| D2D copy {} MiB (reference) | {:.3f} | {:.0f} | 100% |\n", n * 4 >> 20, tc.median_ms, copy_gbs);
   Tensor b32 = randn({n}, g, DType::Float32, kGpu);
   Tensor a16 = src.to(DType::BFloat16), b16 = b32.to(DType::BFloat16);
   bw_row("add f32 (64M)", 3.0 * n * 4, copy_gbs, reps, [&] { (void)add(src, b32); });

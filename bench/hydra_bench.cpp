@@ -3,8 +3,10 @@
 //   * elementwise throughput (GB/s of bytes read + written) vs memcpy of the same buffer size.
 // Timing: steady_clock around each call, warm-up runs first, median of the timed runs (min and max shown).
 // The CUDA section (bench/cuda_bench.cu) runs after the CPU one when a device is present.
+// The kernels section (bench/kernel_bench.cu) times the three mixer kernels on the GPU (TFLOP/s, GB/s, roofline floor,
+// peak memory); "all" runs it after the CUDA section when a device is present.
 // The model section (bench/model_bench.cpp) times HydraLM and its mixer kernels on the CPU; "all" skips it.
-// Usage: hydra-bench [cpu|cuda|model|all] [--quick] [--threads N]
+// Usage: hydra-bench [cpu|cuda|kernels|model|all] [--quick] [--threads N]
 #include <omp.h>
 
 #include <Eigen/Core>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "bench/cuda_bench.h"
+#include "bench/kernel_bench.h"
 #include "bench/model_bench.h"
 #include "tensor/tensor.h"
 
@@ -112,14 +115,14 @@ int main(int argc, char** argv) {
   int threads = omp_get_max_threads();
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    if (arg == "cpu" || arg == "cuda" || arg == "model" || arg == "all") {
+    if (arg == "cpu" || arg == "cuda" || arg == "kernels" || arg == "model" || arg == "all") {
       section = arg;
     } else if (arg == "--quick") {
       quick = true;
     } else if (arg == "--threads" && i + 1 < argc) {
       threads = std::stoi(argv[++i]);
     } else {
-      fmt::print(stderr, "usage: hydra-bench [cpu|cuda|model|all] [--quick] [--threads N]\nunknown argument '{}'\n", arg);
+      fmt::print(stderr, "usage: hydra-bench [cpu|cuda|kernels|model|all] [--quick] [--threads N]\nunknown argument '{}'\n", arg);
       return 2;
     }
   }
@@ -127,6 +130,10 @@ int main(int argc, char** argv) {
   Eigen::setNbThreads(threads);
   if (section == "cuda") return hydra::bench::run_cuda_bench(quick) ? 0 : 1;
   if (section == "model") return hydra::bench::run_model_bench(quick);
+  if (section == "kernels") {  // without a device: a message and exit 0
+    hydra::bench::run_kernel_bench(quick);
+    return 0;
+  }
   fmt::print("hydra-bench (CPU): {} OpenMP threads, Eigen {}.{}.{} using {} threads{}\n\n", threads,
              EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, Eigen::nbThreads(),
              quick ? ", quick mode" : "");
@@ -140,6 +147,6 @@ int main(int argc, char** argv) {
   bench_elementwise(n, quick ? 5 : 20);
   fmt::print("\nGB/s counts bytes read + written (memcpy: 2·4n; binary ops: 3·4n; unary: 2·4n); the memcpy row is\n"
              "the machine's practical bandwidth ceiling for these access patterns.\n");
-  if (section == "all") hydra::bench::run_cuda_bench(quick);
+  if (section == "all" && hydra::bench::run_cuda_bench(quick)) hydra::bench::run_kernel_bench(quick);
   return 0;
 }
