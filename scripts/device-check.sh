@@ -24,6 +24,9 @@ if [ "${SANITIZE:-0}" = 1 ]; then  # compute-sanitizer over the GPU tensor suite
     echo "compute-sanitizer $tool rc=$? $(grep -E 'ERROR SUMMARY|test cases' "$out/sanitizer-$tool.log" | tr '\n' ' ')"
   done
 fi
-if [ "${BENCH:-0}" = 1 ]; then "$build/bin/hydra-bench" cuda > "$out/bench.md" 2>&1; cat "$out/bench.md"; fi
+if [ "${BENCH:-0}" = 1 ]; then
+  "$build/bin/hydra-bench" cuda > "$out/bench.md" 2>&1; cat "$out/bench.md"
+  "$build/bin/hydra-bench" kernels > "$out/bench-kernels.md" 2>&1; cat "$out/bench-kernels.md"
+fi
 tail -3 "$out/ctest-all.log"
 echo "gpu rc=$rc_gpu all rc=$rc_all"
