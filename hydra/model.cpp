@@ -82,6 +82,11 @@ GatedDeltaNet::GatedDeltaNet(const HydraConfig& cfg, Generator& gen)
   register_module("o_proj", &o_proj);
 }
 
+Tensor GatedDeltaNet::gate_logits(const Tensor& x) const {
+  const nn::ComputeDTypeGuard params_dtype(std::nullopt);
+  return ab_proj.forward(nn::to_dtype_of(x, ab_proj.weight));
+}
+
 MixerOutput GatedDeltaNet::forward(const Tensor& x, const LayerState& st) const {
   check_mixer_input(x, qkv_proj.in_features(), "GatedDeltaNet");
   const int64_t I = H_ * D_;
@@ -89,8 +94,9 @@ MixerOutput GatedDeltaNet::forward(const Tensor& x, const LayerState& st) const 
   const std::vector<Tensor> qkv = ag::split(conv.y, {I, I, I}, -1);
   Tensor q = heads(qkv[0], H_, D_), k = heads(qkv[1], H_, D_), v = heads(qkv[2], H_, D_);
   if (norm_qk_) q = ag::l2_normalize(q), k = ag::l2_normalize(k);
-  // The gates are computed and kept in the parameters' dtype (float32 under bf16 mixed precision, nn/precision.h).
-  const std::vector<Tensor> ab = ag::split(ag::sigmoid(nn::to_dtype_of(ab_proj.forward(x), ab_proj.weight)), {H_, H_}, -1);
+  // The gates, their projection included, are computed and kept in the parameters' dtype (float32 under bf16 mixed
+  // precision, nn/precision.h): the decay products over a chunk are sensitive to rounding.
+  const std::vector<Tensor> ab = ag::split(ag::sigmoid(gate_logits(x)), {H_, H_}, -1);
   const GatedDeltaOutput r = ag::gated_delta(q, k, v, ag::contiguous(ab[0]), ag::contiguous(ab[1]), st.S, chunk_);
   Tensor o = ag::reshape(r.o, {x.size(0), x.size(1), I});
   if (gate_proj) o = ag::mul(o, ag::silu(gate_proj->forward(x)));
@@ -110,8 +116,7 @@ MixerOutput GatedDeltaNet::step(const Tensor& x, const LayerState& st) const {
   const std::vector<Tensor> qkv = hydra::split(conv.y, {I, I, I}, -1);
   Tensor q = qkv[0].reshape({B, H_, D_}), k = qkv[1].reshape({B, H_, D_}), v = qkv[2].reshape({B, H_, D_});
   if (norm_qk_) q = ag::l2_normalize(q), k = ag::l2_normalize(k);
-  const std::vector<Tensor> ab =
-      hydra::split(ag::sigmoid(nn::to_dtype_of(ab_proj.forward(x), ab_proj.weight)), {H_, H_}, -1);
+  const std::vector<Tensor> ab = hydra::split(ag::sigmoid(gate_logits(x)), {H_, H_}, -1);
   const GatedDeltaOutput r = gated_delta_step(q, k, v, ab[0].contiguous(), ab[1].contiguous(), st.S);
   Tensor o = r.o.reshape({B, I});
   if (gate_proj) o = ag::mul(o, ag::silu(gate_proj->forward(x)));

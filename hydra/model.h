@@ -48,6 +48,7 @@ class GatedDeltaNet : public Mixer {
   nn::Linear o_proj;
 
  private:
+  Tensor gate_logits(const Tensor& x) const;  // ab_proj(x) in the parameters' dtype (SPEC §2.7 steps 3–4)
   int64_t H_, D_, chunk_;
   bool norm_qk_;
 };

@@ -10,8 +10,8 @@
 //   * RMSNorm computes on its float32 input with float32 statistics and weight, and hands its output on in bf16;
 //   * the embedding lookup and the residual stream stay float32: each block adds its sublayers' bf16 outputs back
 //     in float32 (to_dtype_of);
-//   * inside the mixers, activations (q, k, v, conv, gates' inputs) are bf16; the gated-delta gates α, β and its
-//     state are float32; the attention kernels keep softmax statistics and the LSE in float32; RoPE and
+//   * inside the mixers, activations (q, k, v, the short convolution) are bf16; the gated-delta gates α, β (their
+//     projection ab_proj included) and its state are float32; the attention kernels keep softmax statistics and the LSE in float32; RoPE and
 //     L2-normalisation compute in float32 internally;
 //   * the logits are bf16; cross-entropy computes in float32 and the loss is float32.
 // bf16 needs the CUDA kernels (the CPU mixer kernels take float32/float64 only).

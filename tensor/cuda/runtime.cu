@@ -178,7 +178,8 @@ class CachingAllocator final : public Allocator {
   }
 
   // Host <-> device. Copies above kStageFrom go through two pinned staging buffers, chunk by chunk, so the
-  // host-side memcpy of one chunk overlaps the DMA of the previous one.
+  // host-side memcpy of one chunk overlaps the DMA of the previous one. Host-to-device copies of at most kSlot bytes
+  // are asynchronous (a ring of pinned slots); the others return once the data is on the device.
   void copy_to_host(void* host_dst, const void* src, std::size_t n) override {
     if (n == 0) return;
     DeviceGuard guard(device_);
@@ -204,6 +205,19 @@ class CachingAllocator final : public Allocator {
     if (n == 0) return;
     DeviceGuard guard(device_);
     cudaStream_t s = context(device_).stream;
+    if (n <= kSlot) {
+      // Small copies (scalars, short index lists built on the host) do not wait for the stream: the bytes go into
+      // the next pinned slot of a ring and the DMA is queued behind the stream's earlier work. A slot is reused
+      // once the event recorded after its previous DMA has completed (so only kSlots copies in flight block).
+      std::lock_guard<std::mutex> lock(stage_mu_);
+      ensure_slots();
+      const std::size_t k = next_slot_++ % kSlots;
+      HYDRA_CUDA_CHECK(cudaEventSynchronize(slot_done_[k]));
+      std::memcpy(slots_ + k * kSlot, host_src, n);
+      HYDRA_CUDA_CHECK(cudaMemcpyAsync(dst, slots_ + k * kSlot, n, cudaMemcpyHostToDevice, s));
+      HYDRA_CUDA_CHECK(cudaEventRecord(slot_done_[k], s));
+      return;
+    }
     if (n < kStageFrom) {
       HYDRA_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, n, cudaMemcpyHostToDevice, s));
       HYDRA_CUDA_CHECK(cudaStreamSynchronize(s));  // the host buffer may be freed right after we return
@@ -237,6 +251,8 @@ class CachingAllocator final : public Allocator {
 
  private:
   static constexpr std::size_t kStageFrom = std::size_t{4} << 20;
+  static constexpr std::size_t kSlot = std::size_t{64} << 10;  // small host-to-device copies: ring of pinned slots
+  static constexpr std::size_t kSlots = 64;
   static constexpr std::size_t kChunk = std::size_t{8} << 20;
 
   static std::size_t round_size(std::size_t n) {
@@ -284,6 +300,13 @@ class CachingAllocator final : public Allocator {
     }
   }
 
+  void ensure_slots() {
+    if (slots_) return;
+    HYDRA_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&slots_), kSlot * kSlots));
+    for (std::size_t i = 0; i < kSlots; ++i)
+      HYDRA_CUDA_CHECK(cudaEventCreateWithFlags(&slot_done_[i], cudaEventDisableTiming));  // unrecorded: ready
+  }
+
   int device_;
   std::mutex mu_;
   struct Pending {
@@ -299,6 +322,9 @@ class CachingAllocator final : public Allocator {
   std::mutex stage_mu_;
   char* stage_[2] = {nullptr, nullptr};
   cudaEvent_t stage_done_[2] = {nullptr, nullptr};
+  char* slots_ = nullptr;
+  cudaEvent_t slot_done_[kSlots] = {};
+  std::size_t next_slot_ = 0;
 };
 
 struct Registry {
