@@ -1,7 +1,8 @@
 // gpu-labelled: the gated delta rule on CUDA (hydra/mixers/gated_delta/gated_delta_cuda.cu): forward, backward and
 // step against the float64 token-by-token reference gated_delta_ref, computed on the CPU from host64() of the very
 // inputs the GPU saw (for bfloat16: the rounded values, upcast); reference gradients by ag::backward through the
-// reference with the same upstream gradients. Also ag::gated_delta end to end on CUDA with mixed dtypes, T = 0,
+// reference with the same upstream gradients. float32 runs the SIMT fp32 kernels, bfloat16 their tensor-core path
+// (also over long sequences, T = 4096). Also ag::gated_delta end to end on CUDA with mixed dtypes, T = 0,
 // non-contiguous inputs, and the CUDA argument errors. Outputs are poisoned by the allocator (see gpu_available),
 // so an element a kernel forgets to write is NaN and fails its comparison.
 #include <cmath>
@@ -25,8 +26,9 @@ struct Shape5 {
 std::string describe(Shape5 s) { return fmt::format("B={} T={} H={} K={} V={}", s.B, s.T, s.H, s.K, s.V); }
 
 enum class Gates {
-  Near1,      // alpha uniform in (0.8, 1): long memory, the model's regime
-  WithZeros,  // alpha uniform in (0, 1) with exact zeros at every 5th (b, t, h) entry from the 4th on
+  Near1,       // alpha uniform in (0.8, 1): long memory, the model's regime
+  WithZeros,   // alpha uniform in (0, 1) with exact zeros at every 5th (b, t, h) entry from the 4th on
+  VeryLong,    // alpha uniform in (0.99, 1): a token's trace lasts hundreds of tokens, across many chunks
 };
 
 // One set of inputs, float64 on the CPU (s0 may be undefined). Keys are unit vectors like after the mixer's L2
@@ -42,6 +44,8 @@ Inputs make_inputs(Shape5 s, bool with_state, Gates gates = Gates::Near1) {
   in.v = randn_t({s.B, s.T, s.H, s.V});
   if (gates == Gates::Near1) {
     in.alpha = rand_t({s.B, s.T, s.H}, 0.8, 1.0);
+  } else if (gates == Gates::VeryLong) {
+    in.alpha = rand_t({s.B, s.T, s.H}, 0.99, 1.0);
   } else {
     std::vector<double> a = rand_t({s.B, s.T, s.H}, 0.0, 1.0).to_vector<double>();
     for (std::size_t i = 3; i < a.size(); i += 5) a[i] = 0.0;
@@ -162,6 +166,26 @@ TEST_SUITE("gpu") {  // built into test_hydra_gpu (tests/CMakeLists.txt), ctest 
         INFO(what);
         check_parity(in, dt, what);
       }
+    }
+  }
+
+  TEST_CASE("gated delta cuda bfloat16 long sequences") {
+    // The bfloat16 (tensor-core) path over many chunks, where the fp32 state is carried through hundreds of chunk
+    // updates whose products take it as a split bf16 operand: T = 4096 (128 chunks of the kernel) with K = V = 64,
+    // in the model's gate regime and with alpha near 1 (long memory); and K = V = 128 (the largest shared-memory
+    // layouts, four V tiles) over 1024 tokens. Forward, final state and every gradient against the reference.
+    if (!gpu_available()) return;
+    const struct {
+      Shape5 s;
+      Gates gates;
+      const char* name;
+    } cases[] = {{{1, 4096, 2, 64, 64}, Gates::Near1, "alpha in (0.8 1)"},
+                 {{1, 4096, 2, 64, 64}, Gates::VeryLong, "alpha in (0.99 1)"},
+                 {{1, 1024, 1, 128, 128}, Gates::VeryLong, "alpha in (0.99 1)"}};
+    for (const auto& cs : cases) {
+      const std::string what = describe(cs.s) + " " + cs.name + " bfloat16";
+      INFO(what);
+      check_parity(make_inputs(cs.s, true, cs.gates), DType::BFloat16, what);
     }
   }
 
@@ -341,21 +365,23 @@ TEST_SUITE("gpu") {  // built into test_hydra_gpu (tests/CMakeLists.txt), ctest 
   TEST_CASE("gated delta cuda sanitizer case") {
     // Small sizes covering every kernel once per dtype (forward, backward with both optional inputs, step), for
     // compute-sanitizer memcheck / racecheck / initcheck / synccheck runs: -tc "gated delta cuda sanitizer case".
+    // bfloat16 runs the tensor-core path; the second shape has KP = 64, three V tiles and a partial last chunk.
     if (!gpu_available()) return;
-    const Shape5 s{1, 40, 2, 20, 12};
-    const Inputs in = make_inputs(s, true);
-    for (DType dt : {DType::Float32, DType::BFloat16}) {
-      const std::string what = describe(s) + " " + std::string(dtype_name(dt));
-      INFO(what);
-      check_parity(in, dt, what);
-      const Inputs g = to_gpu(in, dt);
-      const Inputs up = upcast(g);
-      GatedDeltaOutput ref = gated_delta_ref(up.q.narrow(1, 0, 1), up.k.narrow(1, 0, 1), up.v.narrow(1, 0, 1),
-                                             up.alpha.narrow(1, 0, 1), up.beta.narrow(1, 0, 1), up.s0);
-      GatedDeltaOutput st = gated_delta_step(g.q.select(1, 0), g.k.select(1, 0), g.v.select(1, 0),
-                                             g.alpha.select(1, 0), g.beta.select(1, 0), g.s0);
-      check_close(host64(st.o), ref.o.select(1, 0), tolerance_for(dt), what + " step o");
-      check_close(host64(st.final_state), ref.final_state, tolerance_for(dt), what + " step state");
+    for (const Shape5& s : {Shape5{1, 40, 2, 20, 12}, Shape5{1, 70, 1, 36, 72}}) {
+      const Inputs in = make_inputs(s, true);
+      for (DType dt : {DType::Float32, DType::BFloat16}) {
+        const std::string what = describe(s) + " " + std::string(dtype_name(dt));
+        INFO(what);
+        check_parity(in, dt, what);
+        const Inputs g = to_gpu(in, dt);
+        const Inputs up = upcast(g);
+        GatedDeltaOutput ref = gated_delta_ref(up.q.narrow(1, 0, 1), up.k.narrow(1, 0, 1), up.v.narrow(1, 0, 1),
+                                               up.alpha.narrow(1, 0, 1), up.beta.narrow(1, 0, 1), up.s0);
+        GatedDeltaOutput st = gated_delta_step(g.q.select(1, 0), g.k.select(1, 0), g.v.select(1, 0),
+                                               g.alpha.select(1, 0), g.beta.select(1, 0), g.s0);
+        check_close(host64(st.o), ref.o.select(1, 0), tolerance_for(dt), what + " step o");
+        check_close(host64(st.final_state), ref.final_state, tolerance_for(dt), what + " step state");
+      }
     }
   }
 }

@@ -15,10 +15,15 @@
 //    outputs and gradients in it too.
 //  * CUDA (gated_delta_cuda.cu): q, k, v and do float32 or bfloat16 (one dtype); alpha, beta, initial_state /
 //    state and dfinal_state float32 or q's dtype (the model passes float32 gates with bfloat16 q, k, v).
-//    Arithmetic, accumulation and the state are float32 in both cases (float32 inputs: true fp32 FFMA, no TF32,
-//    no tensor cores; bfloat16 inputs: the same SIMT fp32 kernels, no tensor cores yet). o is in q's dtype; the
-//    final state (forward and step) is float32; gradients come back in the dtype of their input. float64 or any
-//    other dtype on CUDA throws std::invalid_argument naming the op, the argument, the dtype and the supported set.
+//    Accumulation and the state are float32 in both cases. float32 inputs: true fp32 FFMA everywhere (no TF32, no
+//    tensor cores). bfloat16 inputs: the chunk's matrix products (Q Kᵀ, K Kᵀ, the WY/UT products, the state
+//    readouts and updates, and their adjoints) run on tensor cores (bf16 operands, fp32 accumulators); q, k, v, do
+//    enter the products exactly, and every float32 operand (the state tile, U, T, the decayed and gated matrices)
+//    is split into two bf16 halves hi + lo, which keeps the products near fp32 accuracy (~1e-5 relative) while the
+//    states themselves stay float32. The rest (the triangular solve, decays, per-token dots, the step) is fp32 SIMT.
+//    o is in q's dtype; the final state (forward and step) is float32; gradients come back in the dtype of their
+//    input. float64 or any other dtype on CUDA throws std::invalid_argument naming the op, the argument, the dtype
+//    and the supported set.
 //    Head dims K and V: 1 to 128 each (padded to a multiple of 32 inside the kernels), else std::invalid_argument
 //    naming the range. Any B and any T ≥ 0; initial state and dfinal_state optional.
 //  * Not fused (done by the model before / after the call, on every device): the L2 normalisation of q and k, the
@@ -33,10 +38,10 @@
 //    included): it recomputes the per-chunk start states from the saved inputs (T/chunk states per head being
 //    processed, never one per token) and walks the chunks in reverse. Time O(T·(chunk·(K + V) + V·K)) per head.
 //    Arithmetic is in the input dtype. T = 0 is allowed (the final state is then the initial one).
-//    On CUDA the `chunk` argument is checked (≥ 1) but not used: the kernels use their own chunk length of 32
-//    (again only the summation order changes). The CUDA backward recomputes the chunk-start states (one per 32
-//    tokens per head, kept in an fp32 scratch tensor for the duration of the call) by re-running the forward's
-//    state pass, then walks the chunks in reverse; see gated_delta_cuda.cu for the kernel design.
+//    On CUDA the `chunk` argument is checked (≥ 1) but not used: the kernels use their own chunk length of 32 for
+//    both dtypes (again only the summation order changes). The CUDA backward recomputes the chunk-start states (one
+//    per 32 tokens per head, kept in an fp32 scratch tensor for the duration of the call) by re-running the
+//    forward's state pass, then walks the chunks in reverse; see gated_delta_cuda.cu for the kernel design.
 //  * gated_delta_step: one token (decode), the recurrence applied once (CUDA: one warp per state row).
 //  * gated_delta_ref (gated_delta_ref.cpp): the token-by-token recurrence in float64, for tests only. It is a
 //    composition of ag:: primitives: with inputs that require grad, ag::backward through it gives reference
