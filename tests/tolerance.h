@@ -16,6 +16,12 @@ inline constexpr Tolerance kTolF32{1e-5, 1e-4};
 inline constexpr Tolerance kTolTF32{5e-4, 5e-3};
 // bf16 inputs, fp32 accumulation vs float64 reference on the same (upcast) bf16 inputs.
 inline constexpr Tolerance kTolBF16{1e-2, 5e-2};
+// Beyond SPEC §0.1 (which is per kernel): the parameter gradients of a whole model run under the bf16 mixed-precision
+// policy vs the same model in float32. Every gradient has passed through the bf16 activations of all the layers
+// above it, forward and backward, and reductions over all B·T positions (biases, the gate projection) cancel, so
+// their relative RMS error reaches 1–2% where one kernel stays below 1% (measured on the H100: up to 0.02). The
+// logits of that comparison use kTolBF16.
+inline constexpr Tolerance kTolModelBF16Grad{3e-2, 5e-2};
 // Whole-model logits, float32, vs the golden files: absolute max |Δ|.
 inline constexpr double kGoldenLogitsMaxAbs = 1e-4;
 // gradcheck: |analytic − numeric| ≤ atol + rtol·|numeric|, float64 central differences with eps.
