@@ -392,8 +392,9 @@ bool run_kernel_bench(bool quick) {
       "e·B·⌊T/N⌋·H·K + 8·BTH·k\n"
       "  gated delta fwd e·BTH·(2K+2V) + 8·BTH + 4·B·H·V·K, bwd e·BTH·(4K+3V) + 16·BTH;  fwd+bwd = sum of both calls.\n"
       "floor ms = FLOPs / bf16 tensor-core peak and bytes / D2D copy bandwidth; × floor = ms / the larger of the two.\n"
-      "% TC bf16 and % FFMA: achieved FLOP/s against the bf16 tensor-core and the fp32 FFMA peak (gated delta and chunk"
-      " attention are SIMT fp32 kernels for both dtypes; window attention uses tensor cores for bf16 only).\n"
+      "% TC bf16 and % FFMA: achieved FLOP/s against the bf16 tensor-core and the fp32 FFMA peak (gated delta and window"
+      " attention use tensor cores for bf16 inputs only, gated delta with split bf16 operands, i.e. 2-3 MMAs per"
+      " product; chunk attention is SIMT fp32 for both dtypes).\n"
       "peak MiB = allocator peak in use during one call (inputs included); +call MiB = that minus the bytes in use before"
       " it.\n\n",
       kDnChunkCuda);
