@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds on a GPU machine and runs the gpu-labelled tests (HYDRA_REQUIRE_CUDA=1: no device is a failure), then
 # the whole suite. Usage: scripts/device-check.sh [build-dir]. Logs go to $OUT when set. BENCH=1 adds the CUDA
-# benchmark, SANITIZE=1 compute-sanitizer (memcheck, racecheck) over the GPU tensor tests.
+# benchmarks, SANITIZE=1 compute-sanitizer (memcheck, racecheck) over the GPU tensor tests and the mixer kernels'
+# sanitizer cases.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-device}
@@ -22,6 +23,12 @@ if [ "${SANITIZE:-0}" = 1 ]; then  # compute-sanitizer over the GPU tensor suite
     /usr/local/cuda/bin/compute-sanitizer --tool "$tool" --error-exitcode 9 "$build/bin/test_tensor_gpu" \
       "${filter[@]}" > "$out/sanitizer-$tool.log" 2>&1
     echo "compute-sanitizer $tool rc=$? $(grep -E 'ERROR SUMMARY|test cases' "$out/sanitizer-$tool.log" | tr '\n' ' ')"
+  done
+  # The mixer kernels: each has a small "<op> cuda sanitizer case".
+  for tool in memcheck racecheck; do
+    /usr/local/cuda/bin/compute-sanitizer --tool "$tool" --error-exitcode 9 "$build/bin/test_hydra_gpu" \
+      -tc='*cuda sanitizer case' > "$out/sanitizer-mixers-$tool.log" 2>&1
+    echo "compute-sanitizer mixers $tool rc=$? $(grep -E 'SUMMARY|test cases' "$out/sanitizer-mixers-$tool.log" | tr '\n' ' ')"
   done
 fi
 if [ "${BENCH:-0}" = 1 ]; then
