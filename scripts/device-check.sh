@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds on a GPU machine and runs the gpu-labelled tests (HYDRA_REQUIRE_CUDA=1: no device is a failure), then
-# the whole suite. Usage: scripts/device-check.sh [build-dir]. Logs go to $OUT when set. BENCH=1 adds the CUDA
+# the cpu-labelled rest. Usage: scripts/device-check.sh [build-dir]. Logs go to $OUT when set. BENCH=1 adds the CUDA
 # benchmarks, SANITIZE=1 compute-sanitizer (memcheck, racecheck) over the GPU tensor tests and the mixer kernels'
 # sanitizer cases.
 set -uo pipefail
@@ -13,7 +13,7 @@ cmake --build "$build" -j16 > "$out/build.log" 2>&1 || { grep -E "error|FAILED" 
 export HYDRA_REQUIRE_CUDA=1
 (cd "$build" && ctest -L gpu --output-on-failure -j4) > "$out/ctest-gpu.log" 2>&1; rc_gpu=$?
 grep -E "tests passed|Failed|\*\*\*|ERROR|CHECK|logged" "$out/ctest-gpu.log" | head -60
-(cd "$build" && ctest --output-on-failure -j8) > "$out/ctest-all.log" 2>&1; rc_all=$?
+(cd "$build" && ctest -L cpu --output-on-failure -j8) > "$out/ctest-all.log" 2>&1; rc_all=$?  # the rest
 if [ "${SANITIZE:-0}" = 1 ]; then  # compute-sanitizer over the GPU tensor suite (memcheck, racecheck)
   # The allocator test provokes cudaMalloc failures on purpose (API errors, not memory errors): memcheck skips it.
   # racecheck skips the matmul/linear cases: cuBLAS's own GEMM kernels (nvjet_*) report warpgroup hazards that are
@@ -36,4 +36,4 @@ if [ "${BENCH:-0}" = 1 ]; then
   "$build/bin/hydra-bench" kernels > "$out/bench-kernels.md" 2>&1; cat "$out/bench-kernels.md"
 fi
 tail -3 "$out/ctest-all.log"
-echo "gpu rc=$rc_gpu all rc=$rc_all"
+echo "gpu rc=$rc_gpu cpu rc=$rc_all"

@@ -396,9 +396,12 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
     }
     {
       const Tensor y = embedding(xg, from_vector<int64_t>({4}, {1}, kGpu));  // x as a 4-row table: 4 is bad
-      // The host-to-device copy below drains the compute stream (without raising), so the verdict has landed
-      // when the next index op defers its own check: that op raises the earlier error.
+      // Wait for the compute stream through an event (which raises nothing), so the verdict has landed when the
+      // next index op defers its own check: that op raises the earlier error.
       const Tensor ok = from_vector<int64_t>({0, 1}, {2}, kGpu);
+      cuda::Event drained(0, /*timing=*/false);
+      drained.record(cuda::compute_stream(0));
+      drained.synchronize();
       check_throws_with([&] { (void)index_select(xg, 0, ok); }, {"embedding", "value 4", "flat position 0", "[0, 4)"});
       cuda::synchronize(0);  // the later (valid) check passes: nothing left to raise
     }
