@@ -119,17 +119,24 @@ void write_text_file(const fs::path& p, const std::string& text) {
   fsync_path(p, false);
 }
 
-std::string read_text_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  HYDRA_CHECK_ENV(in.good(), "cannot open '{}'", p.string());
+
+const char* const kFiles[] = {"model.safetensors", "optimizer.safetensors", "trainer_state.json", "config.yaml"};
+
+}  // namespace
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  HYDRA_CHECK_ENV(in.good(), "cannot open '{}'", path);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
 }
 
-const char* const kFiles[] = {"model.safetensors", "optimizer.safetensors", "trainer_state.json", "config.yaml"};
-
-}  // namespace
+void write_text_file_atomic(const std::string& path, const std::string& text) {
+  const fs::path tmp = path + ".tmp";
+  write_text_file(tmp, text);
+  fs::rename(tmp, path);
+}
 
 std::string sha256_hex(const void* data, size_t n) {
   Sha256 h;
@@ -245,7 +252,7 @@ Checkpoint read_checkpoint(const std::string& dir) {
   HYDRA_CHECK_ENV(fs::exists(d / "SHA256SUMS", ec), "checkpoint '{}' has no SHA256SUMS file (incomplete)", dir);
   std::map<std::string, std::string> sums;
   {
-    std::istringstream in(read_text_file(d / "SHA256SUMS"));
+    std::istringstream in(read_text_file((d / "SHA256SUMS").string()));
     std::string line;
     while (std::getline(in, line)) {
       if (line.empty()) continue;
@@ -266,8 +273,9 @@ Checkpoint read_checkpoint(const std::string& dir) {
   ck.dir = dir;
   ck.model = load_safetensors((d / "model.safetensors").string());
   ck.optimizer = load_safetensors((d / "optimizer.safetensors").string());
-  ck.state = TrainerState::from_json(read_text_file(d / "trainer_state.json"), (d / "trainer_state.json").string());
-  ck.config_yaml = read_text_file(d / "config.yaml");
+  ck.state = TrainerState::from_json(read_text_file((d / "trainer_state.json").string()),
+                                    (d / "trainer_state.json").string());
+  ck.config_yaml = read_text_file((d / "config.yaml").string());
   return ck;
 }
 

@@ -39,6 +39,11 @@ struct Checkpoint {
   std::string dir;
 };
 
+// Whole-file text I/O for the run folder. write_text_file_atomic writes a temporary file beside `path`, fsyncs it
+// and renames it over `path` (a reader sees the old or the new content, never a mix). Errors name the file.
+std::string read_text_file(const std::string& path);
+void write_text_file_atomic(const std::string& path, const std::string& text);
+
 // SHA-256 of a file's bytes / of a string, as 64 lowercase hex digits.
 std::string sha256_file(const std::string& path);
 std::string sha256_hex(const void* data, size_t n);

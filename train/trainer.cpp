@@ -162,36 +162,14 @@ double validation_loss(const HydraLM& model, const std::vector<Tensor>& batches)
 void truncate_metrics(const fs::path& path, int64_t upto) {
   std::error_code ec;
   if (!fs::exists(path, ec)) return;
-  std::ifstream in(path);
+  std::istringstream in(read_text_file(path.string()));
   std::string line, kept;
   while (std::getline(in, line)) {
     const size_t p = line.find("\"step\":");
     if (p == std::string::npos) continue;
     if (std::stoll(line.substr(p + 7)) <= upto) kept += line + "\n";
   }
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << kept;
-  }
-  fs::rename(tmp, path);
-}
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_file_atomic(const fs::path& p, const std::string& text) {
-  const fs::path tmp = p.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    HYDRA_CHECK_ENV(out.good(), "cannot write '{}'", tmp.string());
-    out << text;
-  }
-  fs::rename(tmp, p);
+  write_text_file_atomic(path.string(), kept);
 }
 
 class ProgressBar {
@@ -317,7 +295,7 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
                 "that run, or choose another train.run_dir",
                 cfg.train.run_dir, existing.front().first);
   }
-  write_file_atomic(run_dir / "config.yaml", cfg.to_yaml());
+  write_text_file_atomic((run_dir / "config.yaml").string(), cfg.to_yaml());
   const fs::path metrics_path = run_dir / "metrics.jsonl";
   if (resumed) {
     truncate_metrics(metrics_path, st.step);
@@ -512,8 +490,9 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
     log << fmt::format("this invocation: {} steps in {:.1f} s, {:.1f} ms/step, {} tok/s\n", run_steps, run_step_s,
                        run_step_s * 1e3 / run_steps, human_count(tokens_per_step * run_steps / run_step_s));
 
-  write_file_atomic(run_dir / "loss.svg",
-                    loss_curve_svg(read_file(metrics_path), fmt::format("{} — {}", cfg.source, cfg.model.summary())));
+  write_text_file_atomic((run_dir / "loss.svg").string(),
+                         loss_curve_svg(read_text_file(metrics_path.string()),
+                                        fmt::format("{} — {}", cfg.source, cfg.model.summary())));
   log << fmt::format("wrote {}/metrics.jsonl and {}/loss.svg\n", cfg.train.run_dir, cfg.train.run_dir);
 
   if (cfg.train.profile) {
