@@ -3,6 +3,9 @@
 //           [--device auto|cpu|cuda]
 //           Runs HydraLM on `input_ids` (int64 B×N) and writes `logits` (float32 B×N×V) and `loss` (mean next-token
 //           cross-entropy of logits[:, :-1] against input_ids[:, 1:]); prints the loss.
+//   perplexity --checkpoint DIR --data FILE [--format auto|text|tokens] [--token-dtype uint16|uint32]
+//           [--seq-len N] [--batch B] [--max-tokens N] [--device auto|cpu|cuda]
+//           Mean next-token loss, perplexity and bits per token/byte of a hydra-train checkpoint on a data file.
 // The evaluation issue adds the synthetic tasks (MQAR, needle, multi-fact QA) here.
 #include <fmt/format.h>
 
@@ -13,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "eval/perplexity.h"
 #include "eval/score.h"
 
 namespace {
@@ -53,9 +57,40 @@ int run_score(const std::vector<std::string>& args) {
   return 0;
 }
 
+int64_t int_flag(const std::map<std::string, std::string>& f, const char* k, int64_t fallback) {
+  if (!f.count(k)) return fallback;
+  try {
+    std::size_t used = 0;
+    const int64_t v = std::stoll(f.at(k), &used);
+    if (used == f.at(k).size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw std::invalid_argument(fmt::format("{}: expected an integer, got '{}'", k, f.at(k)));
+}
+
+int run_perplexity(const std::vector<std::string>& args) {
+  const auto f = parse_flags("perplexity", args, {"--checkpoint", "--data", "--format", "--token-dtype", "--seq-len",
+                                                  "--batch", "--max-tokens", "--device"});
+  hydra::eval::PerplexityOptions o;
+  auto get = [&](const char* k, const std::string& d) { return f.count(k) ? f.at(k) : d; };
+  o.checkpoint = get("--checkpoint", ""), o.data = get("--data", ""), o.format = get("--format", "auto");
+  o.token_dtype = get("--token-dtype", ""), o.device = get("--device", "auto");
+  o.seq_len = int_flag(f, "--seq-len", 0), o.batch_size = int_flag(f, "--batch", 8);
+  o.max_tokens = int_flag(f, "--max-tokens", 0);
+  const hydra::eval::PerplexityResult r = hydra::eval::run_perplexity(o);
+  fmt::print("| checkpoint | step | data | tokens | seq_len | device | mean loss (nats) | perplexity | bits/token | "
+             "bits/byte |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  fmt::print("| {} | {} | {} | {} | {} | {} | {:.6f} | {:.4f} | {:.6f} | {} |\n", r.checkpoint_dir, r.step, o.data,
+             r.tokens, r.seq_len, r.device, r.mean_loss, r.perplexity, r.bits_per_token,
+             r.bits_per_byte ? fmt::format("{:.6f}", *r.bits_per_byte) : std::string("-"));
+  return 0;
+}
+
 const std::map<std::string, Task>& tasks() {
   static const std::map<std::string, Task> t = {
       {"score", {"logits and next-token loss of a HydraLM on given ids (checkpoint parity check)", run_score}},
+      {"perplexity", {"mean loss, perplexity and bits per byte of a hydra-train checkpoint on a data file",
+                      run_perplexity}},
   };
   return t;
 }
@@ -65,7 +100,9 @@ void print_usage() {
   for (const auto& [name, task] : tasks()) fmt::print("  {:<10} {}\n", name, task.summary);
   fmt::print(
       "\nscore options: --config CONFIG.yaml --weights W.safetensors --input IDS.safetensors --out OUT.safetensors\n"
-      "               [--device auto|cpu|cuda]\n");
+      "               [--device auto|cpu|cuda]\n"
+      "perplexity options: --checkpoint RUN_OR_STEP_DIR --data FILE [--format auto|text|tokens]\n"
+      "               [--token-dtype uint16|uint32] [--seq-len N] [--batch B] [--max-tokens N] [--device auto|cpu|cuda]\n");
 }
 
 }  // namespace

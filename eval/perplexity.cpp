@@ -1,0 +1,105 @@
+// `hydra-eval perplexity` (perplexity.h).
+#include "eval/perplexity.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <filesystem>
+#include <numbers>
+#include <vector>
+
+#include "autograd/autograd.h"
+#include "hydra/model.h"
+#include "tensor/check.h"
+#include "tensor/ops/indexing.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
+#include "train/data.h"
+
+namespace hydra::eval {
+
+namespace fs = std::filesystem;
+
+PerplexityResult run_perplexity(const PerplexityOptions& o) {
+  HYDRA_CHECK(!o.checkpoint.empty(), "hydra-eval perplexity: --checkpoint is required (a run folder or a step folder)");
+  HYDRA_CHECK(!o.data.empty(), "hydra-eval perplexity: --data is required (a text or token file)");
+  HYDRA_CHECK(o.batch_size >= 1 && o.seq_len >= 0 && o.max_tokens >= 0,
+              "hydra-eval perplexity: --batch must be ≥ 1, --seq-len and --max-tokens ≥ 0");
+  // The checkpoint: a step folder, or the newest valid one of a run folder.
+  train::Checkpoint ck;
+  std::error_code ec;
+  if (fs::exists(fs::path(o.checkpoint) / "SHA256SUMS", ec)) {
+    ck = train::read_checkpoint(o.checkpoint);
+  } else {
+    std::vector<std::string> warnings;
+    HYDRA_CHECK_ENV(fs::is_directory(o.checkpoint, ec), "--checkpoint '{}' does not exist", o.checkpoint);
+    if (!train::load_latest_checkpoint(o.checkpoint, ck, warnings)) {
+      std::string w;
+      for (const auto& x : warnings) w += "\n  " + x;
+      HYDRA_CHECK_ENV(false, "--checkpoint '{}': neither a checkpoint folder nor a run folder with a valid "
+                      "checkpoint{}", o.checkpoint, w);
+    }
+  }
+  const train::TrainConfig cfg = train::parse_train_config(ck.config_yaml, ck.dir + "/config.yaml", "/");
+
+  PerplexityResult r;
+  r.checkpoint_dir = ck.dir;
+  r.step = ck.state.step;
+  r.device = resolve_model_device(o.device, "--device");
+  r.seq_len = o.seq_len > 0 ? o.seq_len : cfg.data.seq_len;
+  const std::string format = o.format == "auto" ? cfg.data.format : o.format;
+  HYDRA_CHECK(format == "text" || format == "tokens", "--format: unknown value '{}', expected auto, text or tokens",
+              format);
+  const std::string tdt = o.token_dtype.empty() ? cfg.data.token_dtype : o.token_dtype;
+  auto src = std::make_shared<train::TokenSource>(format == "text" ? train::TokenSource::from_text_file(o.data)
+                                                                   : train::TokenSource::from_token_file(
+                                                                         o.data, train::parse_token_dtype(tdt)));
+  const int64_t n = o.max_tokens > 0 ? std::min(o.max_tokens, src->size()) : src->size();
+  HYDRA_CHECK(n >= 2, "{}: {} tokens; at least 2 are needed to predict one", o.data, n);
+
+  HydraLM model(cfg.model);
+  model.load_state_dict(ck.model, ck.dir + "/model.safetensors");
+  const Device dev(r.device);
+  if (dev.is_cuda()) {
+    model.to(dev);
+    model.set_compute_dtype(cfg.train.precision == "fp32" ? std::nullopt : std::optional<DType>(DType::BFloat16));
+  }
+  model.eval();
+
+  // Windows [s, s + L] for s = 0, L, 2L, ... (the last one shorter); every id is checked against the vocabulary.
+  const int64_t L = r.seq_len;
+  ag::NoGradGuard no_grad;
+  double total = 0;
+  int64_t counted = 0;
+  std::vector<Tensor> rows;
+  auto flush = [&]() {
+    if (rows.empty()) return;
+    const Tensor ids = concat(rows, 0);
+    const double mean = lm_loss(model.forward(ids).logits, ids).item();
+    const int64_t preds = ids.size(0) * (ids.size(1) - 1);
+    total += mean * static_cast<double>(preds);
+    counted += preds;
+    rows.clear();
+  };
+  for (int64_t s = 0; s + 1 < n; s += L) {
+    const int64_t len = std::min(L + 1, n - s);
+    if (len != L + 1) flush();  // the shorter tail goes alone
+    std::vector<int64_t> ids(static_cast<size_t>(len));
+    for (int64_t i = 0; i < len; ++i) ids[static_cast<size_t>(i)] = src->at(s + i);
+    for (int64_t i = 0; i < len; ++i)
+      HYDRA_CHECK(ids[static_cast<size_t>(i)] < cfg.model.vocab_size,
+                  "{}: token id {} at byte offset {} is outside the model's vocabulary ({})", o.data,
+                  ids[static_cast<size_t>(i)], src->byte_offset(s + i), cfg.model.vocab_size);
+    rows.push_back(from_vector(ids, {1, len}));
+    if (static_cast<int64_t>(rows.size()) == o.batch_size || len != L + 1) flush();
+  }
+  flush();
+  r.tokens = counted;
+  r.mean_loss = total / static_cast<double>(counted);
+  r.perplexity = std::exp(r.mean_loss);
+  r.bits_per_token = r.mean_loss / std::numbers::ln2;
+  if (format == "text") r.bits_per_byte = r.bits_per_token;
+  return r;
+}
+
+}  // namespace hydra::eval
