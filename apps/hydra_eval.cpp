@@ -6,17 +6,24 @@
 //   perplexity --checkpoint DIR --data FILE [--format auto|text|tokens] [--token-dtype uint16|uint32]
 //           [--seq-len N] [--batch B] [--max-tokens N] [--device auto|cpu|cuda]
 //           Mean next-token loss, perplexity and bits per token/byte of a hydra-train checkpoint on a data file.
+//   generate --checkpoint DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]
+//           [--seed S] [--device auto|cpu|cuda]
+//           Continues a text prompt with a byte-level checkpoint (SPEC §6.1 / §6.2 sampling) and prints the text.
 // The evaluation issue adds the synthetic tasks (MQAR, needle, multi-fact QA) here.
 #include <fmt/format.h>
 
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "eval/perplexity.h"
+#include "hydra/generate.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
 #include "eval/score.h"
 
 namespace {
@@ -86,11 +93,65 @@ int run_perplexity(const std::vector<std::string>& args) {
   return 0;
 }
 
+double double_flag(const std::map<std::string, std::string>& f, const char* k, double fallback) {
+  if (!f.count(k)) return fallback;
+  try {
+    std::size_t used = 0;
+    const double v = std::stod(f.at(k), &used);
+    if (used == f.at(k).size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw std::invalid_argument(fmt::format("{}: expected a number, got '{}'", k, f.at(k)));
+}
+
+int run_generate(const std::vector<std::string>& args) {
+  const auto f = parse_flags("generate", args, {"--checkpoint", "--prompt", "--max-new-tokens", "--temperature",
+                                                "--top-k", "--top-p", "--seed", "--device"});
+  if (!f.count("--checkpoint") || !f.count("--prompt"))
+    throw std::invalid_argument("hydra-eval generate: --checkpoint and --prompt are required");
+  const std::string dir = f.at("--checkpoint");
+  hydra::train::Checkpoint ck;
+  std::vector<std::string> warnings;
+  if (std::filesystem::exists(std::filesystem::path(dir) / "SHA256SUMS")) {
+    ck = hydra::train::read_checkpoint(dir);
+  } else if (!hydra::train::load_latest_checkpoint(dir, ck, warnings)) {
+    throw std::runtime_error(fmt::format("--checkpoint '{}': no valid checkpoint there", dir));
+  }
+  const auto cfg = hydra::train::parse_train_config(ck.config_yaml, ck.dir + "/config.yaml", "/");
+  if (cfg.data.format != "text")
+    throw std::invalid_argument(fmt::format("hydra-eval generate: {} was trained on token ids (data.format {}); a text "
+                                            "prompt needs a byte-level (data.format text) checkpoint", ck.dir,
+                                            cfg.data.format));
+  hydra::HydraLM model(cfg.model);
+  model.load_state_dict(ck.model, ck.dir + "/model.safetensors");
+  const std::string device = hydra::resolve_model_device(f.count("--device") ? f.at("--device") : "auto", "--device");
+  if (device == "cuda") model.to(hydra::Device("cuda:0"));
+  model.eval();
+  const std::string prompt = f.at("--prompt");
+  if (prompt.empty()) throw std::invalid_argument("hydra-eval generate: --prompt must not be empty");
+  std::vector<int64_t> ids;
+  for (unsigned char ch : prompt) ids.push_back(ch);
+  hydra::GenerateOptions o;
+  o.max_new_tokens = int_flag(f, "--max-new-tokens", 256);
+  o.sampling.temperature = double_flag(f, "--temperature", 1.0);
+  o.sampling.top_k = int_flag(f, "--top-k", 0);
+  o.sampling.top_p = double_flag(f, "--top-p", 1.0);
+  o.seed = static_cast<uint64_t>(int_flag(f, "--seed", 0));
+  const hydra::Tensor out =
+      hydra::generate(model, hydra::from_vector(ids, {1, static_cast<int64_t>(ids.size())}), o);
+  std::string text;
+  for (int64_t v : out.to_vector<int64_t>()) text += static_cast<char>(v);
+  fmt::print("{}\n", text);
+  return 0;
+}
+
 const std::map<std::string, Task>& tasks() {
   static const std::map<std::string, Task> t = {
       {"score", {"logits and next-token loss of a HydraLM on given ids (checkpoint parity check)", run_score}},
       {"perplexity", {"mean loss, perplexity and bits per byte of a hydra-train checkpoint on a data file",
                       run_perplexity}},
+      {"generate", {"continue a text prompt with a byte-level hydra-train checkpoint (SPEC §6 sampling)",
+                    run_generate}},
   };
   return t;
 }
@@ -102,7 +163,9 @@ void print_usage() {
       "\nscore options: --config CONFIG.yaml --weights W.safetensors --input IDS.safetensors --out OUT.safetensors\n"
       "               [--device auto|cpu|cuda]\n"
       "perplexity options: --checkpoint RUN_OR_STEP_DIR --data FILE [--format auto|text|tokens]\n"
-      "               [--token-dtype uint16|uint32] [--seq-len N] [--batch B] [--max-tokens N] [--device auto|cpu|cuda]\n");
+      "               [--token-dtype uint16|uint32] [--seq-len N] [--batch B] [--max-tokens N] [--device auto|cpu|cuda]\n"
+      "generate options: --checkpoint RUN_OR_STEP_DIR --prompt TEXT [--max-new-tokens N] [--temperature T]\n"
+      "               [--top-k K] [--top-p P] [--seed S] [--device auto|cpu|cuda]\n");
 }
 
 }  // namespace
