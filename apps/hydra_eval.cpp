@@ -14,7 +14,6 @@
 
 #include <cstring>
 #include <exception>
-#include <filesystem>
 #include <functional>
 #include <map>
 #include <string>
@@ -110,13 +109,7 @@ int run_generate(const std::vector<std::string>& args) {
   if (!f.count("--checkpoint") || !f.count("--prompt"))
     throw std::invalid_argument("hydra-eval generate: --checkpoint and --prompt are required");
   const std::string dir = f.at("--checkpoint");
-  hydra::train::Checkpoint ck;
-  std::vector<std::string> warnings;
-  if (std::filesystem::exists(std::filesystem::path(dir) / "SHA256SUMS")) {
-    ck = hydra::train::read_checkpoint(dir);
-  } else if (!hydra::train::load_latest_checkpoint(dir, ck, warnings)) {
-    throw std::runtime_error(fmt::format("--checkpoint '{}': no valid checkpoint there", dir));
-  }
+  const hydra::train::Checkpoint ck = hydra::train::resolve_checkpoint(dir);
   const auto cfg = hydra::train::parse_train_config(ck.config_yaml, ck.dir + "/config.yaml", "/");
   if (cfg.data.format != "text")
     throw std::invalid_argument(fmt::format("hydra-eval generate: {} was trained on token ids (data.format {}); a text "

@@ -4,7 +4,6 @@
 #include <fmt/format.h>
 
 #include <cmath>
-#include <filesystem>
 #include <numbers>
 #include <vector>
 
@@ -18,28 +17,12 @@
 
 namespace hydra::eval {
 
-namespace fs = std::filesystem;
-
 PerplexityResult run_perplexity(const PerplexityOptions& o) {
   HYDRA_CHECK(!o.checkpoint.empty(), "hydra-eval perplexity: --checkpoint is required (a run folder or a step folder)");
   HYDRA_CHECK(!o.data.empty(), "hydra-eval perplexity: --data is required (a text or token file)");
   HYDRA_CHECK(o.batch_size >= 1 && o.seq_len >= 0 && o.max_tokens >= 0,
               "hydra-eval perplexity: --batch must be ≥ 1, --seq-len and --max-tokens ≥ 0");
-  // The checkpoint: a step folder, or the newest valid one of a run folder.
-  train::Checkpoint ck;
-  std::error_code ec;
-  if (fs::exists(fs::path(o.checkpoint) / "SHA256SUMS", ec)) {
-    ck = train::read_checkpoint(o.checkpoint);
-  } else {
-    std::vector<std::string> warnings;
-    HYDRA_CHECK_ENV(fs::is_directory(o.checkpoint, ec), "--checkpoint '{}' does not exist", o.checkpoint);
-    if (!train::load_latest_checkpoint(o.checkpoint, ck, warnings)) {
-      std::string w;
-      for (const auto& x : warnings) w += "\n  " + x;
-      HYDRA_CHECK_ENV(false, "--checkpoint '{}': neither a checkpoint folder nor a run folder with a valid "
-                      "checkpoint{}", o.checkpoint, w);
-    }
-  }
+  const train::Checkpoint ck = train::resolve_checkpoint(o.checkpoint);
   const train::TrainConfig cfg = train::parse_train_config(ck.config_yaml, ck.dir + "/config.yaml", "/");
 
   PerplexityResult r;

@@ -291,4 +291,19 @@ bool load_latest_checkpoint(const std::string& run_dir, Checkpoint& out, std::ve
   return false;
 }
 
+Checkpoint resolve_checkpoint(const std::string& path) {
+  std::error_code ec;
+  if (fs::exists(fs::path(path) / "SHA256SUMS", ec)) return read_checkpoint(path);
+  HYDRA_CHECK_ENV(fs::is_directory(path, ec), "--checkpoint '{}' does not exist", path);
+  Checkpoint ck;
+  std::vector<std::string> warnings;
+  if (!load_latest_checkpoint(path, ck, warnings)) {
+    std::string w;
+    for (const auto& x : warnings) w += "\n  " + x;
+    HYDRA_CHECK_ENV(false, "--checkpoint '{}': neither a checkpoint folder nor a run folder with a valid checkpoint{}",
+                    path, w);
+  }
+  return ck;
+}
+
 }  // namespace hydra::train

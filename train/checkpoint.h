@@ -62,4 +62,8 @@ Checkpoint read_checkpoint(const std::string& dir);
 // skipped. Returns false when none is valid (or none exists).
 bool load_latest_checkpoint(const std::string& run_dir, Checkpoint& out, std::vector<std::string>& warnings);
 
+// A checkpoint named on a command line: a step folder (it has SHA256SUMS) is read as is; any other folder is taken
+// as a run folder and its newest valid checkpoint is used. Errors name `path` (and the skipped checkpoints).
+Checkpoint resolve_checkpoint(const std::string& path);
+
 }  // namespace hydra::train
