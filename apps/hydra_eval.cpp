@@ -110,16 +110,13 @@ int run_generate(const std::vector<std::string>& args) {
     throw std::invalid_argument("hydra-eval generate: --checkpoint and --prompt are required");
   const std::string dir = f.at("--checkpoint");
   const hydra::train::Checkpoint ck = hydra::train::resolve_checkpoint(dir);
-  const auto cfg = hydra::train::parse_train_config(ck.config_yaml, ck.dir + "/config.yaml", "/");
+  const hydra::train::LoadedModel loaded =
+      hydra::train::load_checkpoint_model(ck, f.count("--device") ? f.at("--device") : "auto", "--device");
+  const auto& cfg = loaded.config;
   if (cfg.data.format != "text")
     throw std::invalid_argument(fmt::format("hydra-eval generate: {} was trained on token ids (data.format {}); a text "
                                             "prompt needs a byte-level (data.format text) checkpoint", ck.dir,
                                             cfg.data.format));
-  hydra::HydraLM model(cfg.model);
-  model.load_state_dict(ck.model, ck.dir + "/model.safetensors");
-  const std::string device = hydra::resolve_model_device(f.count("--device") ? f.at("--device") : "auto", "--device");
-  if (device == "cuda") model.to(hydra::Device("cuda:0"));
-  model.eval();
   const std::string prompt = f.at("--prompt");
   if (prompt.empty()) throw std::invalid_argument("hydra-eval generate: --prompt must not be empty");
   std::vector<int64_t> ids;
@@ -131,7 +128,7 @@ int run_generate(const std::vector<std::string>& args) {
   o.sampling.top_p = double_flag(f, "--top-p", 1.0);
   o.seed = static_cast<uint64_t>(int_flag(f, "--seed", 0));
   const hydra::Tensor out =
-      hydra::generate(model, hydra::from_vector(ids, {1, static_cast<int64_t>(ids.size())}), o);
+      hydra::generate(*loaded.model, hydra::from_vector(ids, {1, static_cast<int64_t>(ids.size())}), o);
   std::string text;
   for (int64_t v : out.to_vector<int64_t>()) text += static_cast<char>(v);
   fmt::print("{}\n", text);

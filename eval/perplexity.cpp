@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "autograd/autograd.h"
-#include "hydra/model.h"
+#include "hydra/lm.h"
 #include "tensor/check.h"
 #include "tensor/ops/indexing.h"
 #include "train/checkpoint.h"
@@ -23,12 +23,14 @@ PerplexityResult run_perplexity(const PerplexityOptions& o) {
   HYDRA_CHECK(o.batch_size >= 1 && o.seq_len >= 0 && o.max_tokens >= 0,
               "hydra-eval perplexity: --batch must be ≥ 1, --seq-len and --max-tokens ≥ 0");
   const train::Checkpoint ck = train::resolve_checkpoint(o.checkpoint);
-  const train::TrainConfig cfg = train::parse_train_config(ck.config_yaml, ck.dir + "/config.yaml", "/");
+  const train::LoadedModel loaded = train::load_checkpoint_model(ck, o.device, "--device");
+  const train::TrainConfig& cfg = loaded.config;
+  const LanguageModel& model = *loaded.model;
 
   PerplexityResult r;
   r.checkpoint_dir = ck.dir;
   r.step = ck.state.step;
-  r.device = resolve_model_device(o.device, "--device");
+  r.device = loaded.device;
   r.seq_len = o.seq_len > 0 ? o.seq_len : cfg.data.seq_len;
   const std::string format = o.format == "auto" ? cfg.data.format : o.format;
   HYDRA_CHECK(format == "text" || format == "tokens", "--format: unknown value '{}', expected auto, text or tokens",
@@ -40,14 +42,6 @@ PerplexityResult run_perplexity(const PerplexityOptions& o) {
   const int64_t n = o.max_tokens > 0 ? std::min(o.max_tokens, src->size()) : src->size();
   HYDRA_CHECK(n >= 2, "{}: {} tokens; at least 2 are needed to predict one", o.data, n);
 
-  HydraLM model(cfg.model);
-  model.load_state_dict(ck.model, ck.dir + "/model.safetensors");
-  const Device dev(r.device);
-  if (dev.is_cuda()) {
-    model.to(dev);
-    model.set_compute_dtype(cfg.train.precision == "fp32" ? std::nullopt : std::optional<DType>(DType::BFloat16));
-  }
-  model.eval();
 
   // Windows [s, s + L] for s = 0, L, 2L, ... (the last one shorter); every id is checked against the vocabulary.
   const int64_t L = r.seq_len;

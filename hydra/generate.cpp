@@ -59,7 +59,7 @@ int64_t sample_token(const std::vector<double>& logits, const SamplingOptions& o
   return last;  // rounding at the very end of the CDF
 }
 
-Tensor generate(const HydraLM& model, const Tensor& prompt, const GenerateOptions& o) {
+Tensor generate(const LanguageModel& model, const Tensor& prompt, const GenerateOptions& o) {
   HYDRA_CHECK(prompt.defined() && prompt.dim() == 2 && prompt.size(1) >= 1 && prompt.dtype() == DType::Int64,
               "generate: the prompt must be an int64 (B, N0 ≥ 1) tensor, got {}",
               prompt.defined() ? shape_str(prompt.shape()) : "undefined");

@@ -13,7 +13,7 @@
 #include <optional>
 #include <vector>
 
-#include "hydra/model.h"
+#include "hydra/lm.h"
 #include "tensor/random.h"
 
 namespace hydra {
@@ -34,6 +34,6 @@ struct GenerateOptions {
 };
 
 // prompt (B, N0 ≥ 1) int64 → (B, N0 + T) int64 on the CPU, T ≤ max_new_tokens. Runs without recording gradients.
-Tensor generate(const HydraLM& model, const Tensor& prompt, const GenerateOptions& opts);
+Tensor generate(const LanguageModel& model, const Tensor& prompt, const GenerateOptions& opts);
 
 }  // namespace hydra

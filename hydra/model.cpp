@@ -433,8 +433,8 @@ ForwardResult HydraLM::forward(const Tensor& ids, const ModelState& state, const
   }
   ag::profile::Scope scope("forward: final norm + LM head (+ MTP)");
   const Tensor h = norm_f.forward(x);
-  out.logits = ag::linear(h, nn::to_compute(lm_head_weight()));
-  if (opts.return_hidden) out.hidden = h;
+  if (opts.compute_logits) out.logits = ag::linear(h, nn::to_compute(lm_head_weight()));
+  if (opts.return_hidden || !opts.compute_logits) out.hidden = h;
   if (opts.compute_mtp && cfg_.mtp_depth > 0) out.mtp_aux_loss = mtp_loss(h, ids_dev, opts.mtp_labels);
   return out;
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "hydra/config.h"
+#include "hydra/lm.h"
 #include "hydra/state.h"
 #include "nn/layers.h"
 #include "nn/module.h"
@@ -108,25 +109,7 @@ class MtpHead : public nn::Module {
   nn::Linear proj;
 };
 
-struct ForwardOptions {
-  bool compute_mtp = false;  // compute mtp_aux_loss (when mtp_depth > 0)
-  Tensor mtp_labels;         // (B, T) int64 targets for MTP (−100 = ignore); undefined: the input ids
-  bool return_hidden = false;
-};
-
-struct ForwardResult {
-  Tensor logits;        // (B, T, V)
-  Tensor mtp_aux_loss;  // 0-d, defined only when compute_mtp and mtp_depth > 0
-  Tensor hidden;        // (B, T, d) final-normed hidden, only when return_hidden
-  ModelState state;     // the state after the call
-};
-
-struct StepResult {
-  Tensor logits;  // (B, V)
-  ModelState state;
-};
-
-class HydraLM : public nn::Module {
+class HydraLM : public LanguageModel {
   // Declared first: the members below are built from them.
   HydraConfig cfg_;
   Generator gen_;
@@ -135,34 +118,35 @@ class HydraLM : public nn::Module {
   // Builds the model and initialises it per SPEC §3 from `seed` (reproducible).
   explicit HydraLM(const HydraConfig& cfg, uint64_t seed = 0);
 
-  const HydraConfig& config() const { return cfg_; }
+  const HydraConfig& config() const override { return cfg_; }
+  std::string arch() const override { return "hydra"; }
   // Full forward over ids (B, T) int64 from a fresh state.
-  ForwardResult forward(const Tensor& ids, const ForwardOptions& opts = {}) const;
+  ForwardResult forward(const Tensor& ids, const ForwardOptions& opts = {}) const override;
   // Chunked prefill: forward over ids starting from `state` (empty vector = fresh).
-  ForwardResult forward(const Tensor& ids, const ModelState& state, const ForwardOptions& opts = {}) const;
+  ForwardResult forward(const Tensor& ids, const ModelState& state, const ForwardOptions& opts = {}) const override;
   // One token per row, ids (B,) int64 (inference only: runs without recording gradients).
-  StepResult step(const Tensor& ids, const ModelState& state) const;
+  StepResult step(const Tensor& ids, const ModelState& state) const override;
 
   // The LM head matrix E (V, d): embed.weight when tied, else lm_head.weight.
-  const Tensor& lm_head_weight() const { return cfg_.tie_embeddings ? embed.weight : lm_head->weight; }
+  const Tensor& lm_head_weight() const override { return cfg_.tie_embeddings ? embed.weight : lm_head->weight; }
   // SPEC §2.1: unique trainable parameters, optionally minus the V·d of the embedding.
-  int64_t num_parameters(bool exclude_embedding = false) const;
+  int64_t num_parameters(bool exclude_embedding = false) const override;
 
   // Re-runs the SPEC §3 initialisation.
-  void init_weights(uint64_t seed);
+  void init_weights(uint64_t seed) override;
 
   // Mixed precision (nn/precision.h): BFloat16 runs forward and step under the bf16 policy (float32 master
   // parameters, bf16 activations and GEMM inputs, float32 statistics, gates, state, residual stream and loss);
   // nullopt (the default) computes in the parameters' dtype. bf16 needs the model on a CUDA device.
-  void set_compute_dtype(std::optional<DType> t);
-  std::optional<DType> compute_dtype() const { return compute_dtype_; }
+  void set_compute_dtype(std::optional<DType> t) override;
+  std::optional<DType> compute_dtype() const override { return compute_dtype_; }
 
   // Per-block activation recomputation (SPEC grad_checkpoint): when on and a graph is being recorded, forward keeps
   // only each block's input and backward re-runs the block; the gradients are the same as without it (the
   // mixers are deterministic). Gradients do not flow into an incoming streaming state in this mode (its tensors are
   // used as constants). Off by default.
-  void set_recompute(bool on);
-  bool recompute() const { return recompute_; }
+  void set_recompute(bool on) override;
+  bool recompute() const override { return recompute_; }
 
   nn::Embedding embed;
   nn::ModuleList<HydraBlock> blocks;
@@ -179,8 +163,5 @@ class HydraLM : public nn::Module {
 // The device ("cpu" or "cuda") that `requested` (auto | cpu | cuda) resolves to for a HydraLM in this build and on
 // this machine; `what` names the setting in messages (e.g. "--device", "train.device").
 std::string resolve_model_device(const std::string& requested, const std::string& what);
-
-// Mean next-token cross-entropy of logits[:, :-1] against ids[:, 1:] (0-d float32, or float64 logits' dtype).
-Tensor lm_loss(const Tensor& logits, const Tensor& ids);
 
 }  // namespace hydra

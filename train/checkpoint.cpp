@@ -13,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "hydra/model.h"
 #include "nn/safetensors.h"
 #include "tensor/check.h"
 
@@ -304,6 +305,20 @@ Checkpoint resolve_checkpoint(const std::string& path) {
                     path, w);
   }
   return ck;
+}
+
+LoadedModel load_checkpoint_model(const Checkpoint& ck, const std::string& device, const std::string& what) {
+  LoadedModel out;
+  out.config = parse_train_config(ck.config_yaml, ck.dir + "/config.yaml", "/");
+  out.device = resolve_model_device(device, what);
+  out.model = make_language_model(out.config.model);
+  out.model->load_checkpoint_tensors(ck.model, ck.dir + "/model.safetensors");
+  if (out.device == "cuda") {
+    out.model->to(Device("cuda:0"));
+    if (out.config.train.precision != "fp32") out.model->set_compute_dtype(DType::BFloat16);
+  }
+  out.model->eval();
+  return out;
 }
 
 }  // namespace hydra::train

@@ -13,10 +13,13 @@
 // std::runtime_error naming the folder, the file and what is wrong.
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "hydra/lm.h"
 #include "tensor/tensor_core.h"
+#include "train/config.h"
 
 namespace hydra::train {
 
@@ -65,5 +68,15 @@ bool load_latest_checkpoint(const std::string& run_dir, Checkpoint& out, std::ve
 // A checkpoint named on a command line: a step folder (it has SHA256SUMS) is read as is; any other folder is taken
 // as a run folder and its newest valid checkpoint is used. Errors name `path` (and the skipped checkpoints).
 Checkpoint resolve_checkpoint(const std::string& path);
+
+struct LoadedModel {
+  std::unique_ptr<LanguageModel> model;
+  TrainConfig config;  // the checkpoint's config.yaml
+  std::string device;  // "cpu" or "cuda"
+};
+// The model of a checkpoint, ready for evaluation: built from the checkpoint's config (its model.arch), weights
+// loaded (errors name the file and every missing or mis-shaped tensor), moved to `device` (auto | cpu | cuda;
+// `what` names the setting in messages), the bf16 policy on a GPU unless the run trained in fp32, eval mode.
+LoadedModel load_checkpoint_model(const Checkpoint& ck, const std::string& device, const std::string& what);
 
 }  // namespace hydra::train

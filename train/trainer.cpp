@@ -73,18 +73,22 @@ std::string peak_memory(const Device& dev) {
 }
 
 // Parameters per top-level module, blocks grouped by mixer type.
-std::string parameter_summary(const HydraLM& model) {
+std::string parameter_summary(const LanguageModel& model) {
   std::map<std::string, int64_t> by;
   std::vector<std::string> order;
+  const bool dense = model.arch() == "transformer";
   const auto types = model.config().resolved_layer_types();
+  auto block_type = [&](int64_t i) -> std::string {
+    return dense ? std::string("transformer") : layer_type_name(types[static_cast<size_t>(i)]);
+  };
   std::map<std::string, int64_t> block_counts;
-  for (LayerType t : types) block_counts[layer_type_name(t)] += 1;
+  for (int64_t i = 0; i < model.config().n_layers; ++i) block_counts[block_type(i)] += 1;
   for (const auto& [name, p] : model.named_parameters()) {
     std::string key = name.substr(0, name.find('.'));
     if (key == "blocks") {
       const size_t a = name.find('.') + 1;
       const int64_t i = std::stoll(name.substr(a, name.find('.', a) - a));
-      key = fmt::format("blocks[{}]", layer_type_name(types[static_cast<size_t>(i)]));
+      key = fmt::format("blocks[{}]", block_type(i));
     }
     if (!by.count(key)) order.push_back(key);
     by[key] += p.numel();
@@ -151,7 +155,7 @@ std::vector<Tensor> validation_batches(const WindowSampler& val, const TrainConf
   return out;
 }
 
-double validation_loss(const HydraLM& model, const std::vector<Tensor>& batches) {
+double validation_loss(const LanguageModel& model, const std::vector<Tensor>& batches) {
   ag::NoGradGuard no_grad;
   double total = 0;
   for (const Tensor& ids : batches) total += lm_loss(model.forward(ids).logits, ids).item();
@@ -244,7 +248,8 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
   }
 
   // Model, optimizer, schedule.
-  HydraLM model(cfg.model, seed);
+  const std::unique_ptr<LanguageModel> model_ptr = make_language_model(cfg.model, seed);
+  LanguageModel& model = *model_ptr;
   if (!device.is_cpu()) model.to(device);
   if (precision == "bf16") model.set_compute_dtype(DType::BFloat16);
   model.set_recompute(cfg.train.recompute);
@@ -278,7 +283,7 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
                     "train.profile, eval.* and checkpoint.* may change.",
                     ck.dir, lines);
       }
-      model.load_state_dict(ck.model, ck.dir + "/model.safetensors");
+      model.load_checkpoint_tensors(ck.model, ck.dir + "/model.safetensors");
       opt->load_state_dict(ck.optimizer);
       st = ck.state;
       sched.set_steps_taken(st.schedule_steps);
@@ -361,7 +366,7 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
 
   auto save = [&]() {
     Checkpoint out;
-    out.model = model.state_dict();
+    out.model = model.checkpoint_tensors();
     out.optimizer = opt->state_dict();
     out.state = st;
     out.state.data_seed = sampler.seed();

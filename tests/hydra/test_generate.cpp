@@ -5,6 +5,7 @@
 #include <map>
 
 #include "hydra/generate.h"
+#include "hydra/model.h"
 #include "tests/test_util.h"
 
 using namespace hydra;
