@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include "eval/task_data.h"
 #include "train/config.h"
 #include "train/trainer.h"
 #include "train_default_config.h"  // kDefaultConfig (configs/tiny.yaml at build time), kDefaultConfigDir
@@ -45,9 +46,11 @@ void usage(std::FILE* f) {
              "Paths in a config are relative to the config file; paths in overrides to the current folder.\n"
              "\n"
              "options:\n"
-             "  --config FILE     the YAML config (sections model, data, optim, train, eval, checkpoint)\n"
+             "  --config FILE     the YAML config (sections model, data, optim, train, eval, checkpoint, and the\n"
+             "                    task sections mqar, needle, qa for data.source mqar | needle | qa)\n"
              "  --print-config    print the fully resolved config and exit\n"
              "  --help            this text\n"
+             "  --keys-markdown   print the key table as Markdown (the README's table) and exit\n"
              "\n"
              "Stopping: SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0; resume with\n"
              "train.resume=true (and the same train.run_dir). train.stop_after=N stops after N steps of this run.\n"
@@ -66,6 +69,9 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--help" || a == "-h") {
       usage(stdout);
+      return 0;
+    } else if (a == "--keys-markdown") {
+      fmt::print("{}", hydra::train::key_table_markdown());
       return 0;
     } else if (a == "--config") {
       if (i + 1 >= argc) {
@@ -96,7 +102,7 @@ int main(int argc, char** argv) {
     }
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
-    const auto res = hydra::train::run_training(cfg, std::cout, &g_stop);
+    const auto res = hydra::train::run_training(cfg, std::cout, &g_stop, hydra::eval::task_data_factory());
     return res.reason == hydra::train::StopReason::NonFinite ? 3 : 0;
   } catch (const std::exception& e) {
     std::cout.flush();

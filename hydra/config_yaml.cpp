@@ -83,6 +83,27 @@ void read(const YAML::Node& n, const Where& w, std::optional<int64_t>& out) {
   out = v;
 }
 
+// A YAML sequence of T (a flow list [a, b] or a block list); each element read (and named "key[i]") like a scalar.
+template <class T>
+void read_list(const YAML::Node& n, const Where& w, std::vector<T>& out, const char* expected) {
+  if (!n.IsSequence()) type_error(w, expected, n);
+  std::vector<T> v(n.size());
+  for (size_t i = 0; i < n.size(); ++i) {
+    Where wi = w;
+    wi.key = fmt::format("{}[{}]", w.key, i);
+    if (const auto l = line_of(n[i])) wi.line = l;
+    read(n[i], wi, v[i]);
+  }
+  out = std::move(v);
+}
+
+void read(const YAML::Node& n, const Where& w, std::vector<int64_t>& out) {
+  read_list(n, w, out, "a list of integers");
+}
+void read(const YAML::Node& n, const Where& w, std::vector<double>& out) { read_list(n, w, out, "a list of numbers"); }
+void read(const YAML::Node& n, const Where& w, std::vector<std::string>& out) {
+  read_list(n, w, out, "a list of strings");
+}
 
 size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);

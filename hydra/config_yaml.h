@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace hydra::yaml {
 
@@ -31,6 +32,10 @@ void read(const YAML::Node& n, const Where& w, double& out);  // finite only
 void read(const YAML::Node& n, const Where& w, bool& out);    // true | false
 void read(const YAML::Node& n, const Where& w, std::string& out);
 void read(const YAML::Node& n, const Where& w, std::optional<int64_t>& out);  // integer or null
+// Lists ([a, b, c] or a block list); messages name the element as key[i].
+void read(const YAML::Node& n, const Where& w, std::vector<int64_t>& out);
+void read(const YAML::Node& n, const Where& w, std::vector<double>& out);
+void read(const YAML::Node& n, const Where& w, std::vector<std::string>& out);
 
 // Levenshtein distance (for "did you mean" suggestions).
 size_t edit_distance(std::string_view a, std::string_view b);

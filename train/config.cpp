@@ -37,6 +37,12 @@ std::string yaml_value(const std::string& v) {
   }
   return out + "\"";
 }
+template <class T>
+std::string yaml_value(const std::vector<T>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + yaml_value(v[i]);
+  return s + "]";
+}
 
 // ---- the non-model keys ----------------------------------------------------------------------------------
 struct Ctx {
@@ -127,12 +133,28 @@ std::function<std::optional<std::string>(const std::string&)> one_of(std::vector
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
+// Every element of a list passes `check`.
+template <class T>
+std::function<std::optional<std::string>(const std::vector<T>&)> each(
+    std::function<std::optional<std::string>(const T&)> check) {
+  return [check](const std::vector<T>& v) -> std::optional<std::string> {
+    for (const T& x : v)
+      if (auto e = check(x)) return "a list whose every element is " + *e;
+    return std::nullopt;
+  };
+}
+
 const std::vector<Field>& fields() {
   using TC = TrainConfig;
   static const std::vector<Field> kFields = {
       // data
+      make_field<DataConfig, std::string>("data", "source", "file | mqar | needle | qa", &TC::data,
+                                          &DataConfig::source, one_of({"file", "mqar", "needle", "qa"}),
+                                          "file = windows of data.path; mqar / needle / qa = a synthetic task "
+                                          "stream (SPEC §8) set by that section, loss on its labelled positions"),
       path_field("data", "path", &TC::data, &DataConfig::path,
-                 "training data file: text (bytes) or token ids; relative to the config file"),
+                 "training data file (data.source file): text (bytes) or token ids; relative to the config file",
+                 /*allow_empty=*/true),
       make_field<DataConfig, std::string>("data", "format", "text | tokens", &TC::data, &DataConfig::format,
                                           one_of({"text", "tokens"}),
                                           "text = every byte is a token (vocab 256); tokens = a token-id file "
@@ -209,7 +231,17 @@ const std::vector<Field>& fields() {
       make_field<EvalSection, int64_t>("eval", "every", "int", &TC::eval, &EvalSection::every, at_least(0),
                                        "validation loss every N steps (0 = only at the end)"),
       make_field<EvalSection, int64_t>("eval", "batches", "int", &TC::eval, &EvalSection::batches, at_least(1),
-                                       "validation batches (fixed windows spread over the held-out tail)"),
+                                       "validation batches (fixed windows spread over the held-out tail, or fixed "
+                                       "task batches)"),
+      make_field<EvalSection, int64_t>("eval", "seed", "int", &TC::eval, &EvalSection::seed, at_least(0),
+                                       "hydra-eval: seed of the evaluation batches"),
+      make_field<EvalSection, std::vector<std::string>>(
+          "eval", "variants", "list of strings", &TC::eval, &EvalSection::variants,
+          each<std::string>(one_of(variant_names())),
+          "hydra-eval: models trained and evaluated side by side (hybrid, pure_dn, all_swa, transformer, "
+          "retrieval, no_retrieval); [] = the config's model"),
+      make_field<EvalSection, int64_t>("eval", "prefill_chunk", "int", &TC::eval, &EvalSection::prefill_chunk,
+                                       at_least(1), "hydra-eval: tokens per chunk of the streaming evaluation"),
       // checkpoint
       make_field<CheckpointSection, int64_t>("checkpoint", "every", "int", &TC::checkpoint,
                                              &CheckpointSection::every, at_least(0),
@@ -217,11 +249,54 @@ const std::vector<Field>& fields() {
       make_field<CheckpointSection, int64_t>("checkpoint", "keep", "int", &TC::checkpoint,
                                              &CheckpointSection::keep, at_least(1),
                                              "keep the newest K checkpoints"),
+      // mqar (SPEC §8.1)
+      make_field<MqarSection, int64_t>("mqar", "num_kv_pairs", "int", &TC::mqar, &MqarSection::num_kv_pairs,
+                                       at_least(1), "key-value pairs P per sequence"),
+      make_field<MqarSection, int64_t>("mqar", "num_queries", "int", &TC::mqar, &MqarSection::num_queries,
+                                       at_least(1), "queries Q per sequence (keys drawn with replacement)"),
+      make_field<MqarSection, int64_t>("mqar", "eval_batches", "int", &TC::mqar, &MqarSection::eval_batches,
+                                       at_least(1), "final evaluation batches"),
+      make_field<MqarSection, int64_t>("mqar", "eval_batch_size", "int", &TC::mqar, &MqarSection::eval_batch_size,
+                                       at_least(1), "sequences per evaluation batch"),
+      // needle (SPEC §8.2)
+      make_field<NeedleSection, int64_t>("needle", "num_needles", "int", &TC::needle, &NeedleSection::num_needles,
+                                         at_least(1), "needles K per sequence (one of them is queried)"),
+      make_field<NeedleSection, double>("needle", "filler_frac", "float", &TC::needle, &NeedleSection::filler_frac,
+                                        in_range(0, 1, true, true), "fraction of the vocabulary used as filler"),
+      make_field<NeedleSection, std::vector<int64_t>>("needle", "train_lengths", "list of ints", &TC::needle,
+                                                      &NeedleSection::train_lengths, each<int64_t>(at_least(8)),
+                                                      "training lengths, one drawn per step ([] = data.seq_len)"),
+      make_field<NeedleSection, std::vector<int64_t>>("needle", "lengths", "list of ints", &TC::needle,
+                                                      &NeedleSection::lengths, each<int64_t>(at_least(8)),
+                                                      "evaluation lengths of the heatmap ([] = data.seq_len)"),
+      make_field<NeedleSection, std::vector<double>>("needle", "depths", "list of floats", &TC::needle,
+                                                     &NeedleSection::depths, each<double>(in_range(0, 1, false)),
+                                                     "depth fractions of the heatmap (queried needle placed there)"),
+      make_field<NeedleSection, std::string>("needle", "readout", "corrected | reference", &TC::needle,
+                                             &NeedleSection::readout, one_of({"corrected", "reference"}),
+                                             "corrected = logits at N−2 predict the value; reference = N−3, the "
+                                             "PyTorch reference's reading (SPEC §10)"),
+      make_field<NeedleSection, int64_t>("needle", "eval_batches", "int", &TC::needle, &NeedleSection::eval_batches,
+                                         at_least(1), "evaluation batches per heatmap cell"),
+      make_field<NeedleSection, int64_t>("needle", "eval_batch_size", "int", &TC::needle,
+                                         &NeedleSection::eval_batch_size, at_least(1),
+                                         "sequences per evaluation batch"),
+      // qa (SPEC §8.4)
+      make_field<QaSection, int64_t>("qa", "num_facts", "int", &TC::qa, &QaSection::num_facts, at_least(1),
+                                     "facts K in the haystack (distinct keys)"),
+      make_field<QaSection, int64_t>("qa", "num_queries", "int", &TC::qa, &QaSection::num_queries, at_least(1),
+                                     "trailing queries Q (distinct facts, Q ≤ K)"),
+      make_field<QaSection, double>("qa", "filler_frac", "float", &TC::qa, &QaSection::filler_frac,
+                                    in_range(0, 1, true, true), "fraction of the vocabulary used as filler"),
+      make_field<QaSection, int64_t>("qa", "eval_batches", "int", &TC::qa, &QaSection::eval_batches, at_least(1),
+                                     "evaluation batches"),
+      make_field<QaSection, int64_t>("qa", "eval_batch_size", "int", &TC::qa, &QaSection::eval_batch_size,
+                                     at_least(1), "sequences per evaluation batch"),
   };
   return kFields;
 }
 
-const char* const kSections[] = {"model", "data", "optim", "train", "eval", "checkpoint"};
+const char* const kSections[] = {"model", "data", "optim", "train", "eval", "checkpoint", "mqar", "needle", "qa"};
 
 const Field* find_field(const std::string& section, const std::string& name) {
   for (const auto& f : fields())
@@ -254,6 +329,7 @@ std::string where_at(const std::string& source, std::optional<int> line) {
 
 // Cross-section rules, checked after the file and after the overrides.
 void check_cross(const TrainConfig& c, const std::string& source) {
+  if (c.data.source != "file") return;  // the task's own generator checks its settings against the model
   HYDRA_CHECK(!c.data.path.empty(), "{}: data.path is not set (the training data file)", source);
   if (c.data.format == "text")
     HYDRA_CHECK(c.model.vocab_size >= 256,
@@ -357,7 +433,7 @@ const std::vector<KeyInfo>& key_table() {
     }
     for (const auto& f : fields()) {
       std::string fallback = f.write(tdef);
-      if (f.key() == "data.path" && fallback == "\"\"") fallback = "(required)";
+      if (f.key() == "data.path" && fallback == "\"\"") fallback = "(required for source file)";
       t.push_back({f.key(), f.type, fallback, f.doc});
     }
     return t;
@@ -393,7 +469,7 @@ TrainConfig parse_train_config(const std::string& text, const std::string& sourc
   } catch (const YAML::Exception& e) {
     HYDRA_CHECK(false, "{}:{}: unparsable YAML: {}", source, e.mark.line + 1, e.msg);
   }
-  HYDRA_CHECK(root.IsMap(), "{}: expected a mapping of sections (model, data, optim, train, eval, checkpoint) "
+  HYDRA_CHECK(root.IsMap(), "{}: expected a mapping of sections (model, data, optim, train, eval, checkpoint, mqar, needle, qa) "
               "at the top level, found {}", source, yaml::describe(root));
   TrainConfig cfg;
   cfg.source = source;
@@ -407,7 +483,7 @@ TrainConfig parse_train_config(const std::string& text, const std::string& sourc
                 yaml::describe(k));
     const std::string sec = k.Scalar();
     if (!is_section(sec)) {
-      HYDRA_CHECK(false, "{}: unknown section '{}' (sections: model, data, optim, train, eval, checkpoint)",
+      HYDRA_CHECK(false, "{}: unknown section '{}' (sections: model, data, optim, train, eval, checkpoint, mqar, needle, qa)",
                   where_at(source, kline), sec);
     }
     HYDRA_CHECK(seen_sections.insert(sec).second, "{}: section '{}' appears twice", where_at(source, kline), sec);
@@ -506,7 +582,46 @@ std::string TrainConfig::to_yaml() const {
 bool key_may_change_on_resume(const std::string& k) {
   return k == "train.stop_after" || k == "train.log_every" || k == "train.resume" || k == "train.run_dir" ||
          k == "train.progress" || k == "train.profile" || k.rfind("checkpoint.", 0) == 0 ||
-         k.rfind("eval.", 0) == 0;
+         k.rfind("eval.", 0) == 0 || k.find(".eval_") != std::string::npos || k == "needle.lengths" ||
+         k == "needle.depths" || k == "needle.readout";
+}
+
+const std::vector<std::string>& variant_names() {
+  static const std::vector<std::string> kNames = {"hybrid",    "pure_dn",   "all_swa",
+                                                  "transformer", "retrieval", "no_retrieval"};
+  return kNames;
+}
+
+HydraConfig variant_model(const HydraConfig& base, const std::string& variant) {
+  HydraConfig m = base;
+  std::vector<LayerType> types = base.resolved_layer_types();
+  if (variant == "hybrid") return m;
+  if (variant == "transformer") {
+    m.arch = "transformer";
+    return m;
+  }
+  m.arch = "hydra";
+  if (variant == "pure_dn") {
+    for (auto& t : types) t = LayerType::DeltaNet;
+  } else if (variant == "all_swa") {
+    for (auto& t : types) t = LayerType::Swa;
+  } else if (variant == "no_retrieval") {
+    for (auto& t : types)
+      if (t == LayerType::Retrieval) t = LayerType::DeltaNet;
+  } else if (variant == "retrieval") {
+    bool any = false;
+    for (auto t : types) any = any || t == LayerType::Retrieval;
+    if (!any)
+      for (size_t i = 0; i < types.size(); ++i)
+        if ((i + 1) % 3 == 0 && types[i] != LayerType::Swa) types[i] = LayerType::Retrieval;
+  } else {
+    std::string known;
+    for (const auto& n : variant_names()) known += (known.empty() ? "" : ", ") + n;
+    HYDRA_CHECK(false, "eval.variants: unknown variant '{}' (known: {})", variant, known);
+  }
+  m.layer_types = types;
+  m.validate();
+  return m;
 }
 
 std::vector<std::string> config_diff(const TrainConfig& before, const TrainConfig& after, bool only_forbidden) {

@@ -21,6 +21,9 @@
 namespace hydra::train {
 
 struct DataConfig {
+  // file: windows of a text or token file (data.path); mqar | needle | qa: a synthetic task stream (SPEC §8)
+  // with the settings of the mqar / needle / qa sections, trained with cross-entropy on the labelled positions.
+  std::string source = "file";
   std::string path;                 // text or token file (relative to the config file)
   std::string format = "text";      // text (bytes, vocab 256) | tokens (token file; llm.c files recognised)
   std::string token_dtype = "uint16";  // uint16 | uint32 (raw token files; ignored for text and llm.c)
@@ -62,6 +65,36 @@ struct TrainSection {
 struct EvalSection {
   int64_t every = 1000;  // validation loss every N steps (0 = only at the end)
   int64_t batches = 8;   // validation batches of train.batch_size sequences, fixed windows
+  int64_t seed = 0;      // seed of the evaluation batches of hydra-eval's tasks
+  // hydra-eval: the models to train and evaluate side by side (names in variant_names()); empty = the config's
+  // model alone.
+  std::vector<std::string> variants;
+  int64_t prefill_chunk = 4096;  // hydra-eval: tokens per chunk of the streaming evaluation forward
+};
+
+// Synthetic tasks (SPEC §8). Sequence lengths come from data.seq_len unless a task says otherwise.
+struct MqarSection {  // SPEC §8.1
+  int64_t num_kv_pairs = 64;
+  int64_t num_queries = 64;
+  int64_t eval_batches = 32;     // final evaluation: batches × eval_batch_size sequences
+  int64_t eval_batch_size = 16;
+};
+struct NeedleSection {  // SPEC §8.2 (+ the length × depth sweep)
+  int64_t num_needles = 1;
+  double filler_frac = 0.5;
+  std::vector<int64_t> train_lengths;  // training lengths drawn uniformly per step (empty: data.seq_len)
+  std::vector<int64_t> lengths;        // evaluation lengths of the sweep (empty: data.seq_len)
+  std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};  // depth fractions of the sweep
+  std::string readout = "corrected";  // corrected (logits at N−2) | reference (N−3, the reference's reading)
+  int64_t eval_batches = 8;
+  int64_t eval_batch_size = 4;
+};
+struct QaSection {  // SPEC §8.4
+  int64_t num_facts = 32;
+  int64_t num_queries = 8;
+  double filler_frac = 0.5;
+  int64_t eval_batches = 8;
+  int64_t eval_batch_size = 1;
 };
 
 struct CheckpointSection {
@@ -76,6 +109,9 @@ struct TrainConfig {
   TrainSection train;
   EvalSection eval;
   CheckpointSection checkpoint;
+  MqarSection mqar;
+  NeedleSection needle;
+  QaSection qa;
   std::string source;  // the config file (or "<embedded tiny.yaml>") it was read from
 
   // The resolved YAML form (all sections, all keys). Paths are written as absolute paths.
@@ -100,6 +136,16 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
 // Parses YAML text; `source` names it in messages, `base_dir` resolves relative paths.
 TrainConfig parse_train_config(const std::string& text, const std::string& source, const std::string& base_dir,
                                const std::vector<std::string>& overrides = {});
+
+// The model variants hydra-eval can train side by side (eval.variants):
+//   hybrid       the config's model as written
+//   pure_dn      every block Gated DeltaNet            all_swa   every block sliding-window attention
+//   transformer  the dense baseline (SPEC §8.5)        retrieval the config's layers with every 3rd block (1-based,
+//   no_retrieval the config's layers, retrieval blocks               not SWA) retrieval attention, as the
+//                replaced by Gated DeltaNet                          long-context QA script's --use-retrieval
+const std::vector<std::string>& variant_names();
+// The model of `variant` applied to `base` (layer_types written out explicitly). Unknown names are errors.
+HydraConfig variant_model(const HydraConfig& base, const std::string& variant);
 
 // Keys whose values may differ between a run and its resumption (the rest must match).
 bool key_may_change_on_resume(const std::string& dotted_key);

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "tensor/random.h"
 #include "tensor/tensor_core.h"
@@ -54,17 +55,39 @@ struct Split {
 // Throws when either part is shorter than one window (seq_len + 1), naming the source and the sizes.
 std::pair<Split, Split> train_val_split(const TokenSource& src, double val_fraction, int64_t seq_len);
 
-class WindowSampler {
+// A training batch. For text and token files: input_ids (B, seq_len + 1), the loss is next-token prediction over
+// them. For synthetic tasks (SPEC §8): input_ids (B, N) and labels (B, N) where the label at t is the target of
+// the logits at t (−100 = no target); every labelled position is listed in `positions` (sorted, the same for every
+// row), so the loss needs logits at those positions only.
+struct Batch {
+  Tensor input_ids;
+  Tensor labels;                   // undefined: next-token prediction over input_ids
+  std::vector<int64_t> positions;  // with labels: the positions that can carry a label
+};
+
+// A reproducible, resumable stream of training batches.
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  virtual Batch next(int64_t batch) = 0;
+  // Generator position, for checkpoints: restoring (seed, offset) resumes the same stream.
+  virtual uint64_t seed() const = 0;
+  virtual uint64_t offset() const = 0;
+  virtual void set_state(uint64_t seed, uint64_t offset) = 0;
+};
+
+class WindowSampler : public BatchSource {
  public:
   WindowSampler(std::shared_ptr<const TokenSource> src, Split split, int64_t seq_len, int64_t vocab, uint64_t seed);
   // int64 (batch, seq_len + 1) on the CPU.
   Tensor next_batch(int64_t batch);
+  Batch next(int64_t batch) override { return {next_batch(batch), {}, {}}; }
   // A window starting at token `start` (absolute index), checked like the random ones.
   Tensor window(int64_t start) const;
   // Generator position, for checkpoints: restoring (seed, offset) resumes the same stream.
-  uint64_t seed() const { return gen_.seed(); }
-  uint64_t offset() const { return gen_.offset(); }
-  void set_state(uint64_t seed, uint64_t offset) { gen_.set_state(seed, offset); }
+  uint64_t seed() const override { return gen_.seed(); }
+  uint64_t offset() const override { return gen_.offset(); }
+  void set_state(uint64_t seed, uint64_t offset) override { gen_.set_state(seed, offset); }
   const Split& split() const { return split_; }
 
  private:

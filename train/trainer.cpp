@@ -21,10 +21,13 @@
 #include "autograd/autograd.h"
 #include "autograd/profile.h"
 #include "hydra/model.h"
+#include "nn/precision.h"
 #include "optim/optim.h"
 #include "tensor/check.h"
 #include "tensor/cuda/backend.h"
+#include "tensor/ops/fused.h"
 #include "tensor/ops/indexing.h"
+#include "tensor/ops/reduce.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
 
@@ -138,11 +141,11 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const TrainConfig& cfg, const n
 }
 
 // Fixed validation windows: eval.batches × batch_size starts spread evenly over the validation split.
-std::vector<Tensor> validation_batches(const WindowSampler& val, const TrainConfig& cfg) {
+std::vector<Batch> validation_batches(const WindowSampler& val, const TrainConfig& cfg) {
   const int64_t L = cfg.data.seq_len, B = cfg.train.batch_size, n = cfg.eval.batches * B;
   const Split s = val.split();
   const int64_t span = s.end - s.begin - (L + 1);
-  std::vector<Tensor> out;
+  std::vector<Batch> out;
   for (int64_t b = 0; b < cfg.eval.batches; ++b) {
     std::vector<Tensor> rows;
     for (int64_t r = 0; r < B; ++r) {
@@ -150,16 +153,64 @@ std::vector<Tensor> validation_batches(const WindowSampler& val, const TrainConf
       const int64_t start = s.begin + (n > 1 ? span * i / (n - 1) : 0);
       rows.push_back(val.window(start).reshape({1, L + 1}));
     }
-    out.push_back(concat(rows, 0));
+    out.push_back({concat(rows, 0), {}, {}});
   }
   return out;
 }
 
-double validation_loss(const LanguageModel& model, const std::vector<Tensor>& batches) {
+struct BatchLoss {
+  Tensor loss;    // 0-d: mean cross-entropy over the batch's targets (+ the MTP aux loss when asked)
+  Tensor logits;  // task batches: (B, positions, V) logits at the listed positions
+  Tensor targets;  // task batches: (B, positions) labels there
+};
+
+// Next-token loss of a file batch, or the loss on the labelled positions of a task batch (the LM head applied to
+// those positions only).
+BatchLoss batch_loss(const LanguageModel& model, const Batch& b, const ForwardOptions& fwd) {
+  BatchLoss r;
+  if (!b.labels.defined()) {
+    const ForwardResult out = model.forward(b.input_ids, fwd);
+    ag::profile::Scope scope("forward: loss");
+    r.loss = lm_loss(out.logits, b.input_ids);
+    if (out.mtp_aux_loss.defined()) r.loss = ag::add(r.loss, out.mtp_aux_loss);
+    return r;
+  }
+  ForwardOptions opts = fwd;
+  opts.compute_logits = false;
+  const ForwardResult out = model.forward(b.input_ids, opts);
+  ag::profile::Scope scope("forward: LM head at the labelled positions + loss");
+  const Tensor pos = from_vector(b.positions, {static_cast<int64_t>(b.positions.size())}).to(out.hidden.device());
+  {
+    const nn::ComputeDTypeGuard precision(model.compute_dtype());
+    r.logits = ag::linear(ag::index_select(out.hidden, 1, pos), nn::to_compute(model.lm_head_weight()));
+  }
+  r.targets = index_select(b.labels.to(out.hidden.device()), 1, pos);
+  r.loss = ag::cross_entropy(r.logits, r.targets);
+  if (out.mtp_aux_loss.defined()) r.loss = ag::add(r.loss, out.mtp_aux_loss);
+  return r;
+}
+
+struct Validation {
+  double loss = 0;
+  double accuracy = -1;  // task batches only
+};
+
+Validation validate(const LanguageModel& model, const std::vector<Batch>& batches) {
   ag::NoGradGuard no_grad;
-  double total = 0;
-  for (const Tensor& ids : batches) total += lm_loss(model.forward(ids).logits, ids).item();
-  return total / static_cast<double>(batches.size());
+  Validation v;
+  double correct = 0, count = 0;
+  for (const Batch& b : batches) {
+    const BatchLoss bl = batch_loss(model, b, {});
+    v.loss += bl.loss.item();
+    if (!bl.logits.defined()) continue;
+    const Tensor pred = argmax(bl.logits, -1).to(kCPU).contiguous();
+    const std::vector<int64_t> p = pred.to_vector<int64_t>(), t = bl.targets.to(kCPU).contiguous().to_vector<int64_t>();
+    for (size_t i = 0; i < t.size(); ++i)
+      if (t[i] != kDefaultIgnoreIndex) correct += p[i] == t[i], count += 1;
+  }
+  v.loss /= static_cast<double>(batches.size());
+  if (count > 0) v.accuracy = correct / count;
+  return v;
 }
 
 // Rewrites metrics.jsonl keeping only records of steps ≤ `upto` (resume), atomically.
@@ -202,7 +253,8 @@ class ProgressBar {
 
 // ---- the run ----------------------------------------------------------------------------------------------
 
-TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<bool>* stop_flag) {
+TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<bool>* stop_flag,
+                         const TaskDataFactory& task_data) {
   const auto t_setup = Clock::now();
   if (cfg.train.run_dir.empty()) {
     HYDRA_CHECK(!cfg.train.resume, "{}: train.resume=true needs train.run_dir (the folder of the run to continue)",
@@ -222,30 +274,46 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
               "train.precision: bf16 mixed precision needs a GPU (train.device resolved to cpu); use auto or fp32");
   const std::string precision = device.is_cpu() || cfg.train.precision == "fp32" ? "fp32" : "bf16";
 
-  // Data.
-  std::shared_ptr<TokenSource> src;
-  try {
-    src = std::make_shared<TokenSource>(cfg.data.format == "text"
-                                            ? TokenSource::from_text_file(cfg.data.path)
-                                            : TokenSource::from_token_file(cfg.data.path,
-                                                                           parse_token_dtype(cfg.data.token_dtype)));
-  } catch (const std::exception& e) {
-    HYDRA_CHECK_ENV(false, "data.path ({}): {}", cfg.source, e.what());
-  }
-  Split train_split{0, src->size()}, val_split{};
-  const bool has_val = cfg.data.val_fraction > 0;
-  if (has_val) std::tie(train_split, val_split) = train_val_split(*src, cfg.data.val_fraction, cfg.data.seq_len);
-  HYDRA_CHECK(train_split.end - train_split.begin >= cfg.data.seq_len + 1,
-              "{}: data.path '{}' has {} training tokens, fewer than one window of data.seq_len + 1 = {}", cfg.source,
-              cfg.data.path, train_split.end - train_split.begin, cfg.data.seq_len + 1);
+  // Data: windows of a file, or a synthetic task stream from the caller's factory.
   const uint64_t seed = static_cast<uint64_t>(cfg.train.seed);
   const uint64_t data_seed = seed ^ 0x9E3779B97F4A7C15ull;
-  WindowSampler sampler(src, train_split, cfg.data.seq_len, cfg.model.vocab_size, data_seed);
-  std::vector<Tensor> val_batches;
-  if (has_val) {
-    WindowSampler val(src, val_split, cfg.data.seq_len, cfg.model.vocab_size, data_seed);
-    val_batches = validation_batches(val, cfg);
+  std::unique_ptr<BatchSource> sampler;
+  std::vector<Batch> val_batches;
+  std::string data_desc;
+  if (cfg.data.source == "file") {
+    std::shared_ptr<TokenSource> src;
+    try {
+      src = std::make_shared<TokenSource>(cfg.data.format == "text"
+                                              ? TokenSource::from_text_file(cfg.data.path)
+                                              : TokenSource::from_token_file(cfg.data.path,
+                                                                             parse_token_dtype(cfg.data.token_dtype)));
+    } catch (const std::exception& e) {
+      HYDRA_CHECK_ENV(false, "data.path ({}): {}", cfg.source, e.what());
+    }
+    Split train_split{0, src->size()}, val_split{};
+    if (cfg.data.val_fraction > 0)
+      std::tie(train_split, val_split) = train_val_split(*src, cfg.data.val_fraction, cfg.data.seq_len);
+    HYDRA_CHECK(train_split.end - train_split.begin >= cfg.data.seq_len + 1,
+                "{}: data.path '{}' has {} training tokens, fewer than one window of data.seq_len + 1 = {}",
+                cfg.source, cfg.data.path, train_split.end - train_split.begin, cfg.data.seq_len + 1);
+    sampler = std::make_unique<WindowSampler>(src, train_split, cfg.data.seq_len, cfg.model.vocab_size, data_seed);
+    if (cfg.data.val_fraction > 0) {
+      WindowSampler val(src, val_split, cfg.data.seq_len, cfg.model.vocab_size, data_seed);
+      val_batches = validation_batches(val, cfg);
+    }
+    data_desc = fmt::format("{} ({}, {} tokens; train {}, validation {}), windows of {}+1", cfg.data.path,
+                            src->format(), src->size(), train_split.end - train_split.begin,
+                            val_split.end - val_split.begin, cfg.data.seq_len);
+  } else {
+    HYDRA_CHECK(static_cast<bool>(task_data),
+                "{}: data.source {} is a synthetic task; its generators come with hydra-train and hydra-eval "
+                "(eval::task_data_factory())", cfg.source, cfg.data.source);
+    TaskData td = task_data(cfg, data_seed);
+    sampler = std::move(td.train);
+    val_batches = std::move(td.validation);
+    data_desc = td.description;
   }
+  const bool has_val = !val_batches.empty();
 
   // Model, optimizer, schedule.
   const std::unique_ptr<LanguageModel> model_ptr = make_language_model(cfg.model, seed);
@@ -287,7 +355,7 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
       opt->load_state_dict(ck.optimizer);
       st = ck.state;
       sched.set_steps_taken(st.schedule_steps);
-      sampler.set_state(st.data_seed, st.data_offset);
+      sampler->set_state(st.data_seed, st.data_offset);
       resumed = true;
     } else if (!existing.empty()) {
       std::string w;
@@ -321,9 +389,7 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
                      device.is_cpu() ? fmt::format(" ({} threads)", omp_get_max_threads())
                                      : fmt::format(" ({})", cuda::device_name(device.index)),
                      precision);
-  log << fmt::format("  data        {} ({}, {} tokens; train {}, validation {}), windows of {}+1\n", cfg.data.path,
-                     src->format(), src->size(), train_split.end - train_split.begin,
-                     val_split.end - val_split.begin, cfg.data.seq_len);
+  log << fmt::format("  data        {}\n", data_desc);
   log << fmt::format("  batch       {} × {} micro-batches × {} tokens = {} tokens/step{}\n", cfg.train.batch_size,
                      cfg.train.grad_accum, cfg.data.seq_len, tokens_per_step,
                      cfg.train.recompute ? "; activations recomputed per block" : "");
@@ -361,7 +427,7 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
   const double elapsed_before = st.elapsed_s;
   const auto t_run = Clock::now();
   double interval_s = 0;
-  int64_t interval_steps = 0, run_steps = 0;
+  int64_t interval_steps = 0, run_steps = 0, interval_tokens = 0, run_tokens = 0;
   double run_step_s = 0;
 
   auto save = [&]() {
@@ -369,8 +435,8 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
     out.model = model.checkpoint_tensors();
     out.optimizer = opt->state_dict();
     out.state = st;
-    out.state.data_seed = sampler.seed();
-    out.state.data_offset = sampler.offset();
+    out.state.data_seed = sampler->seed();
+    out.state.data_offset = sampler->offset();
     out.state.schedule_steps = sched.steps_taken();
     out.state.elapsed_s = elapsed_before + seconds_since(t_run);
     out.config_yaml = cfg.to_yaml();
@@ -383,16 +449,11 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
     const double lr_used = cfg.optim.lr * opt->lr_factor();
     opt->zero_grad();
     double loss_sum = 0;
+    int64_t step_tokens = 0;  // predicted-from positions this step (task lengths may vary per step)
     for (int64_t micro = 0; micro < cfg.train.grad_accum; ++micro) {
-      const Tensor ids = sampler.next_batch(cfg.train.batch_size);
-      const ForwardResult out = model.forward(ids, fwd);
-      Tensor loss;
-      {
-        ag::profile::Scope scope("forward: loss");
-        loss = lm_loss(out.logits, ids);
-        if (out.mtp_aux_loss.defined()) loss = ag::add(loss, out.mtp_aux_loss);
-        loss = ag::mul(loss, 1.0 / static_cast<double>(cfg.train.grad_accum));
-      }
+      const Batch batch = sampler->next(cfg.train.batch_size);
+      step_tokens += batch.input_ids.size(0) * (batch.input_ids.size(1) - (batch.labels.defined() ? 0 : 1));
+      const Tensor loss = ag::mul(batch_loss(model, batch, fwd).loss, 1.0 / static_cast<double>(cfg.train.grad_accum));
       ag::backward(loss);
       loss_sum += loss.item();
     }
@@ -418,7 +479,9 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
     }
     sched.step();
     st.step = step;
-    st.tokens += tokens_per_step;
+    st.tokens += step_tokens;
+    interval_tokens += step_tokens;
+    run_tokens += step_tokens;
     const double step_s = seconds_since(t0);
     interval_s += step_s;
     interval_steps += 1;
@@ -431,34 +494,40 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
     rec.lr = lr_used;
     rec.grad_norm = gnorm;
     rec.ms_per_step = step_s * 1e3;
-    rec.tokens_per_s = tokens_per_step / step_s;
+    rec.tokens_per_s = static_cast<double>(step_tokens) / step_s;
 
     const bool last = step >= cfg.train.steps;
     const bool stop_after = cfg.train.stop_after > 0 && run_steps >= cfg.train.stop_after;
     const bool signalled = stop_flag && stop_flag->load();
     if (has_val && ((cfg.eval.every > 0 && step % cfg.eval.every == 0) || last)) {
       ag::profile::Scope scope("validation");
-      rec.val_loss = validation_loss(model, val_batches);
+      const Validation v = validate(model, val_batches);
+      rec.val_loss = v.loss;
+      rec.val_accuracy = v.accuracy;
     }
     const double eta = (cfg.train.steps - step) * (run_step_s / run_steps);
     if (step % cfg.train.log_every == 0 || last || rec.val_loss >= 0 || stop_after || signalled) {
-      const double tps = tokens_per_step * interval_steps / interval_s;
+      const double tps = static_cast<double>(interval_tokens) / interval_s;
       bar.clear();
-      log << fmt::format("step {:>{}}/{} | loss {:.4f}{} | lr {:.3e} | gnorm {:.3f} | {} tok/s | {:.1f} ms/step | "
+      log << fmt::format("step {:>{}}/{} | loss {:.4f}{}{} | lr {:.3e} | gnorm {:.3f} | {} tok/s | {:.1f} ms/step | "
                          "elapsed {} | eta {} | peak mem {}\n",
                          step, fmt::format("{}", cfg.train.steps).size(), cfg.train.steps, loss_sum,
-                         rec.val_loss >= 0 ? fmt::format(" | val {:.4f}", rec.val_loss) : "", lr_used, gnorm,
+                         rec.val_loss >= 0 ? fmt::format(" | val {:.4f}", rec.val_loss) : "",
+                         rec.val_accuracy >= 0 ? fmt::format(" | val acc {:.4f}", rec.val_accuracy) : "", lr_used, gnorm,
                          human_count(tps), interval_s * 1e3 / interval_steps,
                          hms(elapsed_before + seconds_since(t_run)), hms(eta), peak_memory(device));
       log.flush();
       metrics << fmt::format("{{\"step\": {}, \"loss\": {}, \"lr\": {}, \"grad_norm\": {}, \"tokens_per_s\": {}, "
-                             "\"ms_per_step\": {}, \"elapsed_s\": {}{}}}\n",
+                             "\"ms_per_step\": {}, \"elapsed_s\": {}{}{}}}\n",
                              step, jnum(loss_sum), jnum(lr_used), jnum(gnorm), jnum(tps),
                              jnum(interval_s * 1e3 / interval_steps), jnum(elapsed_before + seconds_since(t_run)),
-                             rec.val_loss >= 0 ? fmt::format(", \"val_loss\": {}", jnum(rec.val_loss)) : "");
+                             rec.val_loss >= 0 ? fmt::format(", \"val_loss\": {}", jnum(rec.val_loss)) : "",
+                             rec.val_accuracy >= 0 ? fmt::format(", \"val_accuracy\": {}", jnum(rec.val_accuracy))
+                                                   : "");
       metrics.flush();
       interval_s = 0;
       interval_steps = 0;
+      interval_tokens = 0;
     }
     bar.draw(step, loss_sum, eta);
     res.history.push_back(rec);
@@ -493,7 +562,7 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
   log << res.message << "\n";
   if (run_steps > 0)
     log << fmt::format("this invocation: {} steps in {:.1f} s, {:.1f} ms/step, {} tok/s\n", run_steps, run_step_s,
-                       run_step_s * 1e3 / run_steps, human_count(tokens_per_step * run_steps / run_step_s));
+                       run_step_s * 1e3 / run_steps, human_count(static_cast<double>(run_tokens) / run_step_s));
 
   write_text_file_atomic((run_dir / "loss.svg").string(),
                          loss_curve_svg(read_text_file(metrics_path.string()),

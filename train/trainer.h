@@ -23,11 +23,14 @@
 // one stays the newest).
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "train/config.h"
+#include "train/data.h"
 
 namespace hydra::train {
 
@@ -39,6 +42,7 @@ struct StepRecord {
   double tokens_per_s = 0;
   double ms_per_step = 0;
   double val_loss = -1;   // < 0: not computed at this step
+  double val_accuracy = -1;  // task streams: argmax accuracy on the validation batches' labels (< 0: none)
 };
 
 enum class StopReason { Finished, StopAfter, Signal, NonFinite };
@@ -54,11 +58,22 @@ struct TrainResult {
   std::string run_dir;
 };
 
+// The data of a synthetic-task run (data.source mqar | needle | qa): the training stream and fixed validation
+// batches. The generators live in eval/ (above this layer), so the caller supplies them: hydra-train and
+// hydra-eval pass eval::task_data_factory().
+struct TaskData {
+  std::unique_ptr<BatchSource> train;
+  std::vector<Batch> validation;
+  std::string description;  // one line for the start-up summary
+};
+using TaskDataFactory = std::function<TaskData(const TrainConfig& cfg, uint64_t data_seed)>;
+
 // Runs one invocation of the training described by `cfg`. Progress and the start-up summary go to `log`.
 // Throws for bad data, an unusable device or an inconsistent resume (with messages naming the file/key).
 // An empty train.run_dir becomes runs/<config file stem>-<YYYYmmdd-HHMMSS> under the current folder (then
 // train.resume is an error: there is nothing to resume). TrainResult::run_dir says which folder was used.
-TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<bool>* stop_flag = nullptr);
+TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<bool>* stop_flag = nullptr,
+                         const TaskDataFactory& task_data = {});
 
 // The loss-curve plot of a metrics.jsonl file as a standalone SVG document (train loss line, val loss markers).
 std::string loss_curve_svg(const std::string& metrics_jsonl_text, const std::string& title);
