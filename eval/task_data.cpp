@@ -5,39 +5,20 @@
 
 #include <stdexcept>
 
-#include "eval/mqar.h"
 #include "tensor/check.h"
 
 namespace hydra::eval {
 
 namespace {
 
-// Re-throws a generator's validation error with the config keys that feed it.
+// Runs a generator config's validate() and re-throws its error with the config keys that feed it.
 template <class F>
-auto checked(const train::TrainConfig& cfg, const char* keys, F&& f) -> decltype(f()) {
+void checked(const train::TrainConfig& cfg, const char* keys, F&& f) {
   try {
-    return f();
+    f();
   } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(fmt::format("{}: data.source {} with {}: {}", cfg.source, cfg.data.source, keys,
-                                            e.what()));
+    throw std::invalid_argument(fmt::format("{}: task {} with {}: {}", cfg.source, cfg.data.source, keys, e.what()));
   }
-}
-
-MqarConfig mqar_config(const train::TrainConfig& cfg) {
-  MqarConfig m;
-  m.vocab_size = cfg.model.vocab_size;
-  m.num_kv_pairs = cfg.mqar.num_kv_pairs;
-  m.num_queries = cfg.mqar.num_queries;
-  m.seq_len = cfg.data.seq_len;
-  checked(cfg, "model.vocab_size, mqar.num_kv_pairs, mqar.num_queries, data.seq_len", [&] { m.validate(); });
-  return m;
-}
-
-train::Batch mqar_batch(const MqarConfig& m, int64_t batch, Generator& gen) {
-  const MqarBatch b = make_mqar_batch(m, batch, gen);
-  std::vector<int64_t> pos;
-  for (int64_t j = 0; j < m.num_queries; ++j) pos.push_back(2 * m.num_kv_pairs + 2 * j);
-  return {b.input_ids, b.labels, pos};
 }
 
 // A stream of batches from `make(batch, gen)`.
@@ -61,11 +42,50 @@ train::TaskData make_task_data(const train::TrainConfig& cfg, uint64_t data_seed
   Generator vgen(task_eval_seed(cfg));
   for (int64_t i = 0; i < cfg.eval.batches; ++i) td.validation.push_back(make(cfg.train.batch_size, vgen));
   td.train = std::make_unique<GeneratedSource<Make>>(std::move(make), data_seed);
-  td.description = std::move(desc);
+  td.description = fmt::format("{}; validation {} fixed batches (seed {})", desc, cfg.eval.batches,
+                               task_eval_seed(cfg));
   return td;
 }
 
 }  // namespace
+
+MqarConfig mqar_config(const train::TrainConfig& cfg) {
+  MqarConfig m;
+  m.vocab_size = cfg.model.vocab_size;
+  m.num_kv_pairs = cfg.mqar.num_kv_pairs;
+  m.num_queries = cfg.mqar.num_queries;
+  m.seq_len = cfg.data.seq_len;
+  checked(cfg, "model.vocab_size, mqar.num_kv_pairs, mqar.num_queries, data.seq_len", [&] { m.validate(); });
+  return m;
+}
+
+NeedleConfig needle_config(const train::TrainConfig& cfg, int64_t seq_len, std::optional<double> depth) {
+  NeedleConfig n;
+  n.vocab_size = cfg.model.vocab_size;
+  n.seq_len = seq_len;
+  n.num_needles = cfg.needle.num_needles;
+  n.filler_frac = cfg.needle.filler_frac;
+  n.depth_fraction = depth;
+  checked(cfg, "model.vocab_size, needle.num_needles, needle.filler_frac and the length", [&] { n.validate(); });
+  return n;
+}
+
+QaConfig qa_config(const train::TrainConfig& cfg) {
+  QaConfig q;
+  q.vocab_size = cfg.model.vocab_size;
+  q.seq_len = cfg.data.seq_len;
+  q.num_facts = cfg.qa.num_facts;
+  q.num_queries = cfg.qa.num_queries;
+  q.filler_frac = cfg.qa.filler_frac;
+  checked(cfg, "model.vocab_size, qa.num_facts, qa.num_queries, qa.filler_frac, data.seq_len", [&] { q.validate(); });
+  return q;
+}
+
+std::vector<int64_t> mqar_label_positions(const MqarConfig& m) {
+  std::vector<int64_t> pos;
+  for (int64_t j = 0; j < m.num_queries; ++j) pos.push_back(2 * m.num_kv_pairs + 2 * j);
+  return pos;
+}
 
 uint64_t task_eval_seed(const train::TrainConfig& cfg) { return static_cast<uint64_t>(cfg.train.seed) + 9999; }
 
@@ -73,12 +93,51 @@ train::TaskDataFactory task_data_factory() {
   return [](const train::TrainConfig& cfg, uint64_t data_seed) -> train::TaskData {
     if (cfg.data.source == "mqar") {
       const MqarConfig m = mqar_config(cfg);
+      const std::vector<int64_t> pos = mqar_label_positions(m);
       return make_task_data(
-          cfg, data_seed, [m](int64_t b, Generator& g) { return mqar_batch(m, b, g); },
-          fmt::format("MQAR stream (SPEC §8.1): vocab {}, P {} pairs, Q {} queries, length {}; validation {} fixed "
-                      "batches (seed {})",
-                      m.vocab_size, m.num_kv_pairs, m.num_queries, m.resolved_seq_len(), cfg.eval.batches,
-                      task_eval_seed(cfg)));
+          cfg, data_seed,
+          [m, pos](int64_t b, Generator& g) {
+            MqarBatch mb = make_mqar_batch(m, b, g);
+            return train::Batch{mb.input_ids, mb.labels, pos};
+          },
+          fmt::format("MQAR stream (SPEC §8.1): vocab {}, P {} pairs, Q {} queries, length {}", m.vocab_size,
+                      m.num_kv_pairs, m.num_queries, m.resolved_seq_len()));
+    }
+    if (cfg.data.source == "needle") {
+      std::vector<int64_t> lengths = cfg.needle.train_lengths;
+      if (lengths.empty()) lengths = {cfg.data.seq_len};
+      std::vector<NeedleConfig> ncs;
+      for (int64_t L : lengths) ncs.push_back(needle_config(cfg, L));
+      std::string ls;
+      for (int64_t L : lengths) ls += (ls.empty() ? "" : ", ") + std::to_string(L);
+      return make_task_data(
+          cfg, data_seed,
+          [ncs](int64_t b, Generator& g) {
+            // One length per batch, drawn uniformly (a draw from the same generator keeps the stream resumable).
+            size_t i = 0;
+            if (ncs.size() > 1) {
+              const double u = rand({1}, g, DType::Float64).item();
+              i = std::min(ncs.size() - 1, static_cast<size_t>(u * static_cast<double>(ncs.size())));
+            }
+            NeedleBatch nb = make_needle_batch(ncs[i], b, g);
+            const int64_t N = ncs[i].seq_len;
+            return train::Batch{nb.input_ids, nb.labels, {N - 2}};
+          },
+          fmt::format("needle stream (SPEC §8.2): vocab {}, {} needle(s), filler fraction {}, lengths [{}], label "
+                      "at N−2",
+                      cfg.model.vocab_size, cfg.needle.num_needles, cfg.needle.filler_frac, ls));
+    }
+    if (cfg.data.source == "qa") {
+      const QaConfig q = qa_config(cfg);
+      const std::vector<int64_t> pos = qa_label_positions(q);
+      return make_task_data(
+          cfg, data_seed,
+          [q, pos](int64_t b, Generator& g) {
+            QaBatch qb = make_qa_batch(q, b, g);
+            return train::Batch{qb.input_ids, qb.labels, pos};
+          },
+          fmt::format("multi-fact QA stream (SPEC §8.4): vocab {}, {} facts, {} queries, length {}", q.vocab_size,
+                      q.num_facts, q.num_queries, q.seq_len));
     }
     HYDRA_CHECK(false, "{}: data.source '{}' has no task generator (known: mqar, needle, qa)", cfg.source,
                 cfg.data.source);

@@ -9,12 +9,23 @@
 //          length is drawn uniformly from needle.train_lengths (or is data.seq_len); the label is the value at N−2
 //   qa     SPEC §8.4: K = qa.num_facts, Q = qa.num_queries, filler qa.filler_frac, length data.seq_len
 // A setting the task cannot satisfy (vocabulary too small, sequence too short) is an error naming the keys.
+#include "eval/mqar.h"
+#include "eval/needle.h"
+#include "eval/qa.h"
 #include "train/trainer.h"
 
 namespace hydra::eval {
 
 // The factory hydra-train and hydra-eval pass to train::run_training.
 train::TaskDataFactory task_data_factory();
+
+// The generator settings of a training config (validated; errors name the config keys). needle_config takes the
+// sequence length (training lengths vary) and an optional depth fraction (the heatmap's cells).
+MqarConfig mqar_config(const train::TrainConfig& cfg);
+NeedleConfig needle_config(const train::TrainConfig& cfg, int64_t seq_len, std::optional<double> depth = {});
+QaConfig qa_config(const train::TrainConfig& cfg);
+// The positions that carry labels, the same for every row.
+std::vector<int64_t> mqar_label_positions(const MqarConfig& m);
 
 // The validation/evaluation seed of a training config (train.seed + 9999).
 uint64_t task_eval_seed(const train::TrainConfig& cfg);
