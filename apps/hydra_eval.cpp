@@ -9,17 +9,22 @@
 //   generate --checkpoint DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]
 //           [--seed S] [--device auto|cpu|cuda]
 //           Continues a text prompt with a byte-level checkpoint (SPEC §6.1 / §6.2 sampling) and prints the text.
-// The evaluation issue adds the synthetic tasks (MQAR, needle, multi-fact QA) here.
+//   mqar | needle | qa  --config FILE [section.key=value ...] [--out DIR]     train each variant, then evaluate
+//                       --checkpoint DIR [--config FILE] [overrides] [--out DIR] evaluate a trained model
+//           The synthetic tasks of SPEC §8 (eval/tasks.h): a Markdown table on stdout; results.json, results.md and
+//           SVG plots in --out (default runs/<task>-<date-time>).
 #include <fmt/format.h>
 
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <iostream>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "eval/perplexity.h"
+#include "eval/tasks.h"
 #include "hydra/generate.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
@@ -135,6 +140,36 @@ int run_generate(const std::vector<std::string>& args) {
   return 0;
 }
 
+// mqar | needle | qa: --config, --checkpoint, --out take a value; `section.key=value` arguments are overrides.
+std::function<int(const std::vector<std::string>&)> synthetic_task(const std::string& name) {
+  return [name](const std::vector<std::string>& args) {
+    hydra::eval::TaskRunOptions o;
+    o.task = name;
+    o.command = "hydra-eval " + name;
+    for (const auto& a : args) o.command += " " + a;
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      const std::string& a = args[i];
+      auto value = [&]() -> std::string {
+        if (i + 1 >= args.size()) throw std::invalid_argument(fmt::format("hydra-eval {}: {} needs a value", name, a));
+        return args[++i];
+      };
+      if (a == "--config") o.config = value();
+      else if (a == "--checkpoint") o.checkpoint = value();
+      else if (a == "--out") o.out = value();
+      else if (a.rfind("--", 0) != 0 && a.find('=') != std::string::npos) o.overrides.push_back(a);
+      else
+        throw std::invalid_argument(fmt::format("hydra-eval {}: unknown argument '{}' (known: --config FILE, "
+                                                "--checkpoint DIR, --out DIR, section.key=value overrides)",
+                                                name, a));
+    }
+    const hydra::eval::TaskRunResult r = hydra::eval::run_task(o, std::cout);
+    std::cout.flush();
+    fmt::print("\n{}\naccuracy ({}): {:.4f}\nwrote {}/results.json, results.md and the plots\n", r.markdown,
+               r.results.at("headline_variant").as_string(), r.results.at("accuracy").as_number(), r.out_dir);
+    return 0;
+  };
+}
+
 const std::map<std::string, Task>& tasks() {
   static const std::map<std::string, Task> t = {
       {"score", {"logits and next-token loss of a HydraLM on given ids (checkpoint parity check)", run_score}},
@@ -142,6 +177,11 @@ const std::map<std::string, Task>& tasks() {
                       run_perplexity}},
       {"generate", {"continue a text prompt with a byte-level hydra-train checkpoint (SPEC §6 sampling)",
                     run_generate}},
+      {"mqar", {"multi-query associative recall (SPEC §8.1): train variants and evaluate, or evaluate a checkpoint",
+                synthetic_task("mqar")}},
+      {"needle", {"needle in a haystack (SPEC §8.2): length × depth heatmap through chunked prefill",
+                  synthetic_task("needle")}},
+      {"qa", {"multi-fact long-context QA (SPEC §8.4): accuracy by depth quartile", synthetic_task("qa")}},
   };
   return t;
 }
@@ -155,7 +195,11 @@ void print_usage() {
       "perplexity options: --checkpoint RUN_OR_STEP_DIR --data FILE [--format auto|text|tokens]\n"
       "               [--token-dtype uint16|uint32] [--seq-len N] [--batch B] [--max-tokens N] [--device auto|cpu|cuda]\n"
       "generate options: --checkpoint RUN_OR_STEP_DIR --prompt TEXT [--max-new-tokens N] [--temperature T]\n"
-      "               [--top-k K] [--top-p P] [--seed S] [--device auto|cpu|cuda]\n");
+      "               [--top-k K] [--top-p P] [--seed S] [--device auto|cpu|cuda]\n"
+      "mqar / needle / qa options: --config FILE [section.key=value ...] [--out DIR]   (train, then evaluate)\n"
+      "               --checkpoint RUN_OR_STEP_DIR [--config FILE] [section.key=value ...] [--out DIR]\n"
+      "               The config uses hydra-train's keys (hydra-train --help) plus the task sections; e.g.\n"
+      "               hydra-eval mqar --config configs/mqar-cpu.yaml eval.variants=[hybrid,transformer]\n");
 }
 
 }  // namespace
