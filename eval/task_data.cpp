@@ -59,14 +59,17 @@ MqarConfig mqar_config(const train::TrainConfig& cfg) {
   return m;
 }
 
-NeedleConfig needle_config(const train::TrainConfig& cfg, int64_t seq_len, std::optional<double> depth) {
+NeedleConfig needle_config(const train::TrainConfig& cfg, int64_t seq_len, const char* length_key,
+                           std::optional<double> depth) {
   NeedleConfig n;
   n.vocab_size = cfg.model.vocab_size;
   n.seq_len = seq_len;
   n.num_needles = cfg.needle.num_needles;
   n.filler_frac = cfg.needle.filler_frac;
   n.depth_fraction = depth;
-  checked(cfg, "model.vocab_size, needle.num_needles, needle.filler_frac and the length", [&] { n.validate(); });
+  const std::string keys = fmt::format("model.vocab_size, needle.num_needles, needle.filler_frac and {} = {}",
+                                       length_key, seq_len);
+  checked(cfg, keys.c_str(), [&] { n.validate(); });
   return n;
 }
 
@@ -107,7 +110,8 @@ train::TaskDataFactory task_data_factory() {
       std::vector<int64_t> lengths = cfg.needle.train_lengths;
       if (lengths.empty()) lengths = {cfg.data.seq_len};
       std::vector<NeedleConfig> ncs;
-      for (int64_t L : lengths) ncs.push_back(needle_config(cfg, L));
+      const char* key = cfg.needle.train_lengths.empty() ? "data.seq_len" : "needle.train_lengths";
+      for (int64_t L : lengths) ncs.push_back(needle_config(cfg, L, key));
       std::string ls;
       for (int64_t L : lengths) ls += (ls.empty() ? "" : ", ") + std::to_string(L);
       return make_task_data(

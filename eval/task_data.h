@@ -22,7 +22,9 @@ train::TaskDataFactory task_data_factory();
 // The generator settings of a training config (validated; errors name the config keys). needle_config takes the
 // sequence length (training lengths vary) and an optional depth fraction (the heatmap's cells).
 MqarConfig mqar_config(const train::TrainConfig& cfg);
-NeedleConfig needle_config(const train::TrainConfig& cfg, int64_t seq_len, std::optional<double> depth = {});
+// `length_key` names where seq_len came from (needle.train_lengths, needle.lengths or data.seq_len) in errors.
+NeedleConfig needle_config(const train::TrainConfig& cfg, int64_t seq_len, const char* length_key,
+                           std::optional<double> depth = {});
 QaConfig qa_config(const train::TrainConfig& cfg);
 // The positions that carry labels, the same for every row.
 std::vector<int64_t> mqar_label_positions(const MqarConfig& m);

@@ -74,6 +74,10 @@ std::string readout_text(NeedleReadout r) {
                                        : "corrected (logits at N−2 predict the value)";
 }
 
+const char* needle_lengths_key(const train::TrainConfig& cfg) {
+  return cfg.needle.lengths.empty() ? "data.seq_len" : "needle.lengths";
+}
+
 std::vector<int64_t> needle_lengths(const train::TrainConfig& cfg) {
   return cfg.needle.lengths.empty() ? std::vector<int64_t>{cfg.data.seq_len} : cfg.needle.lengths;
 }
@@ -91,7 +95,7 @@ Json evaluate_needle(const LanguageModel& model, const train::TrainConfig& cfg) 
     const std::vector<int64_t> label_pos = {L - 2};
     Json row = Json::array();
     for (double d : cfg.needle.depths) {
-      const NeedleConfig nc = needle_config(cfg, L, d);
+      const NeedleConfig nc = needle_config(cfg, L, needle_lengths_key(cfg), d);
       PositionScore s;
       for (int64_t b = 0; b < nb; ++b) {
         const NeedleBatch bt = make_needle_batch(nc, B, gen);
@@ -104,7 +108,7 @@ Json evaluate_needle(const LanguageModel& model, const train::TrainConfig& cfg) 
     }
     heat.push_back(row);
     // SPEC §8.2's protocol at this length: random depths, accuracy overall and per depth quartile.
-    const NeedleConfig nc = needle_config(cfg, L);
+    const NeedleConfig nc = needle_config(cfg, L, needle_lengths_key(cfg));
     double bc[4] = {0, 0, 0, 0}, bn[4] = {0, 0, 0, 0}, c = 0, n = 0;
     for (int64_t b = 0; b < nb; ++b) {
       const NeedleBatch bt = make_needle_batch(nc, B, gen);
@@ -334,7 +338,10 @@ TaskRunResult run_task(const TaskRunOptions& o, std::ostream& log) {
   res.out_dir = o.out.empty() ? (fs::current_path() / "runs" / fmt::format("{}-{}", o.task, stamp())).string()
                               : fs::absolute(o.out).lexically_normal().string();
   const fs::path out(res.out_dir);
-  fs::create_directories(out);
+  std::error_code ec;
+  HYDRA_CHECK(!fs::exists(out / "results.json", ec),
+              "hydra-eval {}: '{}' already holds results (results.json); choose another --out (nothing is "
+              "overwritten)", o.task, res.out_dir);
 
   std::vector<VariantOutcome> outcomes;
   train::TrainConfig base;
@@ -355,6 +362,7 @@ TaskRunResult run_task(const TaskRunOptions& o, std::ostream& log) {
                   "hydra-eval {}: the checkpoint {} is a {} model, the config {} names arch {}", o.task, ck.dir,
                   ck_cfg.model.arch, o.config, base.model.arch);
     }
+    fs::create_directories(out);
     // The checkpoint's own model is evaluated; only the task and evaluation settings come from the config.
     base.model = ck_cfg.model;
     const train::LoadedModel lm = train::load_checkpoint_model(ck, base.train.device, "train.device");
@@ -375,6 +383,7 @@ TaskRunResult run_task(const TaskRunOptions& o, std::ostream& log) {
     HYDRA_CHECK(base.train.run_dir.empty(),
                 "hydra-eval {}: train.run_dir is set by hydra-eval (OUT/<variant>); remove it from the config or the "
                 "overrides and use --out", o.task);
+    fs::create_directories(out);
     std::vector<std::string> variants = base.eval.variants;
     if (variants.empty()) variants = {"hybrid"};
     for (const std::string& name : variants) {

@@ -389,7 +389,7 @@ TEST_CASE("hydra-eval tasks: errors name what is wrong and nothing is overwritte
   o.out = fresh_dir("err_vocab");
   check_throws_with([&] { run_quiet(o); }, {"model.vocab_size", "64", "128"});
 
-  // a second run into the same --out: the variant folder already holds checkpoints
+  // a second run into the same --out: the folder already holds results
   const fs::path ck_dir = fs::path(train::list_checkpoints((fs::path(run.out) / "hybrid").string()).front().second);
   const auto ck_time = fs::last_write_time(ck_dir / "model.safetensors");
   const std::string results_before = read_file((fs::path(run.out) / "results.json").string());
@@ -398,7 +398,7 @@ TEST_CASE("hydra-eval tasks: errors name what is wrong and nothing is overwritte
   o.task = "mqar";
   o.config = run.config;
   o.out = run.out;
-  check_throws_with([&] { run_quiet(o); }, {"already holds checkpoints"});
+  check_throws_with([&] { run_quiet(o); }, {"already holds results", "nothing is overwritten"});
   CHECK(read_file((fs::path(run.out) / "results.json").string()) == results_before);
   CHECK(read_file((ck_dir / "model.safetensors").string()) == model_before);
   CHECK(fs::last_write_time(ck_dir / "model.safetensors") == ck_time);
@@ -440,10 +440,8 @@ TEST_CASE("hydra-eval mqar: an untrained model scores near chance with a near-un
   CHECK(std::abs(mt.at("mqar_loss").as_number() - std::log(V / 2)) < 1.0);
 }
 
-// Library bug (reported): an evaluation length of needle.lengths too short for the needles is an error that names
-// "the length" but not needle.lengths. may_fail until eval/task_data.cpp's needle_config names the key.
-TEST_CASE("hydra-eval needle: a too short needle.lengths entry is an error naming needle.lengths" *
-          doctest::may_fail()) {
+// An evaluation length of needle.lengths too short for the needles is an error naming needle.lengths.
+TEST_CASE("hydra-eval needle: a too short needle.lengths entry is an error naming needle.lengths") {
   const train::TrainConfig cfg = train::parse_train_config(
       base_yaml() + "data:\n  seq_len: 32\nneedle:\n  num_needles: 2\n  lengths: [32, 16]\n", "needle-short.yaml",
       "/", {"data.source=needle"});

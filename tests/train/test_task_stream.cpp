@@ -278,9 +278,8 @@ TEST_CASE("task stream: settings the task cannot satisfy are std::invalid_argume
   }
 }
 
-// Library bug (reported): needle_config's error names "the length" but not the key it came from
-// (needle.train_lengths, needle.lengths or data.seq_len). may_fail until eval/task_data.cpp names the key.
-TEST_CASE("task stream: a needle training length too short names needle.train_lengths" * doctest::may_fail()) {
+// needle_config's error names the key the length came from (needle.train_lengths, needle.lengths or data.seq_len).
+TEST_CASE("task stream: a needle training length too short names needle.train_lengths") {
   // N ≥ 8K + 4 = 20 with K = 2
   const TrainConfig cfg = tiny_task("needle", fresh_dir("bad_needle_len"), {"needle.train_lengths=[32, 16]"});
   check_invalid_argument([&] { run(cfg); }, {"needle.num_needles", "16", "needle.train_lengths"});
