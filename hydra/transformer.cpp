@@ -8,6 +8,7 @@
 
 #include "autograd/autograd.h"
 #include "autograd/profile.h"
+#include "hydra/stack.h"
 #include "nn/precision.h"
 #include "tensor/check.h"
 
@@ -155,13 +156,7 @@ ForwardResult DenseTransformer::forward(const Tensor& ids, const ForwardOptions&
 }
 
 ForwardResult DenseTransformer::forward(const Tensor& ids, const ModelState& state, const ForwardOptions& opts) const {
-  HYDRA_CHECK(ids.defined() && ids.dim() == 2 && ids.size(1) >= 1 &&
-                  (ids.dtype() == DType::Int64 || ids.dtype() == DType::Int32),
-              "DenseTransformer::forward: input_ids must be an int64 (B, T ≥ 1) tensor, got {}",
-              ids.defined() ? fmt::format("{} {}", dtype_name(ids.dtype()), shape_str(ids.shape())) : "undefined");
-  HYDRA_CHECK(state.empty() || static_cast<int64_t>(state.size()) == blocks.size(),
-              "DenseTransformer::forward: state has {} layer entries, the model has {} layers", state.size(),
-              blocks.size());
+  detail::check_ids_and_state(ids, state, blocks.size(), "DenseTransformer::forward", /*step=*/false);
   const nn::ComputeDTypeGuard precision(compute_dtype_);
   const Tensor ids_dev = ids.to(device());
   Tensor x;
@@ -170,30 +165,7 @@ ForwardResult DenseTransformer::forward(const Tensor& ids, const ModelState& sta
     x = embed.forward(ids_dev);
   }
   ForwardResult out;
-  out.state.resize(static_cast<std::size_t>(blocks.size()));
-  for (int64_t i = 0; i < blocks.size(); ++i) {
-    const LayerState st_in = state.empty() ? LayerState{} : state[static_cast<std::size_t>(i)];
-    if (recompute_ && ag::grad_enabled()) {
-      // Activation recomputation: only the block's input is kept; backward re-runs the block under the same
-      // precision policy (autograd/checkpoint.h). The incoming state's tensors are used as constants.
-      auto st_out = std::make_shared<LayerState>();
-      const TransformerBlock* blk = &blocks[i];
-      const std::optional<DType> dt = compute_dtype_;
-      x = ag::checkpoint(
-          [blk, st_in, st_out, dt](const std::vector<Tensor>& xs) {
-            const nn::ComputeDTypeGuard precision(dt);
-            MixerOutput m = blk->forward(xs[0], st_in);
-            *st_out = std::move(m.state);
-            return std::vector<Tensor>{m.y};
-          },
-          {x})[0];
-      out.state[static_cast<std::size_t>(i)] = *st_out;
-      continue;
-    }
-    MixerOutput m = blocks[i].forward(x, st_in);
-    x = m.y;
-    out.state[static_cast<std::size_t>(i)] = std::move(m.state);
-  }
+  x = detail::run_blocks(blocks, x, state, recompute_, compute_dtype_, out.state);
   ag::profile::Scope scope("forward: final norm + LM head");
   const Tensor h = norm.forward(x);
   if (opts.compute_logits) out.logits = ag::linear(h, nn::to_compute(lm_head_weight()));
@@ -202,22 +174,12 @@ ForwardResult DenseTransformer::forward(const Tensor& ids, const ModelState& sta
 }
 
 StepResult DenseTransformer::step(const Tensor& ids, const ModelState& state) const {
-  HYDRA_CHECK(ids.defined() && ids.dim() == 1 && (ids.dtype() == DType::Int64 || ids.dtype() == DType::Int32),
-              "DenseTransformer::step: ids must be an int64 (B,) tensor, got {}",
-              ids.defined() ? fmt::format("{} {}", dtype_name(ids.dtype()), shape_str(ids.shape())) : "undefined");
-  HYDRA_CHECK(state.empty() || static_cast<int64_t>(state.size()) == blocks.size(),
-              "DenseTransformer::step: state has {} layer entries, the model has {} layers", state.size(),
-              blocks.size());
+  detail::check_ids_and_state(ids, state, blocks.size(), "DenseTransformer::step", /*step=*/true);
   ag::NoGradGuard no_grad;
   const nn::ComputeDTypeGuard precision(compute_dtype_);
-  Tensor x = embed.forward(ids.to(device()));
   StepResult out;
-  out.state.resize(static_cast<std::size_t>(blocks.size()));
-  for (int64_t i = 0; i < blocks.size(); ++i) {
-    MixerOutput m = blocks[i].step(x, state.empty() ? LayerState{} : state[static_cast<std::size_t>(i)]);
-    x = m.y;
-    out.state[static_cast<std::size_t>(i)] = std::move(m.state);
-  }
+  const Tensor x = detail::run_blocks(blocks, embed.forward(ids.to(device())), state, false, compute_dtype_, out.state,
+                                      /*step=*/true);
   out.logits = ag::linear(norm.forward(x), nn::to_compute(lm_head_weight()));
   return out;
 }
