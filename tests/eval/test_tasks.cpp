@@ -3,6 +3,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -23,7 +25,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path test_root() { return fs::temp_directory_path() / "hydra_test_tasks"; }
+// Per process: ctest runs every test case as its own process, in parallel, and several cases train into folders.
+fs::path test_root() { return fs::temp_directory_path() / ("hydra_test_tasks_" + std::to_string(getpid())); }
 
 std::string fresh_dir(const std::string& name) {
   const fs::path p = test_root() / name;

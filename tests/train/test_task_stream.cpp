@@ -3,6 +3,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -26,7 +28,9 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string fresh_dir(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() / ("hydra_test_task_stream_" + name);
+  // Per process: ctest runs the test cases as parallel processes.
+  const fs::path p =
+      fs::temp_directory_path() / ("hydra_test_task_stream_" + std::to_string(getpid())) / name;
   fs::remove_all(p);
   return p.string();
 }
