@@ -21,11 +21,7 @@ Tensor unary(UnaryOp op, const Tensor& x) {
       case UnaryOp::Sqrt: return {hydra::div(hydra::mul(go, 0.5), ys)};
       case UnaryOp::Rsqrt: return {hydra::mul(go, hydra::mul(hydra::pow(ys, 3.0), -0.5))};
       case UnaryOp::Sigmoid: return {hydra::mul(go, hydra::mul(ys, hydra::sub(scalar_tensor(1.0, ys.dtype(), ys.device()), ys)))};
-      case UnaryOp::Silu: {
-        Tensor s = hydra::sigmoid(xs);
-        Tensor ds = hydra::mul(s, hydra::add(hydra::mul(xs, hydra::sub(scalar_tensor(1.0, s.dtype(), s.device()), s)), 1.0));
-        return {hydra::mul(go, ds)};
-      }
+      case UnaryOp::Silu: return {hydra::unary_backward(UnaryOp::Silu, go, xs)};  // one fused pass
       case UnaryOp::Tanh: return {hydra::mul(go, hydra::sub(scalar_tensor(1.0, ys.dtype(), ys.device()), hydra::square(ys)))};
       case UnaryOp::Relu:
         return {hydra::where(hydra::compare(CompareOp::Gt, xs, scalar_tensor(0.0, xs.dtype(), xs.device())), go,

@@ -2,7 +2,7 @@
 // CPU iteration over N strided operands of one shape (output first). Dims that are contiguous for every
 // operand are merged, then the last dim becomes the inner loop: row(ptrs, n, inner_strides) gets byte
 // pointers to each operand's first element of the row, the row length and the inner strides in elements.
-// Rows run in parallel under OpenMP when the tensor is large; each element is written by exactly one row, so
+// Rows, and pieces of long rows, run in parallel under OpenMP when the tensor is large; each element is written by
 // results do not depend on the thread count.
 #include <omp.h>
 
@@ -48,7 +48,9 @@ void for_each_row(const Shape& shape, std::array<Shape, N> strides, std::array<c
   std::array<int64_t, N> inner_stride;
   for (std::size_t k = 0; k < N; ++k) inner_stride[k] = st[k].back();
 
-  auto run_row = [&](int64_t r) {
+  // Row r, elements [begin, begin + len): every caller's row function is elementwise along the row, so a row may
+  // be cut into pieces (a contiguous tensor merges into one row, which would otherwise run on one thread).
+  auto run_piece = [&](int64_t r, int64_t begin, int64_t len) {
     std::array<char*, N> p = base;
     int64_t rem = r;
     for (int64_t d = nd - 2; d >= 0; --d) {
@@ -56,13 +58,20 @@ void for_each_row(const Shape& shape, std::array<Shape, N> strides, std::array<c
       rem /= sh[d];
       for (std::size_t k = 0; k < N; ++k) p[k] += i * st[k][d] * elem_size[k];
     }
-    row(p, inner, inner_stride);
+    for (std::size_t k = 0; k < N; ++k) p[k] += begin * inner_stride[k] * elem_size[k];
+    row(p, len, inner_stride);
   };
-  if (rows > 1 && rows * inner >= kParallelGrain) {
+  if (rows * inner >= kParallelGrain) {
+    // Few long rows: cut each into pieces of at least kParallelGrain / 4 elements.
+    const int64_t per_row = rows >= 64 ? 1 : std::max<int64_t>(1, inner / (kParallelGrain / 4));
+    const int64_t piece = (inner + per_row - 1) / per_row;
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) run_row(r);
+    for (int64_t t = 0; t < rows * per_row; ++t) {
+      const int64_t r = t / per_row, begin = (t % per_row) * piece;
+      if (begin < inner) run_piece(r, begin, std::min(piece, inner - begin));
+    }
   } else {
-    for (int64_t r = 0; r < rows; ++r) run_row(r);
+    for (int64_t r = 0; r < rows; ++r) run_piece(r, 0, inner);
   }
 }
 

@@ -262,6 +262,12 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
   });
 }
 
+void unary_backward(UnaryOp op, const Tensor& grad, const Tensor& x, const Tensor& out) {
+  dispatch_floating(x.dtype(), "unary_backward", [&]<typename T>() {
+    with_unary_grad_functor<T>(op, [&](auto f) { launch_map2<T, T, T>(out, grad, x, f, "unary_backward"); });
+  });
+}
+
 void compare(CompareOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
   dispatch_all(a.dtype(), "compare", [&]<typename T>() {
     with_compare_functor<T>(op, [&](auto f) { launch_map2<bool, T, T>(out, a, b, f, "compare"); });

@@ -354,10 +354,13 @@ __global__ void rms_norm_bwd_dx_kernel(const T* __restrict__ gy, const T* __rest
 }
 
 // Short rows (D / VEC ≤ 32 · NP packs): dx and the dw partial sums in one pass over gy and x. Block b owns rows
-// [b·R, min(N, (b+1)·R)) (R = rows_per_block; one wave of resident blocks); warp w of the block takes rows r0 + w, r0 + w + 8,
-// ... with the row in registers, a warp butterfly for Σ gy·w·x, and dw accumulated per lane in registers. The
-// block's warps then add their dw partials into shared memory in warp order (deterministic), and the block writes
+// [b·R, min(N, (b+1)·R)) (R = rows_per_block; one wave of resident blocks); warp w of the block takes rows r0 + w,
+// r0 + w + 8, ... with the row in registers and a warp butterfly for Σ gy·w·x. Each warp accumulates dw in its own
+// shared-memory slice, laid out [(j·VEC + k)·32 + lane] so that every lane only ever touches its own words (no
+// barrier, no bank conflict). At the end the block adds the warps' slices in warp order (deterministic) into
 // partial[b, :]; column_finalize_kernel sums the blocks in order. Bytes: gy and x read once, dx written once.
+// Two blocks per SM: on an H100 at 32768×768 bf16 this reaches 81% of the copy, against 79% with the accumulators in
+// registers; forcing 3 or 4 blocks per SM (which the shared-memory accumulators would allow) gave 70% and 61%.
 template <typename T, int VEC, int NP>
 __global__ void __launch_bounds__(kRmsWarpThreads, 2)
     rms_norm_bwd_warp_kernel(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ w,
@@ -366,18 +369,18 @@ __global__ void __launch_bounds__(kRmsWarpThreads, 2)
   using A = acc_t<T>;
   using P = Pack<T, VEC>;
   constexpr int kWarps = kRmsWarpThreads / 32;
+  constexpr int kSlice = 32 * NP * VEC;  // words per warp slice
   extern __shared__ __align__(16) unsigned char bwd_smem[];
-  A* sh = reinterpret_cast<A*>(bwd_smem);  // D accumulators
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  A* acc = reinterpret_cast<A*>(bwd_smem) + wid * kSlice + lane;  // this lane's word k of pack j: acc[(j·VEC + k)·32]
   const int64_t Dv = D / VEC;
   const int64_t r0 = int64_t(blockIdx.x) * rows_per_block, r1 = min(N, r0 + rows_per_block);
   P wr[NP];
-  A acc[NP][VEC];
 #pragma unroll
   for (int j = 0; j < NP; ++j) {
     if (lane + 32 * j < Dv) wr[j] = reinterpret_cast<const P*>(w)[lane + 32 * j];
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) acc[j][k] = 0;
+    for (int k = 0; k < VEC; ++k) acc[(j * VEC + k) * 32] = 0;
   }
   for (int64_t r = r0 + wid; r < r1; r += kWarps) {
     const P* gr = reinterpret_cast<const P*>(gy + r * D);
@@ -408,26 +411,20 @@ __global__ void __launch_bounds__(kRmsWarpThreads, 2)
         for (int k = 0; k < VEC; ++k) {
           const A gv = to_acc(g[j].v[k]), n = to_acc(xv[j].v[k]) * rs;
           o.v[k] = from_acc<T>(rs * (gv * to_acc(wr[j].v[k]) - n * mean));
-          acc[j][k] += gv * n;
+          acc[(j * VEC + k) * 32] += gv * n;
         }
         dr[lane + 32 * j] = o;
       }
   }
-  for (int k0 = 0; k0 < kWarps; ++k0) {
-    if (wid == k0) {
+  __syncthreads();
+  const A* sh = reinterpret_cast<const A*>(bwd_smem);
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    const int64_t pk = d / VEC, at = ((pk / 32) * VEC + d % VEC) * 32 + pk % 32;
+    A t = sh[at];
 #pragma unroll
-      for (int j = 0; j < NP; ++j)
-        if (lane + 32 * j < Dv) {
-#pragma unroll
-          for (int k = 0; k < VEC; ++k) {
-            const int64_t d = (lane + 32 * j) * VEC + k;
-            sh[d] = (k0 == 0 ? A(0) : sh[d]) + acc[j][k];
-          }
-        }
-    }
-    __syncthreads();
+    for (int k0 = 1; k0 < kWarps; ++k0) t += sh[k0 * kSlice + at];
+    partial[int64_t(blockIdx.x) * D + d] = t;
   }
-  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) partial[int64_t(blockIdx.x) * D + d] = sh[d];
 }
 
 // partial[chunk, d] = Σ_{r in chunk} gy[r, d] · x[r, d] · rstd[r].  Block (kColTile, kColLanes), grid (⌈D/32⌉, chunks).
@@ -1059,12 +1056,12 @@ int sm_count() {
   return n;
 }
 
-template <auto Kernel, int Threads>
+template <auto Kernel, int Threads, std::size_t Smem = 0>
 int64_t resident_blocks() {
   static std::atomic<int> cached{0};  // blocks per SM: a property of the kernel and the (single) architecture
   int per_sm = cached.load(std::memory_order_relaxed);
   if (per_sm == 0) {
-    HYDRA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, Threads, 0));
+    HYDRA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, Threads, Smem));
     per_sm = std::max(per_sm, 1);
     cached.store(per_sm, std::memory_order_relaxed);
   }
@@ -1087,9 +1084,9 @@ void launch_rms_norm_forward(const Tensor& x, const Tensor& w, const Tensor& y, 
     if (packs <= 32 * kRmsWarpMaxNP) {
       constexpr int64_t kRows = kRmsWarpThreads / 32;
       const auto go = [&]<int NP>() {
-        // Persistent: at most as many blocks as fit on the device at once (grid-stride over the rows beyond).
-        const int64_t resident = resident_blocks<rms_norm_fwd_warp_kernel<T, VEC, NP>, kRmsWarpThreads>();
-        const unsigned grid = static_cast<unsigned>(std::min<int64_t>((N + kRows - 1) / kRows, resident));
+        // One block per kRows rows (not a persistent grid: the block scheduler evens out the last wave; measured on
+        // an H100 at 32768×768, float32 89% → 95% of the copy, bfloat16 unchanged at 81–82%).
+        const unsigned grid = static_cast<unsigned>(std::min<int64_t>((N + kRows - 1) / kRows, INT_MAX));
         rms_norm_fwd_warp_kernel<T, VEC, NP><<<grid, kRmsWarpThreads, 0, s>>>(
             static_cast<const T*>(x.raw_data()), static_cast<const T*>(w.raw_data()), static_cast<T*>(y.raw_data()),
             static_cast<A*>(rstd.raw_data()), N, D, eps);
@@ -1134,10 +1131,10 @@ void launch_rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w
     // rows (a partial wave would leave most SMs idle at the end). The block count depends on N and on the device's
     // residency only, so dw is summed in the same order on every run on a given GPU model.
     fused = true;
-    const std::size_t smem = static_cast<std::size_t>(D) * sizeof(A);
     const auto go = [&]<int NP>() {
       constexpr auto kernel = rms_norm_bwd_warp_kernel<T, VEC, NP>;
-      const int64_t resident = resident_blocks<kernel, kRmsWarpThreads>();
+      constexpr std::size_t smem = std::size_t{kRmsWarpThreads / 32} * 32 * NP * VEC * sizeof(A);  // ≤ 48 KiB
+      const int64_t resident = resident_blocks<kernel, kRmsWarpThreads, smem>();
       const int64_t blocks = std::clamp<int64_t>((N + 7) / 8, 1, resident), rpb = (N + blocks - 1) / blocks;
       Tensor partial = empty({blocks, D}, stat_dtype_of(x.dtype()), x.device());
       kernel<<<static_cast<unsigned>(blocks), kRmsWarpThreads, smem, s>>>(

@@ -22,6 +22,7 @@ void random_fill(const Tensor& t, uint64_t seed, uint64_t offset, const philox::
 // ---- elementwise (inputs already expanded to out's shape; out contiguous) ----
 void unary(UnaryOp op, const Tensor& x, const Tensor& out);
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
+void unary_backward(UnaryOp op, const Tensor& grad, const Tensor& x, const Tensor& out);
 void compare(CompareOp op, const Tensor& a, const Tensor& b, const Tensor& out);
 void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out);
 

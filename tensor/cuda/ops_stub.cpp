@@ -17,6 +17,7 @@ void fill(const Tensor&, double) { no_cuda("fill"); }
 void random_fill(const Tensor&, uint64_t, uint64_t, const philox::DistParams&) { no_cuda("random"); }
 void unary(UnaryOp, const Tensor&, const Tensor&) { no_cuda("unary"); }
 void binary(BinaryOp, const Tensor&, const Tensor&, const Tensor&) { no_cuda("binary"); }
+void unary_backward(UnaryOp, const Tensor&, const Tensor&, const Tensor&) { no_cuda("unary_backward"); }
 void compare(CompareOp, const Tensor&, const Tensor&, const Tensor&) { no_cuda("compare"); }
 void where(const Tensor&, const Tensor&, const Tensor&, const Tensor&) { no_cuda("where"); }
 void matmul(const Tensor&, const Tensor&, Trans, Trans, const Tensor&, const Tensor&) { no_cuda("matmul"); }

@@ -99,6 +99,12 @@ void binary_cpu(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out
   });
 }
 
+void unary_backward_cpu(UnaryOp op, const Tensor& g, const Tensor& x, const Tensor& out) {
+  dispatch_floating(x.dtype(), "unary_backward", [&]<typename T>() {
+    with_unary_grad_functor<T>(op, [&](auto f) { map2_cpu<T, T, T>(out, g, x, f); });
+  });
+}
+
 void compare_cpu(CompareOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
   dispatch_all(a.dtype(), "compare", [&]<typename T>() {
     with_compare_functor<T>(op, [&](auto f) { map2_cpu<bool, T, T>(out, a, b, f); });
@@ -150,6 +156,23 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   switch (a.device().type) {
     case DeviceType::CPU: binary_cpu(op, a.expand(s), b.expand(s), out); break;
     case DeviceType::CUDA: cuda::binary(op, a.expand(s), b.expand(s), out); break;
+  }
+  return out;
+}
+
+Tensor unary_backward(UnaryOp op, const Tensor& grad, const Tensor& x) {
+  check_defined(grad, "unary_backward", "grad");
+  check_defined(x, "unary_backward", "x");
+  check_same_device(grad, x, "unary_backward");
+  check_same_dtype(grad, x, "unary_backward");
+  HYDRA_CHECK(is_floating(x.dtype()), "unary_backward ({}): dtype {} not supported (shape {})", unary_op_name(op),
+              dtype_name(x.dtype()), shape_str(x.shape()));
+  HYDRA_CHECK(grad.shape() == x.shape(), "unary_backward ({}): grad shape {} does not match x shape {}",
+              unary_op_name(op), shape_str(grad.shape()), shape_str(x.shape()));
+  Tensor out = empty(x.shape(), x.dtype(), x.device());
+  switch (x.device().type) {
+    case DeviceType::CPU: unary_backward_cpu(op, grad, x, out); break;
+    case DeviceType::CUDA: cuda::unary_backward(op, grad, x, out); break;
   }
   return out;
 }

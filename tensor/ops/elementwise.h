@@ -18,6 +18,10 @@ const char* binary_op_name(BinaryOp op);
 Tensor unary(UnaryOp op, const Tensor& x);
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);
 Tensor compare(CompareOp op, const Tensor& a, const Tensor& b);
+// The gradient of y = op(x) in one pass: grad · op'(x), for the ops whose derivative is a function of x
+// (Silu, Sigmoid); computed in compute_t (float for bfloat16) and rounded once. grad and x: same shape, dtype and
+// device (floating). Other ops are refused with their name.
+Tensor unary_backward(UnaryOp op, const Tensor& grad, const Tensor& x);
 
 inline Tensor neg(const Tensor& x) { return unary(UnaryOp::Neg, x); }
 inline Tensor exp(const Tensor& x) { return unary(UnaryOp::Exp, x); }

@@ -28,6 +28,13 @@ struct Reciprocal { template <class C> HYDRA_HD C operator()(C x) const { return
 struct Sin { template <class C> HYDRA_HD C operator()(C x) const { return std::sin(x); } };
 struct Cos { template <class C> HYDRA_HD C operator()(C x) const { return std::cos(x); } };
 
+// grad · op'(x) (unary_backward), with s = sigmoid(x) = 1 / (1 + e), e = exp(−x): silu' = s·(1 + x·(1 − s)),
+// sigmoid' = s·(1 − s). 1 − s is taken as e·s for x ≥ 0, where 1 − s would cancel (x = 5 loses 1e-5 of relative
+// accuracy in float), and directly for x < 0, where e may overflow.
+struct OneMinusSigmoid { template <class C> HYDRA_HD C operator()(C x, C e, C s) const { return x >= C(0) ? e * s : C(1) - s; } };
+struct SiluGrad { template <class C> HYDRA_HD C operator()(C g, C x) const { const C e = std::exp(-x), s = C(1) / (C(1) + e); return g * s * (C(1) + x * OneMinusSigmoid{}(x, e, s)); } };
+struct SigmoidGrad { template <class C> HYDRA_HD C operator()(C g, C x) const { const C e = std::exp(-x), s = C(1) / (C(1) + e); return g * s * OneMinusSigmoid{}(x, e, s); } };
+
 struct Add { template <class C> HYDRA_HD C operator()(C a, C b) const { return a + b; } };
 struct Sub { template <class C> HYDRA_HD C operator()(C a, C b) const { return a - b; } };
 struct Mul { template <class C> HYDRA_HD C operator()(C a, C b) const { return a * b; } };
@@ -107,6 +114,20 @@ void with_binary_functor(BinaryOp op, K&& k) {
     }
   }
   HYDRA_CHECK(false, "{}: not defined for dtype {}", binary_op_name(op), dtype_name(dtype_of<T>::value));
+}
+
+// k(functor of (grad, x)) for unary_backward; floating T only.
+template <typename T, typename K>
+void with_unary_grad_functor(UnaryOp op, K&& k) {
+  if constexpr (std::is_floating_point_v<compute_t<T>>) {
+    switch (op) {
+      case UnaryOp::Silu: return k(Lift2<T, fn::SiluGrad>{});
+      case UnaryOp::Sigmoid: return k(Lift2<T, fn::SigmoidGrad>{});
+      default: break;
+    }
+  }
+  HYDRA_CHECK(false, "unary_backward: no fused gradient for {} (dtype {}); supported: silu, sigmoid",
+              unary_op_name(op), dtype_name(dtype_of<T>::value));
 }
 
 template <typename T, typename K>

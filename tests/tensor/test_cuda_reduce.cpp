@@ -55,7 +55,10 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
     if (!gpu_available()) return;
     const std::vector<std::vector<int64_t>> dim_sets = {{0}, {1}, {2}, {-1}, {0, 2}, {1, 2}, {}};
     for (DType dt : kFloatTypes) {
-      const Tensor x = randn_t({3, 257, 5}, dt).to(kGpu);
+      // Mean 1, not 0: the relative error of a sum is bounded by eps · Σ|x| / |Σx|, so zero-mean inputs make the
+      // full reduction (one output, |Σx| ~ √3855 with a fair chance of landing near 0) fail a relative tolerance
+      // for reasons that are not errors. A float32 run hit this once (|Σx| small, 1e-5 relative).
+      const Tensor x = add(randn_t({3, 257, 5}), 1.0).to(dt).to(kGpu);
       const Tensor xt = x.transpose(0, 2);  // (5, 257, 3), strided
       for (const Tensor& in : {x, xt}) {
         for (const auto& dims : dim_sets) {
@@ -84,12 +87,13 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
     if (!gpu_available()) return;
     for (DType dt : kFloatTypes) {
       const std::string d(dtype_name(dt));
-      const Tensor v = randn_t({65537}, dt).to(kGpu);  // one long row: the chunked two-pass path
+      // One long row: the chunked two-pass path. Mean 1 for a well-conditioned sum (see the case above).
+      const Tensor v = add(randn_t({65537}), 1.0).to(dt).to(kGpu);
       check_vs_cpu([](const Tensor& t) { return sum(t); }, v, d + " sum 65537");
       check_vs_cpu([](const Tensor& t) { return mean(t); }, v, d + " mean 65537");
       check_vs_cpu([](const Tensor& t) { return norm(t, 2.0); }, v, d + " norm2 65537");
       check_vs_cpu([](const Tensor& t) { return norm(t, 1.0); }, v, d + " norm1 65537");
-      const Tensor rows = randn_t({3, 100003}, dt).to(kGpu);
+      const Tensor rows = add(randn_t({3, 100003}), 1.0).to(dt).to(kGpu);
       check_vs_cpu([](const Tensor& t) { return sum(t, {1}); }, rows, d + " sum 3 long rows");
       check_vs_cpu([](const Tensor& t) { return mean(t, {1}, true); }, rows, d + " mean 3 long rows");
       const Tensor tall = randn_t({65537, 3}, dt).to(kGpu);  // a long reduction over the first dim
@@ -184,7 +188,10 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
     if (!gpu_available()) return;
     for (DType dt : kFloatTypes) {
       const std::string d(dtype_name(dt));
-      const Tensor x = randn_t({3, 257, 5}, dt).to(kGpu);
+      // Mean 1, not 0: the relative error of a sum is bounded by eps · Σ|x| / |Σx|, so zero-mean inputs make the
+      // full reduction (one output, |Σx| ~ √3855 with a fair chance of landing near 0) fail a relative tolerance
+      // for reasons that are not errors. A float32 run hit this once (|Σx| small, 1e-5 relative).
+      const Tensor x = add(randn_t({3, 257, 5}), 1.0).to(dt).to(kGpu);
       for (const Tensor& in : {x, x.transpose(0, 2)}) {
         for (int64_t dim : {0, 1, 2, -1}) {
           const std::string what = d + " " + shape_str(in.shape()) + " dim " + std::to_string(dim);
@@ -226,7 +233,10 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
     if (!gpu_available()) return;
     for (DType dt : kFloatTypes) {
       const std::string d(dtype_name(dt));
-      const Tensor x = randn_t({3, 257, 5}, dt).to(kGpu);
+      // Mean 1, not 0: the relative error of a sum is bounded by eps · Σ|x| / |Σx|, so zero-mean inputs make the
+      // full reduction (one output, |Σx| ~ √3855 with a fair chance of landing near 0) fail a relative tolerance
+      // for reasons that are not errors. A float32 run hit this once (|Σx| small, 1e-5 relative).
+      const Tensor x = add(randn_t({3, 257, 5}), 1.0).to(dt).to(kGpu);
       for (const Tensor& in : {x, x.transpose(0, 1)}) {
         for (int64_t dim : {0, 1, 2, -1}) {
           const std::string what = d + " " + shape_str(in.shape()) + " dim " + std::to_string(dim);
@@ -301,7 +311,10 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
     if (!gpu_available()) return;
     for (DType dt : kFloatTypes) {
       const std::string d(dtype_name(dt));
-      const Tensor x = randn_t({3, 257, 5}, dt).to(kGpu);
+      // Mean 1, not 0: the relative error of a sum is bounded by eps · Σ|x| / |Σx|, so zero-mean inputs make the
+      // full reduction (one output, |Σx| ~ √3855 with a fair chance of landing near 0) fail a relative tolerance
+      // for reasons that are not errors. A float32 run hit this once (|Σx| small, 1e-5 relative).
+      const Tensor x = add(randn_t({3, 257, 5}), 1.0).to(dt).to(kGpu);
       for (int64_t dim : {0, 1, 2}) {
         for (bool keep : {false, true}) {
           INFO(d << " dim " << dim << " keepdim " << keep);
