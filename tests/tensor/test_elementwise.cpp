@@ -189,6 +189,26 @@ TEST_CASE("elementwise errors name the op and both shapes/dtypes") {
   check_throws_with([&] { sub(a, Tensor()); }, {"sub", "undefined"});
 }
 
+TEST_CASE("elementwise ops on long contiguous rows match a plain loop with one thread and with several") {
+  // A contiguous tensor merges into one row, which for_each_row cuts into pieces across the threads: every piece
+  // (first, middle, last and uneven) must land where the plain loop puts it, with a broadcast scalar too.
+  const Tensor x = randn_t({300001}, DType::Float32), y = randn_t({300001}, DType::Float32);
+  const std::vector<float> xv = x.to_vector<float>(), yv = y.to_vector<float>();
+  std::vector<float> sum_ref(xv.size()), scaled_ref(xv.size());
+  for (size_t i = 0; i < xv.size(); ++i) {
+    sum_ref[i] = xv[i] + yv[i];
+    scaled_ref[i] = xv[i] * 3.0f;
+  }
+  const int keep = omp_get_max_threads();
+  for (int threads : {1, std::max(2, keep)}) {
+    INFO("threads " << threads);
+    omp_set_num_threads(threads);
+    CHECK(add(x, y).to_vector<float>() == sum_ref);
+    CHECK(mul(x, 3.0).to_vector<float>() == scaled_ref);
+  }
+  omp_set_num_threads(keep);
+}
+
 TEST_CASE("elementwise results do not depend on the thread count") {
   Tensor a = randn_t({300, 257}, DType::Float32), b = randn_t({257}, DType::Float32);
   const int keep = omp_get_max_threads();
