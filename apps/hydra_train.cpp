@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "eval/task_data.h"
@@ -28,8 +29,23 @@ namespace {
 std::atomic<bool> g_stop{false};
 std::atomic<int> g_signals{0};
 
+std::atomic<long long> g_first_signal_ns{0};
+
+long long monotonic_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);  // async-signal-safe
+  return static_cast<long long>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
+}
+
 extern "C" void on_signal(int sig) {
-  if (g_signals.fetch_add(1) >= 1) _exit(128 + sig);  // a second signal: stop now
+  const long long now = monotonic_ns();
+  if (g_signals.fetch_add(1) >= 1) {
+    // A second signal stops at once, unless it is the same event delivered twice: `timeout` signals the child
+    // and then its whole process group within the same instant.
+    if (now - g_first_signal_ns.load() < 1000000000LL) return;
+    _exit(128 + sig);
+  }
+  g_first_signal_ns = now;
   g_stop = true;
   const char msg[] = "\nhydra-train: signal received; finishing the current step and writing a checkpoint "
                      "(send it again to exit at once)\n";

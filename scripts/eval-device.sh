@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# The evaluation issue's device runs (one GPU): builds with CUDA, then runs the requested tasks with their configs,
-# each into OUT/<task> (results.json, results.md, plots, run folders) with its log and wall time.
+# The evaluation issue's device runs (one GPU): builds with CUDA, then runs the requested tasks, each into OUT/<task>
+# (results.json, results.md, plots, run folders) with its logs and wall times.
 #   scripts/eval-device.sh OUT mqar needle qa
+# mqar:   hydra-eval mqar with configs/mqar.yaml (HydraLM and the Transformer, trained from scratch).
+# needle: stage 1 on short haystacks (configs/needle-short.yaml), then hydra-eval needle with configs/needle.yaml
+#         (stage 2 on 2k–4k haystacks from stage 1's weights, then the 1k–64k heatmap).
+# qa:     the same short training for the model with and without a retrieval block (needle haystacks of 64–512
+#         tokens, then the QA stream at 1024 tokens with 32 facts), then hydra-eval qa on each checkpoint at 16k
+#         tokens (configs/qa.yaml).
 set -euo pipefail
 OUT=${1:?usage: scripts/eval-device.sh OUT task...}
 shift
@@ -9,11 +15,53 @@ BUILD=${BUILD:-build-device}
 cmake -S . -B "$BUILD" -G Ninja -DHYDRA_CUDA=ON -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build "$BUILD" -j16 --target hydra-eval hydra-train > /dev/null
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+TRAIN="$BUILD/bin/hydra-train"
+EVAL="$BUILD/bin/hydra-eval"
+
+# step NAME LOG command...: runs one command, prints its wall time, and its log's tail if it fails.
+step() {
+  local name=$1 log=$2
+  shift 2
+  local start
+  start=$(date +%s)
+  "$@" > "$log" 2>&1 || { echo "$name failed:"; tail -20 "$log"; exit 1; }
+  echo "== $name: $(( $(date +%s) - start )) s"
+}
+table() { sed -n '/^| /,$p' "$1"; }
+
 for task in "$@"; do
   mkdir -p "$OUT/$task"
-  start=$(date +%s)
-  "$BUILD/bin/hydra-eval" "$task" --config "configs/$task.yaml" --out "$OUT/$task" \
-    > "$OUT/$task/log.txt" 2>&1 || { echo "$task failed:"; tail -20 "$OUT/$task/log.txt"; exit 1; }
-  echo "== $task: $(( $(date +%s) - start )) s"
-  sed -n '/^| /,$p' "$OUT/$task/log.txt"
+  case "$task" in
+    mqar)
+      step "mqar (train both models, evaluate)" "$OUT/mqar/log.txt" \
+        "$EVAL" mqar --config configs/mqar.yaml --out "$OUT/mqar/eval"
+      table "$OUT/mqar/log.txt" ;;
+    needle)
+      step "needle stage 1 (64–512 tokens)" "$OUT/needle/stage1.txt" \
+        "$TRAIN" --config configs/needle-short.yaml train.run_dir="$OUT/needle/stage1" train.progress=false
+      step "needle stage 2 (2k–4k tokens) and the 1k–64k heatmap" "$OUT/needle/log.txt" \
+        "$EVAL" needle --config configs/needle.yaml train.init_from="$OUT/needle/stage1" --out "$OUT/needle/eval"
+      table "$OUT/needle/log.txt" ;;
+    qa)
+      # Both variants run concurrently (one GPU); each is the same three steps.
+      qa_variant() {
+        local v=$1 extra=()
+        [ "$v" = retrieval ] && extra=(model.retrieval_every=3)
+        step "qa $v: stage 1 (needle haystacks, 64–512 tokens)" "$OUT/qa/stage1-$v.txt" \
+          "$TRAIN" --config configs/needle-short.yaml "${extra[@]}" train.run_dir="$OUT/qa/stage1-$v" \
+          train.progress=false
+        step "qa $v: stage 2 (QA stream, 1024 tokens, 32 facts)" "$OUT/qa/stage2-$v.txt" \
+          "$TRAIN" --config configs/qa.yaml "${extra[@]}" $QA_STAGE2 train.init_from="$OUT/qa/stage1-$v" \
+          train.run_dir="$OUT/qa/stage2-$v" train.progress=false
+        step "qa $v: evaluation at 16k" "$OUT/qa/eval-$v.txt" \
+          "$EVAL" qa --checkpoint "$OUT/qa/stage2-$v" --config configs/qa.yaml --out "$OUT/qa/eval-$v"
+      }
+      QA_STAGE2="data.seq_len=1024 train.steps=1500 train.batch_size=32 optim.lr=1e-3 eval.every=250 train.log_every=250"
+      qa_variant no_retrieval > "$OUT/qa/no_retrieval.out" 2>&1 &
+      qa_variant retrieval > "$OUT/qa/retrieval.out" 2>&1 &
+      wait
+      for v in no_retrieval retrieval; do cat "$OUT/qa/$v.out"; table "$OUT/qa/eval-$v.txt"; done ;;
+    *)
+      echo "unknown task '$task' (known: mqar, needle, qa)"; exit 1 ;;
+  esac
 done

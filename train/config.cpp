@@ -214,6 +214,11 @@ const std::vector<Field>& fields() {
                  /*allow_empty=*/true),
       make_field<TrainSection, bool>("train", "resume", "bool", &TC::train, &TrainSection::resume, nullptr,
                                      "continue from the newest valid checkpoint in run_dir"),
+      path_field("train", "init_from", &TC::train, &TrainSection::init_from,
+                 "start from this checkpoint's model weights (a step folder, or a run folder: its newest valid "
+                 "checkpoint), e.g. a run on shorter sequences; optimizer, schedule and data start fresh; the "
+                 "model config must build the same tensors; relative to the config file; empty = random init",
+                 /*allow_empty=*/true),
       make_field<TrainSection, int64_t>("train", "log_every", "int", &TC::train, &TrainSection::log_every,
                                         at_least(1), "log a line and a metrics.jsonl record every N steps"),
       make_field<TrainSection, std::string>("train", "precision", "auto | bf16 | fp32", &TC::train,

@@ -54,6 +54,7 @@ struct TrainSection {
   std::string device = "auto";  // auto | cpu | cuda
   std::string run_dir;  // empty: runs/<config name>-<date-time> under the current folder
   bool resume = false;
+  std::string init_from;  // a checkpoint (step or run folder) whose model weights start this run; fresh optimizer
   int64_t log_every = 50;
   std::string precision = "auto";  // auto | bf16 | fp32 (SPEC §7.7 mixed_precision; CPU: always fp32)
   bool recompute = false;          // per-block activation recomputation (SPEC grad_checkpoint)

@@ -249,6 +249,42 @@ class ProgressBar {
   int64_t total_;
 };
 
+// train.init_from: loads a checkpoint's model weights into `model` (fresh optimizer, schedule and data). The
+// architecture must match; every tensor must be present with the model's shape (load_checkpoint_tensors names
+// what is missing or mis-shaped). Model keys that differ without changing a tensor (e.g. dn_chunk_size) are
+// listed in the returned description.
+std::string layer_list(const HydraConfig& m) {
+  if (m.arch == "transformer") return fmt::format("{} × attention", m.n_layers);
+  std::string s;
+  for (LayerType t : m.resolved_layer_types()) s += (s.empty() ? "" : ",") + std::string(layer_type_name(t));
+  return s;
+}
+
+std::string init_model_from(LanguageModel& model, const TrainConfig& cfg) {
+  Checkpoint ck;
+  try {
+    ck = resolve_checkpoint(cfg.train.init_from);
+  } catch (const std::exception& e) {
+    HYDRA_CHECK_ENV(false, "train.init_from ({}): {}", cfg.source, e.what());
+  }
+  const TrainConfig old = parse_train_config(ck.config_yaml, ck.dir + "/config.yaml", "/");
+  HYDRA_CHECK(old.model.arch == cfg.model.arch && layer_list(old.model) == layer_list(cfg.model),
+              "train.init_from ({}): the checkpoint {} holds a {} model with layers [{}]; this config builds a {} model "
+              "with layers [{}]; they must agree",
+              cfg.source, ck.dir, old.model.arch, layer_list(old.model), cfg.model.arch, layer_list(cfg.model));
+  try {
+    model.load_checkpoint_tensors(ck.model, ck.dir + "/model.safetensors");
+  } catch (const std::exception& e) {
+    HYDRA_CHECK(false, "train.init_from ({}): the checkpoint's weights do not fit this config's model: {}", cfg.source,
+                e.what());
+  }
+  std::string changed;
+  for (const auto& d : config_diff(old, cfg, /*only_forbidden=*/false))
+    if (d.rfind("model.", 0) == 0) changed += (changed.empty() ? "" : "; ") + d;
+  return fmt::format("{} (step {}; model weights only: optimizer, schedule and data start fresh){}", ck.dir,
+                     ck.state.step, changed.empty() ? "" : "; model keys changed: " + changed);
+}
+
 }  // namespace
 
 // ---- the run ----------------------------------------------------------------------------------------------
@@ -368,6 +404,8 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
                 "that run, or choose another train.run_dir",
                 cfg.train.run_dir, existing.front().first);
   }
+  std::string init_desc;
+  if (!resumed && !cfg.train.init_from.empty()) init_desc = init_model_from(model, cfg);
   write_text_file_atomic((run_dir / "config.yaml").string(), cfg.to_yaml());
   const fs::path metrics_path = run_dir / "metrics.jsonl";
   if (resumed) {
@@ -400,6 +438,7 @@ TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<b
   log << fmt::format("  run dir     {}\n", cfg.train.run_dir);
   for (const auto& w : warnings) log << "  warning: " << w << "\n";
   if (resumed) log << fmt::format("  resumed     from {} (step {})\n", ck.dir, st.step);
+  if (!init_desc.empty()) log << fmt::format("  init from   {}\n", init_desc);
   log << "--- resolved config (also in run_dir/config.yaml) ---\n" << cfg.to_yaml() << "---\n";
   log << fmt::format("setup took {:.1f} s\n", seconds_since(t_setup));
   log.flush();

@@ -7,6 +7,8 @@
 #include <sstream>
 
 #include "tests/test_util.h"
+#include "tensor/ops/elementwise.h"
+#include "tensor/ops/reduce.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 
@@ -186,4 +188,39 @@ TEST_CASE("trainer: the loss-curve SVG has the train line and the validation poi
   CHECK(svg.find("<polyline") != std::string::npos);
   CHECK(svg.find("<circle") != std::string::npos);
   CHECK(svg.find("a &lt;title&gt;") != std::string::npos);
+}
+
+TEST_CASE("trainer: init_from starts from another run's weights with a fresh optimizer, and refuses a different model") {
+  const std::string src = fresh_dir("init_src");
+  const TrainResult a = run(tiny(src));
+  REQUIRE(a.reason == StopReason::Finished);
+  // The first step of a warmup schedule has lr 0, so a one-step run keeps the weights it started from: its
+  // checkpoint must hold exactly the source run's final weights (and a model key that builds no tensor may change).
+  const std::string dst = fresh_dir("init_dst");
+  std::string log;
+  const TrainResult b = run(tiny(dst, {"train.init_from=" + src, "train.steps=1", "model.dn_chunk_size=4"}), &log);
+  REQUIRE(b.reason == StopReason::Finished);
+  CHECK(b.first_step == 1);
+  CHECK(b.history[0].lr == 0.0);
+  CHECK(log.find("init from") != std::string::npos);
+  CHECK(log.find("step-20") != std::string::npos);
+  CHECK(log.find("model.dn_chunk_size: 8 -> 4") != std::string::npos);
+  const Checkpoint from = read_checkpoint(src + "/checkpoints/step-20");
+  const Checkpoint to = read_checkpoint(dst + "/checkpoints/step-1");
+  REQUIRE(from.model.size() == to.model.size());
+  for (const auto& [name, t] : from.model) {
+    CAPTURE(name);
+    REQUIRE(to.model.count(name) == 1);
+    CHECK(max(abs(sub(test::host64(t), test::host64(to.model.at(name))))).item() == 0.0);
+  }
+  // A fresh model would start elsewhere: the same one-step run without init_from differs from the source weights.
+  const TrainResult c = run(tiny(fresh_dir("init_none"), {"train.steps=1"}));
+  CHECK(c.history[0].loss != b.history[0].loss);
+
+  check_throws_with([&] { run(tiny(fresh_dir("init_bad1"), {"train.init_from=" + src, "model.d_model=16"})); },
+                    {"train.init_from", "do not fit", "embed.weight", "[256, 32]", "[256, 16]"});
+  check_throws_with([&] { run(tiny(fresh_dir("init_bad2"), {"train.init_from=" + src, "model.swa_every=1"})); },
+                    {"train.init_from", "deltanet,swa", "swa,swa", "must agree"});
+  check_throws_with([&] { run(tiny(fresh_dir("init_bad3"), {"train.init_from=" + src + "/nothing"})); },
+                    {"train.init_from", "does not exist"});
 }
