@@ -170,13 +170,6 @@ Json evaluate_qa(const LanguageModel& model, const train::TrainConfig& cfg) {
 
 // ---- run bookkeeping -----------------------------------------------------------------------------------------
 
-std::string layer_summary(const HydraConfig& m) {
-  if (m.arch == "transformer") return fmt::format("{} × attention (full causal)", m.n_layers);
-  std::string s;
-  for (LayerType t : m.resolved_layer_types()) s += (s.empty() ? "" : ",") + std::string(layer_type_name(t));
-  return s;
-}
-
 std::string stamp() {
   const std::time_t now = std::time(nullptr);
   char buf[32];
@@ -197,7 +190,7 @@ struct VariantOutcome {
 Json variant_json(const VariantOutcome& v) {
   Json j = Json::object();
   j["arch"] = v.model.arch;
-  j["layers"] = layer_summary(v.model);
+  j["layers"] = v.model.layer_list();
   j["params"] = v.params;
   if (v.steps > 0) {
     j["steps"] = v.steps;
@@ -213,7 +206,7 @@ std::string results_table(const std::string& task, const std::vector<VariantOutc
   std::vector<std::vector<std::string>> rows;
   if (task == "mqar") {
     for (const auto& v : vs)
-      rows.push_back({v.name, v.model.arch, layer_summary(v.model), std::to_string(v.params),
+      rows.push_back({v.name, v.model.arch, v.model.layer_list(), std::to_string(v.params),
                       v.steps > 0 ? std::to_string(v.steps) : "–", v.steps > 0 ? fmt::format("{:.1f}", v.train_s) : "–",
                       fmt_acc(v.metrics.at("accuracy").as_number()),
                       fmt::format("{:.4f}", v.metrics.at("mqar_loss").as_number()),
@@ -224,7 +217,7 @@ std::string results_table(const std::string& task, const std::vector<VariantOutc
   }
   if (task == "qa") {
     for (const auto& v : vs) {
-      std::vector<std::string> r = {v.name, layer_summary(v.model), std::to_string(v.params),
+      std::vector<std::string> r = {v.name, v.model.layer_list(), std::to_string(v.params),
                                     v.steps > 0 ? std::to_string(v.steps) : "–",
                                     fmt_acc(v.metrics.at("accuracy").as_number())};
       for (int k = 0; k < 4; ++k) r.push_back(fmt_acc(v.metrics.at(depth_bucket_name(k)).as_number()));
@@ -239,7 +232,7 @@ std::string results_table(const std::string& task, const std::vector<VariantOutc
   std::string out;
   for (const auto& v : vs) {
     const Json& m = v.metrics;
-    out += fmt::format("**{}** ({}, {} params{}) — readout {}; overall {}\n\n", v.name, layer_summary(v.model),
+    out += fmt::format("**{}** ({}, {} params{}) — readout {}; overall {}\n\n", v.name, v.model.layer_list(),
                        v.params, v.steps > 0 ? fmt::format(", trained {} steps", v.steps) : "",
                        m.at("readout").as_string(), fmt_acc(m.at("accuracy").as_number()));
     std::vector<std::string> header = {"length"};
@@ -391,7 +384,7 @@ TaskRunResult run_task(const TaskRunOptions& o, std::ostream& log) {
       cfg.model = train::variant_model(base.model, name);
       cfg.train.run_dir = (out / name).string();
       cfg.train.progress = false;
-      log << fmt::format("=== {} / variant {}: {} ===\n", o.task, name, layer_summary(cfg.model));
+      log << fmt::format("=== {} / variant {}: {} ===\n", o.task, name, cfg.model.layer_list());
       const auto t0 = std::chrono::steady_clock::now();
       const train::TrainResult tr = train::run_training(cfg, log, nullptr, task_data_factory());
       HYDRA_CHECK(tr.reason == train::StopReason::Finished,

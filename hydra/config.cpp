@@ -206,6 +206,13 @@ std::string HydraConfig::summary() const {
   return s;
 }
 
+std::string HydraConfig::layer_list() const {
+  if (arch == "transformer") return fmt::format("{} × attention (full causal)", n_layers);
+  std::string s;
+  for (LayerType t : resolved_layer_types()) s += (s.empty() ? "" : ",") + std::string(layer_type_name(t));
+  return s;
+}
+
 // ---- field table: one typed reader per field, shared by YAML, JSON and overrides ----------------
 
 namespace {

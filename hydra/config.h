@@ -80,6 +80,8 @@ struct HydraConfig {
 
   // SPEC §1.5, no trailing newline.
   std::string summary() const;
+  // The block list, e.g. "deltanet,swa,deltanet,swa" (arch transformer: "4 × attention (full causal)").
+  std::string layer_list() const;
 
   // All SPEC §1.1 fields in order as a JSON object, indent 2 (Python json.dumps layout and float repr),
   // head_dim and layer_types resolved. "arch" is appended only when it is not "hydra", so a HydraLM config

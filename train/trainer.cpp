@@ -253,13 +253,6 @@ class ProgressBar {
 // architecture must match; every tensor must be present with the model's shape (load_checkpoint_tensors names
 // what is missing or mis-shaped). Model keys that differ without changing a tensor (e.g. dn_chunk_size) are
 // listed in the returned description.
-std::string layer_list(const HydraConfig& m) {
-  if (m.arch == "transformer") return fmt::format("{} × attention", m.n_layers);
-  std::string s;
-  for (LayerType t : m.resolved_layer_types()) s += (s.empty() ? "" : ",") + std::string(layer_type_name(t));
-  return s;
-}
-
 std::string init_model_from(LanguageModel& model, const TrainConfig& cfg) {
   Checkpoint ck;
   try {
@@ -268,10 +261,10 @@ std::string init_model_from(LanguageModel& model, const TrainConfig& cfg) {
     HYDRA_CHECK_ENV(false, "train.init_from ({}): {}", cfg.source, e.what());
   }
   const TrainConfig old = parse_train_config(ck.config_yaml, ck.dir + "/config.yaml", "/");
-  HYDRA_CHECK(old.model.arch == cfg.model.arch && layer_list(old.model) == layer_list(cfg.model),
+  HYDRA_CHECK(old.model.arch == cfg.model.arch && old.model.layer_list() == cfg.model.layer_list(),
               "train.init_from ({}): the checkpoint {} holds a {} model with layers [{}]; this config builds a {} model "
               "with layers [{}]; they must agree",
-              cfg.source, ck.dir, old.model.arch, layer_list(old.model), cfg.model.arch, layer_list(cfg.model));
+              cfg.source, ck.dir, old.model.arch, old.model.layer_list(), cfg.model.arch, cfg.model.layer_list());
   try {
     model.load_checkpoint_tensors(ck.model, ck.dir + "/model.safetensors");
   } catch (const std::exception& e) {
