@@ -6,7 +6,8 @@
 // The kernels section (bench/kernel_bench.cu) times the three mixer kernels on the GPU (TFLOP/s, GB/s, roofline floor,
 // peak memory); "all" runs it after the CUDA section when a device is present.
 // The model section (bench/model_bench.cpp) times HydraLM and its mixer kernels on the CPU; "all" skips it.
-// Usage: hydra-bench [cpu|cuda|kernels|model|all] [--quick] [--threads N]
+// Usage: hydra-bench [cpu|cuda|kernels|model|all] [--quick] [--threads N] [--only KERNELS] [--json FILE]
+//   (--only, --json: kernels section; bench/peers/run.sh pairs its --json rows with the PyTorch peers')
 #include <omp.h>
 
 #include <Eigen/Core>
@@ -112,6 +113,7 @@ void bench_elementwise(int64_t n, int reps) {
 int main(int argc, char** argv) {
   bool quick = false;
   std::string section = "all";
+  hydra::bench::KernelBenchOptions kopt;
   int threads = omp_get_max_threads();
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -121,8 +123,15 @@ int main(int argc, char** argv) {
       quick = true;
     } else if (arg == "--threads" && i + 1 < argc) {
       threads = std::stoi(argv[++i]);
+    } else if (arg == "--only" && i + 1 < argc) {
+      kopt.only = argv[++i];
+    } else if (arg == "--json" && i + 1 < argc) {
+      kopt.json = argv[++i];
     } else {
-      fmt::print(stderr, "usage: hydra-bench [cpu|cuda|kernels|model|all] [--quick] [--threads N]\nunknown argument '{}'\n", arg);
+      fmt::print(stderr,
+                 "usage: hydra-bench [cpu|cuda|kernels|model|all] [--quick] [--threads N] [--only KERNELS] "
+                 "[--json FILE]\nunknown argument '{}'\n",
+                 arg);
       return 2;
     }
   }
@@ -130,8 +139,9 @@ int main(int argc, char** argv) {
   Eigen::setNbThreads(threads);
   if (section == "cuda") return hydra::bench::run_cuda_bench(quick) ? 0 : 1;
   if (section == "model") return hydra::bench::run_model_bench(quick);
+  kopt.quick = quick;
   if (section == "kernels") {  // without a device: a message and exit 0
-    hydra::bench::run_kernel_bench(quick);
+    hydra::bench::run_kernel_bench(kopt);
     return 0;
   }
   fmt::print("hydra-bench (CPU): {} OpenMP threads, Eigen {}.{}.{} using {} threads{}\n\n", threads,
@@ -147,6 +157,6 @@ int main(int argc, char** argv) {
   bench_elementwise(n, quick ? 5 : 20);
   fmt::print("\nGB/s counts bytes read + written (memcpy: 2·4n; binary ops: 3·4n; unary: 2·4n); the memcpy row is\n"
              "the machine's practical bandwidth ceiling for these access patterns.\n");
-  if (section == "all" && hydra::bench::run_cuda_bench(quick)) hydra::bench::run_kernel_bench(quick);
+  if (section == "all" && hydra::bench::run_cuda_bench(quick)) hydra::bench::run_kernel_bench(kopt);
   return 0;
 }

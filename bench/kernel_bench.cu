@@ -55,6 +55,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -75,7 +76,6 @@ namespace {
 
 const Device kGpu("cuda:0");
 
-constexpr int64_t kH = 12, kD = 64;       // heads, head dim (K = V = D)
 constexpr int64_t kWindow = 512;          // SPEC swa_window
 constexpr int64_t kDnChunkArg = 64;       // SPEC dn_chunk_size (the CUDA kernels use their own C below)
 constexpr int64_t kDnChunkCuda = 32;      // chunk length of the CUDA gated delta kernels (gated_delta_cuda.cu)
@@ -112,6 +112,12 @@ struct Ctx {
   Peaks peaks;
   double copy_gbs = 0;
   bool quick = false;
+  std::vector<std::string> json_rows;  // one JSON object per timed row (--json)
+};
+
+// One configuration: batch, sequence, heads, head dim (K = V = D).
+struct Shp {
+  int64_t B, T, H, D;
 };
 
 // Per-call GPU time: median (and min) over n back-to-back calls, an event between consecutive calls.
@@ -183,8 +189,11 @@ constexpr const char* kTableHead =
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 // Times f (one pass of one configuration), measures its peak memory and prints the row.
-void row(const Ctx& c, const std::string& kernel, const char* dtype, const std::string& shape, const char* pass,
+// kernel_id and json_shape ("BxTxHxD") name the row in the --json output (bench/peers/compare.py joins on them).
+void row(Ctx& c, const std::string& kernel, const char* kernel_id, const char* dtype, const Shp& s, const char* pass,
          const Work& w, const std::function<void()>& f) {
+  const std::string shape = fmt::format("{}×{}×{}×{}", s.B, s.T, s.H, s.D);
+  const std::string json_shape = fmt::format("{}x{}x{}x{}", s.B, s.T, s.H, s.D);
   const double flop_floor_ms = w.flop / c.peaks.bf16_tc * 1e3;
   const double byte_floor_ms = w.bytes / (c.copy_gbs * 1e9) * 1e3;
   const std::string head = fmt::format("| {} | {} | {} | {} |", kernel, dtype, shape, pass);
@@ -198,6 +207,10 @@ void row(const Ctx& c, const std::string& kernel, const char* dtype, const std::
     const std::size_t peak = cuda::memory_stats(0).peak_in_use_bytes;
     const double tflops = w.flop / t.median_ms / 1e9;
     const double floor_ms = std::max(flop_floor_ms, byte_floor_ms);
+    c.json_rows.push_back(fmt::format(
+        R"({{"kernel": "{}", "dtype": "{}", "shape": "{}", "pass": "{}", "ms": {:.6f}, "min_ms": {:.6f}, "gflop": {:.6f}, )"
+        R"("mb": {:.6f}, "floor_ms": {:.6f}}})",
+        kernel_id, dtype, json_shape, pass, t.median_ms, t.min_ms, w.flop / 1e9, w.bytes / 1e6, floor_ms));
     fmt::print("{} {:.3f} [{:.3f}] | {:.2f} | {:.1f} | {:.1f}% | {:.1f}% | {:.1f} | {:.0f} | {:.3f} / {:.3f} | {:.1f}× "
                "| {:.0f} | {:.0f} |\n",
                head, t.median_ms, t.min_ms, w.flop / 1e9, tflops, 100.0 * tflops * 1e12 / c.peaks.bf16_tc,
@@ -211,7 +224,8 @@ void row(const Ctx& c, const std::string& kernel, const char* dtype, const std::
 }
 
 // A configuration whose inputs could not be made (e.g. OOM): one row saying so.
-void setup_failed(const std::string& kernel, const char* dtype, const std::string& shape, const std::exception& e) {
+void setup_failed(const std::string& kernel, const char* dtype, const Shp& s, const std::exception& e) {
+  const std::string shape = fmt::format("{}×{}×{}×{}", s.B, s.T, s.H, s.D);
   fmt::print("| {} | {} | {} | inputs | {} | | | | | | | | | | |\n", kernel, dtype, shape, failure_cell(e));
   drain_after_failure();
 }
@@ -245,8 +259,8 @@ struct AttnWork {
   Work fwd, bwd;
 };
 // Window or chunk attention with `pairs` (query, key) pairs per (b, h); idx_k = top-k (0 for window attention).
-AttnWork attn_work(int64_t B, int64_t T, double pairs, double e, int64_t idx_k) {
-  const double K = kD, V = kD, BH = static_cast<double>(B) * kH, BTH = BH * T;
+AttnWork attn_work(const Shp& s, double pairs, double e, int64_t idx_k) {
+  const double K = s.D, V = s.D, BH = static_cast<double>(s.B) * s.H, BTH = BH * s.T;
   const double idx_bytes = 8.0 * BTH * idx_k;
   AttnWork w;
   w.fwd.flop = 2 * BH * pairs * (K + V);
@@ -258,10 +272,9 @@ AttnWork attn_work(int64_t B, int64_t T, double pairs, double e, int64_t idx_k) 
 
 // ---- the three kernels ----
 
-std::string shape_str(int64_t B, int64_t T) { return fmt::format("{}×{}×{}×{}", B, T, kH, kD); }
-
-void bench_gated_delta(const Ctx& c, int64_t B, int64_t T, DType dt) {
-  const std::string kernel = fmt::format("gated delta (C={})", kDnChunkCuda), shape = shape_str(B, T);
+void bench_gated_delta(Ctx& c, const Shp& s, DType dt) {
+  const std::string kernel = fmt::format("gated delta (C={})", kDnChunkCuda);
+  const int64_t B = s.B, T = s.T, kH = s.H, kD = s.D;
   const double K = kD, V = kD, C = kDnChunkCuda, BTH = static_cast<double>(B) * T * kH, e = dtype_size(dt);
   Work fwd, bwd;
   fwd.flop = 2 * BTH * (1.5 * C * K + C * V + 3 * K * V + C * C / 6);
@@ -278,21 +291,22 @@ void bench_gated_delta(const Ctx& c, int64_t B, int64_t T, DType dt) {
     beta = rand({B, T, kH}, g, DType::Float32, kGpu);                       // (0, 1)
     dout = randn({B, T, kH, kD}, g, dt, kGpu);
   } catch (const std::exception& ex) {
-    setup_failed(kernel, short_dtype(dt), shape, ex);
+    setup_failed(kernel, short_dtype(dt), s, ex);
     return;
   }
-  row(c, kernel, short_dtype(dt), shape, "fwd", fwd,
+  row(c, kernel, "gated_delta", short_dtype(dt), s, "fwd", fwd,
       [&] { (void)gated_delta_forward(q, k, v, alpha, beta, Tensor(), kDnChunkArg); });
-  row(c, kernel, short_dtype(dt), shape, "fwd+bwd", fwd + bwd, [&] {
+  row(c, kernel, "gated_delta", short_dtype(dt), s, "fwd+bwd", fwd + bwd, [&] {
     const GatedDeltaOutput o = gated_delta_forward(q, k, v, alpha, beta, Tensor(), kDnChunkArg);
     (void)o;
     (void)gated_delta_backward(dout, Tensor(), q, k, v, alpha, beta, Tensor(), kDnChunkArg);
   });
 }
 
-void bench_window_attn(const Ctx& c, int64_t B, int64_t T, DType dt) {
-  const std::string kernel = fmt::format("window attn (W={})", kWindow), shape = shape_str(B, T);
-  const AttnWork w = attn_work(B, T, window_pairs(T, kWindow), static_cast<double>(dtype_size(dt)), 0);
+void bench_window_attn(Ctx& c, const Shp& s, DType dt) {
+  const std::string kernel = fmt::format("window attn (W={})", kWindow);
+  const int64_t B = s.B, T = s.T, kH = s.H, kD = s.D;
+  const AttnWork w = attn_work(s, window_pairs(T, kWindow), static_cast<double>(dtype_size(dt)), 0);
   const double scale = 1.0 / std::sqrt(static_cast<double>(kD));
   Tensor q, k, v, dout;
   try {
@@ -302,20 +316,21 @@ void bench_window_attn(const Ctx& c, int64_t B, int64_t T, DType dt) {
     v = randn({B, T, kH, kD}, g, dt, kGpu);
     dout = randn({B, T, kH, kD}, g, dt, kGpu);
   } catch (const std::exception& ex) {
-    setup_failed(kernel, short_dtype(dt), shape, ex);
+    setup_failed(kernel, short_dtype(dt), s, ex);
     return;
   }
-  row(c, kernel, short_dtype(dt), shape, "fwd", w.fwd, [&] { (void)window_attn_forward(q, k, v, kWindow, scale); });
-  row(c, kernel, short_dtype(dt), shape, "fwd+bwd", w.fwd + w.bwd, [&] {
+  row(c, kernel, "window_attn", short_dtype(dt), s, "fwd", w.fwd, [&] { (void)window_attn_forward(q, k, v, kWindow, scale); });
+  row(c, kernel, "window_attn", short_dtype(dt), s, "fwd+bwd", w.fwd + w.bwd, [&] {
     const WindowAttnOutput o = window_attn_forward(q, k, v, kWindow, scale);
     (void)window_attn_backward(dout, q, k, v, o.o, o.lse, kWindow, scale);
   });
 }
 
-void bench_chunk_attn(const Ctx& c, int64_t B, int64_t T, DType dt) {
-  const std::string kernel = fmt::format("chunk attn (N={}, k={})", kRetChunk, kTopK), shape = shape_str(B, T);
+void bench_chunk_attn(Ctx& c, const Shp& s, DType dt) {
+  const std::string kernel = fmt::format("chunk attn (N={}, k={})", kRetChunk, kTopK);
+  const int64_t B = s.B, T = s.T, kH = s.H, kD = s.D;
   const double e = static_cast<double>(dtype_size(dt));
-  const AttnWork w = attn_work(B, T, chunk_pairs(T, kRetChunk, kTopK), e, kTopK);
+  const AttnWork w = attn_work(s, chunk_pairs(T, kRetChunk, kTopK), e, kTopK);
   const int64_t n_chunks = T / kRetChunk;
   const double BTH = static_cast<double>(B) * T * kH;
   Work route;
@@ -333,13 +348,13 @@ void bench_chunk_attn(const Ctx& c, int64_t B, int64_t T, DType dt) {
     idx = chunk_route(q, sums, kRetChunk, kTopK, T);
     cuda::synchronize(0);  // raises a deferred device-side error here rather than inside a timed row
   } catch (const std::exception& ex) {
-    setup_failed(kernel, short_dtype(dt), shape, ex);
+    setup_failed(kernel, short_dtype(dt), s, ex);
     return;
   }
-  row(c, kernel, short_dtype(dt), shape, "route", route, [&] { (void)chunk_route(q, sums, kRetChunk, kTopK, T); });
-  row(c, kernel, short_dtype(dt), shape, "fwd", w.fwd,
+  row(c, kernel, "chunk_attn", short_dtype(dt), s, "route", route, [&] { (void)chunk_route(q, sums, kRetChunk, kTopK, T); });
+  row(c, kernel, "chunk_attn", short_dtype(dt), s, "fwd", w.fwd,
       [&] { (void)chunk_attn_forward(q, k, v, idx, Tensor(), kRetChunk, scale); });
-  row(c, kernel, short_dtype(dt), shape, "fwd+bwd", w.fwd + w.bwd, [&] {
+  row(c, kernel, "chunk_attn", short_dtype(dt), s, "fwd+bwd", w.fwd + w.bwd, [&] {
     const ChunkAttnOutput o = chunk_attn_forward(q, k, v, idx, Tensor(), kRetChunk, scale);
     (void)chunk_attn_backward(dout, q, k, v, idx, Tensor(), o.o, o.lse, kRetChunk, scale);
   });
@@ -347,11 +362,12 @@ void bench_chunk_attn(const Ctx& c, int64_t B, int64_t T, DType dt) {
 
 }  // namespace
 
-bool run_kernel_bench(bool quick) {
+bool run_kernel_bench(const KernelBenchOptions& opt) {
   if (cuda::device_count() == 0) {
     fmt::print("kernels section skipped: no CUDA device ({})\n", cuda::runtime_version());
     return false;
   }
+  const bool quick = opt.quick;
   Ctx c;
   c.quick = quick;
   c.peaks = device_peaks();
@@ -363,19 +379,36 @@ bool run_kernel_bench(bool quick) {
              "(measured now: {:.0f} MiB in {:.3f} ms, bytes read + written).\n\n",
              c.peaks.bf16_tc / 1e12, c.peaks.fp32_ffma / 1e12, c.peaks.source, c.copy_gbs,
              copy.bytes / 2 / 1048576.0, copy.ms);
-  struct Shape2 {
-    int64_t B, T;
-  };
-  const std::vector<Shape2> shapes = quick ? std::vector<Shape2>{{2, 1024}, {1, 2048}}
-                                           : std::vector<Shape2>{{8, 4096}, {1, 32768}};
-  const DType dtypes[] = {DType::BFloat16, DType::Float32};
+  // Issue 8's shapes (the peers of bench/peers/peers.py time the same ones); float32 rows at the first shape only.
+  const std::vector<Shp> gd = quick ? std::vector<Shp>{{2, 1024, 12, 64}}
+                                    : std::vector<Shp>{{8, 4096, 12, 64}, {1, 32768, 12, 64}, {4, 4096, 16, 128}};
+  const std::vector<Shp> wa = quick ? std::vector<Shp>{{2, 1024, 12, 64}}
+                                    : std::vector<Shp>{{8, 4096, 12, 64}, {1, 32768, 12, 64}};
+  const std::vector<Shp> ca = quick ? std::vector<Shp>{{1, 2048, 12, 64}}
+                                    : std::vector<Shp>{{1, 16384, 12, 64}, {1, 65536, 12, 64}};
+  const auto wanted = [&](const char* k) { return opt.only.empty() || opt.only.find(k) != std::string::npos; };
   fmt::print("{}", kTableHead);
-  for (const Shape2& s : shapes)
-    for (DType dt : dtypes) bench_gated_delta(c, s.B, s.T, dt);
-  for (const Shape2& s : shapes)
-    for (DType dt : dtypes) bench_window_attn(c, s.B, s.T, dt);
-  for (const Shape2& s : shapes)
-    for (DType dt : dtypes) bench_chunk_attn(c, s.B, s.T, dt);
+  for (std::size_t i = 0; i < gd.size() && wanted("gated_delta"); ++i) {
+    bench_gated_delta(c, gd[i], DType::BFloat16);
+    if (i == 0) bench_gated_delta(c, gd[i], DType::Float32);
+  }
+  for (std::size_t i = 0; i < wa.size() && wanted("window_attn"); ++i) {
+    bench_window_attn(c, wa[i], DType::BFloat16);
+    if (i == 0) bench_window_attn(c, wa[i], DType::Float32);
+  }
+  for (std::size_t i = 0; i < ca.size() && wanted("chunk_attn"); ++i) {
+    bench_chunk_attn(c, ca[i], DType::BFloat16);
+    if (i == 0) bench_chunk_attn(c, ca[i], DType::Float32);
+  }
+  if (!opt.json.empty()) {
+    std::string out = fmt::format(R"({{"device": "{}", "copy_gbs": {:.3f}, "peak_bf16_tflops": {:.3f}, "rows": [)",
+                                  cuda::device_name(0), c.copy_gbs, c.peaks.bf16_tc / 1e12);
+    for (std::size_t i = 0; i < c.json_rows.size(); ++i) out += (i ? ",\n  " : "\n  ") + c.json_rows[i];
+    out += "\n]}\n";
+    std::FILE* f = std::fopen(opt.json.c_str(), "w");
+    if (f == nullptr || std::fwrite(out.data(), 1, out.size(), f) != out.size() || std::fclose(f) != 0)
+      throw std::runtime_error("hydra-bench: cannot write --json file '" + opt.json + "'");
+  }
   fmt::print(
       "\nms = GPU time per call (CUDA events on the compute stream, median over back-to-back calls, min in brackets).\n"
       "FLOPs (useful matrix-product math, 2 per multiply-add; n_w = Σ_t min(t+1, W), n_c = Σ_t (min(k, ⌊t/N⌋)·N + t mod N"

@@ -3,7 +3,7 @@
 #include "bench/kernel_bench.h"
 
 namespace hydra::bench {
-bool run_kernel_bench(bool) {
+bool run_kernel_bench(const KernelBenchOptions&) {
   fmt::print("kernels section skipped: this build has no CUDA backend (configure with -DHYDRA_CUDA=ON)\n");
   return false;
 }

@@ -63,6 +63,7 @@
 #include "hydra/mixers/window_attn/window_attn_cuda.h"
 #include "tensor/check.h"
 #include "tensor/cuda/common.cuh"
+#include "tensor/cuda/mma.cuh"
 
 namespace hydra {
 namespace {
@@ -552,6 +553,432 @@ __global__ void __launch_bounds__(TileCfg<D>::NT) window_attn_bwd_dkdv_kernel(co
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// bfloat16: register-resident tensor-core kernels (mma.sync m16n8k16, tensor/cuda/mma.cuh)
+//
+// Tiles of kMmaRows = 64 rows (queries or keys), 4 warps per block, warp w owning rows 16w..16w+15 of the block's
+// own tile: every product is warp-local (the warp's 16 rows × the other side's 64-row tile), the score and
+// probability tiles never leave registers (the accumulators of Q·Kᵀ become, rounded to bf16, the A operand of P·V),
+// and the only shared-memory traffic is the operand tiles (row stride D + 8: conflict-free ldmatrix). The walked
+// tiles (key tiles of the forward and dq kernels, query tiles of the dk/dv kernel) are double-buffered: cp.async
+// copies tile i + 1 while tile i is multiplied. Key tiles start at multiples of 64 (absolute key index) and only
+// tiles crossing a window edge, the diagonal or the end of the sequence evaluate the visibility mask. The softmax
+// runs in the log2 domain (scores × scale·log2 e, exp2); lse is stored in natural log.
+namespace mma {
+
+using bf16 = __nv_bfloat16;
+constexpr int kRows = 64, kWarps = 4, kThreads = 32 * kWarps;
+constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+
+template <int D>
+constexpr int ld() {
+  return D + 8;  // bf16 elements per shared-memory row: 2·D + 16 bytes, a multiple of 16 and not of 128
+}
+template <int D>
+constexpr int tile_elems() {
+  return kRows * ld<D>();
+}
+
+// Rows [r0, r0 + 64) of one head (row stride `stride` elements, `width` valid columns) into the shared tile dst;
+// rows ≥ r_end and columns ≥ width are zeros. vec (width % 8 == 0, 16-byte aligned rows): asynchronous 16-byte
+// copies (the caller commits and waits); otherwise plain element loads.
+template <int D>
+__device__ __forceinline__ void load_rows(bf16* dst, const bf16* __restrict__ src, int64_t stride, int64_t r0,
+                                          int64_t r_end, int64_t width, bool vec) {
+  constexpr int CH = D / 8;  // 16-byte chunks per row
+  for (int i = threadIdx.x; i < kRows * CH; i += kThreads) {
+    const int r = i / CH, c = (i - r * CH) * 8;
+    bf16* to = dst + r * ld<D>() + c;
+    const int64_t g = r0 + r;
+    if (vec) {
+      const bool ok = g < r_end && c < width;
+      cuda::cp_async_16(to, ok ? src + g * stride + c : src, ok ? 16 : 0);
+    } else {
+      alignas(16) bf16 tmp[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) tmp[e] = (g < r_end && c + e < width) ? src[g * stride + c + e] : __float2bfloat16(0.f);
+      *reinterpret_cast<uint4*>(to) = *reinterpret_cast<const uint4*>(tmp);
+    }
+  }
+}
+
+// acc[n-tile j] = X_w · Yᵀ for the warp's 16 rows of x (row-major, D columns) and the 64 rows of y.
+template <int D>
+__device__ __forceinline__ void scores(float (&acc)[kRows / 8][4], const bf16* x, const bf16* y) {
+#pragma unroll
+  for (int j = 0; j < kRows / 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    uint32_t a[4];
+    cuda::load_a(a, x, ld<D>(), ks * 16);
+#pragma unroll
+    for (int nn = 0; nn < kRows / 16; ++nn) {
+      uint32_t b[4];
+      cuda::load_b_nk(b, y, ld<D>(), nn * 16, ks * 16);
+      cuda::mma_16816(acc[2 * nn], a, b[0], b[1]);
+      cuda::mma_16816(acc[2 * nn + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+// out[n-tile of D columns] += P · Y for P the warp's 16 × 64 probabilities (fp32 accumulators, rounded to bf16) and
+// y the 64 × D tile (row-major, rows = the k index).
+template <int D>
+__device__ __forceinline__ void accumulate_pv(float (&out)[D / 8][4], const float (&p)[kRows / 8][4], const bf16* y) {
+#pragma unroll
+  for (int ks = 0; ks < kRows / 16; ++ks) {
+    uint32_t a[4];
+    cuda::pack_a_from_c(a, p[2 * ks], p[2 * ks + 1]);
+#pragma unroll
+    for (int dn = 0; dn < D / 16; ++dn) {
+      uint32_t b[4];
+      cuda::load_b_kn(b, y, ld<D>(), dn * 16, ks * 16);
+      cuda::mma_16816(out[2 * dn], a, b[0], b[1]);
+      cuda::mma_16816(out[2 * dn + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+// Writes the warp's 16 × D accumulator tile (× mul) to rows row0 + (g, g + 8) of a head, columns < width.
+template <int D>
+__device__ __forceinline__ void store_rows(BFloat16* dst, int64_t stride, int64_t row0, int64_t r_end, int64_t width,
+                                           const float (&acc)[D / 8][4], float mul) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int64_t r = row0 + g + 8 * half;
+    if (r >= r_end) continue;
+    bf16* out = reinterpret_cast<bf16*>(dst) + r * stride;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+      const int col = 8 * j + c2;
+      const float x0 = mul * acc[j][2 * half], x1 = mul * acc[j][2 * half + 1];
+      if (col + 1 < width) {
+        *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(x0, x1);
+      } else if (col < width) {
+        out[col] = __float2bfloat16_rn(x0);
+      }
+    }
+  }
+}
+
+struct Args {
+  const bf16* q;
+  const bf16* k;
+  const bf16* v;
+  const bf16* dout;
+  const float* lse_in;
+  const float* dd;
+  bf16* o;
+  float* lse;
+  BFloat16* dq;
+  BFloat16* dk;
+  BFloat16* dv;
+  Dims d;
+  int64_t n_tiles;
+  float scale;
+  bool vec;  // K % 8 == 0 and V % 8 == 0: 16-byte copies
+};
+
+// Forward: one block per (b, h, query tile of 64).
+template <int D>
+__global__ void __launch_bounds__(kThreads) fwd_kernel(const Args a) {
+  extern __shared__ __align__(128) unsigned char window_attn_mma_smem[];
+  bf16* sq = reinterpret_cast<bf16*>(window_attn_mma_smem);
+  bf16* sk = sq + tile_elems<D>();      // [2] tiles
+  bf16* sv = sk + 2 * tile_elems<D>();  // [2] tiles
+  const Dims& d = a.d;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
+  const int64_t bh = blockIdx.x / a.n_tiles, qt = blockIdx.x - bh * a.n_tiles;
+  const int64_t b = bh / d.H, h = bh - b * d.H;
+  const int64_t t0 = qt * kRows, t1 = min64(d.T, t0 + kRows);
+  const int64_t qs = d.H * d.K, vs = d.H * d.V;
+  const bf16* kb = a.k + head_base(b, h, d.S, d.H, d.K);
+  const bf16* vb = a.v + head_base(b, h, d.S, d.H, d.V);
+
+  const int64_t jlo = max64(0, d.P + t0 - d.W + 1), jhi = d.P + t1;
+  const int64_t jstart = jlo / kRows * kRows;
+  const int n_kt = static_cast<int>((jhi - jstart + kRows - 1) / kRows);
+
+  load_rows<D>(sq, a.q + head_base(b, h, d.T, d.H, d.K), qs, t0, t1, d.K, a.vec);
+  load_rows<D>(sk, kb, qs, jstart, jhi, d.K, a.vec);
+  load_rows<D>(sv, vb, vs, jstart, jhi, d.V, a.vec);
+  cuda::cp_async_commit();
+
+  const float sl2 = a.scale * kLog2e;
+  float o[D / 8][4] = {};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  const int64_t trow = t0 + 16 * warp + g;  // the thread's rows: trow, trow + 8
+  const bf16* qw = sq + 16 * warp * ld<D>();
+
+  for (int it = 0; it < n_kt; ++it) {
+    const int64_t j0 = jstart + int64_t(it) * kRows;
+    if (it + 1 < n_kt) {
+      const int nb = (it + 1) & 1;
+      load_rows<D>(sk + nb * tile_elems<D>(), kb, qs, j0 + kRows, jhi, d.K, a.vec);
+      load_rows<D>(sv + nb * tile_elems<D>(), vb, vs, j0 + kRows, jhi, d.V, a.vec);
+      cuda::cp_async_commit();
+      cuda::cp_async_wait<1>();
+    } else {
+      cuda::cp_async_wait<0>();
+    }
+    __syncthreads();
+    const bf16* kt = sk + (it & 1) * tile_elems<D>();
+    const bf16* vt = sv + (it & 1) * tile_elems<D>();
+
+    float s[kRows / 8][4];
+    scores<D>(s, qw, kt);
+    // Every key of the tile visible to every row of the block: no mask.
+    const bool full = j0 + kRows - 1 <= d.P + t0 && j0 >= d.P + t0 + kRows - d.W && t0 + kRows <= d.T;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t pt = d.P + trow + 8 * half;  // the row's own key index
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < kRows / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float x = s[j][2 * half + e] * sl2;
+          if (!full) {
+            const int64_t key = j0 + 8 * j + c2 + e;
+            if (key > pt || key <= pt - d.W) x = -INFINITY;
+          }
+          s[j][2 * half + e] = x;
+          mx = fmaxf(mx, x);
+        }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m[half], mx);
+      const float m_use = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: keep O = l = 0
+      const float alpha = exp2f(m[half] - m_use);
+      m[half] = m_new;
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < kRows / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float p = exp2f(s[j][2 * half + e] - m_use);
+          s[j][2 * half + e] = p;
+          sum += p;
+        }
+      l[half] = l[half] * alpha + sum;
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j) {
+        o[j][2 * half] *= alpha;
+        o[j][2 * half + 1] *= alpha;
+      }
+    }
+    accumulate_pv<D>(o, s, vt);
+    __syncthreads();  // the buffer of this tile is refilled by the next iteration's copy
+  }
+
+  float inv[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    l[half] += __shfl_xor_sync(0xffffffffu, l[half], 1);
+    l[half] += __shfl_xor_sync(0xffffffffu, l[half], 2);
+    inv[half] = 1.f / l[half];
+  }
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j) {
+    o[j][0] *= inv[0];
+    o[j][1] *= inv[0];
+    o[j][2] *= inv[1];
+    o[j][3] *= inv[1];
+  }
+  store_rows<D>(reinterpret_cast<BFloat16*>(a.o) + head_base(b, h, d.T, d.H, d.V), vs, trow - g, t1, d.V, o, 1.f);
+  if ((lane & 3) == 0) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t t = trow + 8 * half;
+      if (t < t1) a.lse[bh * d.T + t] = (m[half] + log2f(l[half])) * kLn2;
+    }
+  }
+}
+
+// dq: one block per (b, h, query tile of 64), the forward's key walk; dS = P ⊙ (dP − D), dQ += dS·K.
+template <int D>
+__global__ void __launch_bounds__(kThreads) dq_kernel(const Args a) {
+  extern __shared__ __align__(128) unsigned char window_attn_mma_smem[];
+  bf16* sq = reinterpret_cast<bf16*>(window_attn_mma_smem);
+  bf16* sdo = sq + tile_elems<D>();
+  bf16* sk = sdo + tile_elems<D>();     // [2]
+  bf16* sv = sk + 2 * tile_elems<D>();  // [2]
+  const Dims& d = a.d;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
+  const int64_t bh = blockIdx.x / a.n_tiles, qt = blockIdx.x - bh * a.n_tiles;
+  const int64_t b = bh / d.H, h = bh - b * d.H;
+  const int64_t t0 = qt * kRows, t1 = min64(d.T, t0 + kRows);
+  const int64_t qs = d.H * d.K, vs = d.H * d.V;
+  const bf16* kb = a.k + head_base(b, h, d.S, d.H, d.K);
+  const bf16* vb = a.v + head_base(b, h, d.S, d.H, d.V);
+
+  const int64_t jlo = max64(0, d.P + t0 - d.W + 1), jhi = d.P + t1;
+  const int64_t jstart = jlo / kRows * kRows;
+  const int n_kt = static_cast<int>((jhi - jstart + kRows - 1) / kRows);
+
+  load_rows<D>(sq, a.q + head_base(b, h, d.T, d.H, d.K), qs, t0, t1, d.K, a.vec);
+  load_rows<D>(sdo, a.dout + head_base(b, h, d.T, d.H, d.V), vs, t0, t1, d.V, a.vec);
+  load_rows<D>(sk, kb, qs, jstart, jhi, d.K, a.vec);
+  load_rows<D>(sv, vb, vs, jstart, jhi, d.V, a.vec);
+  cuda::cp_async_commit();
+
+  const float sl2 = a.scale * kLog2e;
+  const int64_t trow = t0 + 16 * warp + g;
+  float lse2[2], dd[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int64_t t = trow + 8 * half;
+    lse2[half] = t < t1 ? a.lse_in[bh * d.T + t] * kLog2e : 0.f;
+    dd[half] = t < t1 ? a.dd[bh * d.T + t] : 0.f;
+  }
+  float dq[D / 8][4] = {};
+  const bf16* qw = sq + 16 * warp * ld<D>();
+  const bf16* dow = sdo + 16 * warp * ld<D>();
+
+  for (int it = 0; it < n_kt; ++it) {
+    const int64_t j0 = jstart + int64_t(it) * kRows;
+    if (it + 1 < n_kt) {
+      const int nb = (it + 1) & 1;
+      load_rows<D>(sk + nb * tile_elems<D>(), kb, qs, j0 + kRows, jhi, d.K, a.vec);
+      load_rows<D>(sv + nb * tile_elems<D>(), vb, vs, j0 + kRows, jhi, d.V, a.vec);
+      cuda::cp_async_commit();
+      cuda::cp_async_wait<1>();
+    } else {
+      cuda::cp_async_wait<0>();
+    }
+    __syncthreads();
+    const bf16* kt = sk + (it & 1) * tile_elems<D>();
+    const bf16* vt = sv + (it & 1) * tile_elems<D>();
+
+    float s[kRows / 8][4], dp[kRows / 8][4];
+    scores<D>(s, qw, kt);
+    scores<D>(dp, dow, vt);
+    const bool full = j0 + kRows - 1 <= d.P + t0 && j0 >= d.P + t0 + kRows - d.W && t0 + kRows <= d.T;
+#pragma unroll
+    for (int j = 0; j < kRows / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int half = e >> 1;
+        bool vis = true;
+        if (!full) {
+          const int64_t pt = d.P + trow + 8 * half, key = j0 + 8 * j + c2 + (e & 1);
+          vis = key <= pt && key > pt - d.W && trow + 8 * half < t1;
+        }
+        const float p = vis ? exp2f(s[j][e] * sl2 - lse2[half]) : 0.f;
+        s[j][e] = p * (dp[j][e] - dd[half]);  // dS
+      }
+    accumulate_pv<D>(dq, s, kt);
+    __syncthreads();
+  }
+  store_rows<D>(a.dq + head_base(b, h, d.T, d.H, d.K), qs, trow - g, t1, d.K, dq, a.scale);
+}
+
+// dk, dv: one block per (b, h, key tile of 64 of all S rows), walking the query tiles that see the tile; the warp's
+// 16 keys are the rows of every product: Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, dV += Pᵀ·dO, dK += dSᵀ·Q.
+template <int D>
+__global__ void __launch_bounds__(kThreads) dkdv_kernel(const Args a) {
+  extern __shared__ __align__(128) unsigned char window_attn_mma_smem[];
+  bf16* sk = reinterpret_cast<bf16*>(window_attn_mma_smem);
+  bf16* sv = sk + tile_elems<D>();
+  bf16* sq = sv + tile_elems<D>();       // [2]
+  bf16* sdo = sq + 2 * tile_elems<D>();  // [2]
+  float* slse = reinterpret_cast<float*>(sdo + 2 * tile_elems<D>());  // [2][64], × log2 e
+  float* sdd = slse + 2 * kRows;                                       // [2][64]
+  const Dims& d = a.d;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
+  const int64_t bh = blockIdx.x / a.n_tiles, kt = blockIdx.x - bh * a.n_tiles;
+  const int64_t b = bh / d.H, h = bh - b * d.H;
+  const int64_t j0 = kt * kRows, j1 = min64(d.S, j0 + kRows);
+  const int64_t qs = d.H * d.K, vs = d.H * d.V;
+  const bf16* qb = a.q + head_base(b, h, d.T, d.H, d.K);
+  const bf16* gb = a.dout + head_base(b, h, d.T, d.H, d.V);
+
+  // Queries that see some key of [j0, j1): P + t ≥ j0 and P + t − W + 1 ≤ j1 − 1.
+  const int64_t tlo = max64(0, j0 - d.P), thi = min64(d.T, j1 - d.P + d.W - 1);
+  const int n_qt = thi > tlo ? static_cast<int>((thi - tlo + kRows - 1) / kRows) : 0;
+
+  auto load_q_tile = [&](int buf, int64_t i0) {
+    load_rows<D>(sq + buf * tile_elems<D>(), qb, qs, i0, thi, d.K, a.vec);
+    load_rows<D>(sdo + buf * tile_elems<D>(), gb, vs, i0, thi, d.V, a.vec);
+    for (int r = threadIdx.x; r < kRows; r += kThreads) {
+      const int64_t t = i0 + r;
+      slse[buf * kRows + r] = t < thi ? a.lse_in[bh * d.T + t] * kLog2e : 0.f;
+      sdd[buf * kRows + r] = t < thi ? a.dd[bh * d.T + t] : 0.f;
+    }
+  };
+  if (n_qt > 0) {  // else: no query sees these keys (cache rows before every window), dk = dv = 0
+    load_rows<D>(sk, a.k + head_base(b, h, d.S, d.H, d.K), qs, j0, j1, d.K, a.vec);
+    load_rows<D>(sv, a.v + head_base(b, h, d.S, d.H, d.V), vs, j0, j1, d.V, a.vec);
+    load_q_tile(0, tlo);
+    cuda::cp_async_commit();
+  }
+
+  const float sl2 = a.scale * kLog2e;
+  const int64_t krow = j0 + 16 * warp + g;  // the thread's keys: krow, krow + 8
+  float dk[D / 8][4] = {}, dv[D / 8][4] = {};
+  const bf16* kw = sk + 16 * warp * ld<D>();
+  const bf16* vw = sv + 16 * warp * ld<D>();
+
+  for (int it = 0; it < n_qt; ++it) {
+    const int64_t i0 = tlo + int64_t(it) * kRows;
+    if (it + 1 < n_qt) {
+      load_q_tile((it + 1) & 1, i0 + kRows);
+      cuda::cp_async_commit();
+      cuda::cp_async_wait<1>();
+    } else {
+      cuda::cp_async_wait<0>();
+    }
+    __syncthreads();
+    const int buf = it & 1;
+    const bf16* qt = sq + buf * tile_elems<D>();
+    const bf16* dot = sdo + buf * tile_elems<D>();
+    const float* lse2 = slse + buf * kRows;
+    const float* ddt = sdd + buf * kRows;
+
+    float s[kRows / 8][4], dp[kRows / 8][4];
+    scores<D>(s, kw, qt);   // Sᵀ: rows = keys, columns = queries
+    scores<D>(dp, vw, dot);  // dPᵀ
+    // Every (key, query) pair of the tiles visible: no mask.
+    const bool full = j0 + kRows - 1 <= d.P + i0 && j0 >= d.P + i0 + kRows - d.W && i0 + kRows <= thi &&
+                      j0 + kRows <= d.S;
+#pragma unroll
+    for (int j = 0; j < kRows / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = 8 * j + c2 + (e & 1);
+        bool vis = true;
+        if (!full) {
+          const int64_t t = i0 + col, key = krow + 8 * (e >> 1), pt = d.P + t;
+          vis = t < thi && key < j1 && key <= pt && key > pt - d.W;
+        }
+        const float p = vis ? exp2f(s[j][e] * sl2 - lse2[col]) : 0.f;
+        s[j][e] = p;
+        dp[j][e] = p * (dp[j][e] - ddt[col]);  // dSᵀ
+      }
+    accumulate_pv<D>(dv, s, dot);
+    accumulate_pv<D>(dk, dp, qt);
+    __syncthreads();
+  }
+  store_rows<D>(a.dk + head_base(b, h, d.S, d.H, d.K), qs, krow - g, j1, d.K, dk, a.scale);
+  store_rows<D>(a.dv + head_base(b, h, d.S, d.H, d.V), vs, krow - g, j1, d.V, dv, 1.f);
+}
+
+template <int D>
+constexpr size_t fwd_smem() {
+  return 5 * tile_elems<D>() * sizeof(bf16);
+}
+template <int D>
+constexpr size_t dq_smem() {
+  return 6 * tile_elems<D>() * sizeof(bf16);
+}
+template <int D>
+constexpr size_t dkdv_smem() {
+  return 6 * tile_elems<D>() * sizeof(bf16) + 4 * kRows * sizeof(float);
+}
+
+}  // namespace mma
+
+// ---------------------------------------------------------------------------------------------------------
 // launch helpers
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -579,9 +1006,76 @@ unsigned grid_of(int64_t blocks, const char* op) {
   return static_cast<unsigned>(blocks);
 }
 
+// ---- bfloat16 launchers (namespace mma) ----
+
+const mma::bf16* bf(const Tensor& t) { return reinterpret_cast<const mma::bf16*>(t.data<BFloat16>()); }
+bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.data<BFloat16>()) % 16 == 0; }
+
+template <int D>
+void launch_fwd_mma(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+                    const Dims& d, float scale) {
+  const int64_t n_qt = ceil_div(d.T, mma::kRows);
+  if (d.B * d.H * n_qt == 0) return;
+  const unsigned grid = grid_of(d.B * d.H * n_qt, "window_attn_forward");
+  constexpr size_t smem = mma::fwd_smem<D>();
+  set_smem(mma::fwd_kernel<D>, smem, q, "window_attn_forward", D);
+  mma::Args a{};
+  a.q = bf(q);
+  a.k = bf(k);
+  a.v = bf(v);
+  a.o = reinterpret_cast<mma::bf16*>(o.data<BFloat16>());
+  a.lse = lse.data<float>();
+  a.d = d;
+  a.n_tiles = n_qt;
+  a.scale = scale;
+  a.vec = d.K % 8 == 0 && d.V % 8 == 0 && aligned16(q) && aligned16(k) && aligned16(v);
+  mma::fwd_kernel<D><<<grid, mma::kThreads, smem, cuda::stream_of(q)>>>(a);
+  HYDRA_CUDA_CHECK_LAUNCH("window_attn_forward");
+}
+
+template <int D>
+void launch_bwd_mma(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
+                    const Tensor& dd, const Tensor& dq, const Tensor& dk, const Tensor& dv, const Dims& d,
+                    float scale) {
+  const cudaStream_t stream = cuda::stream_of(q);
+  mma::Args a{};
+  a.q = bf(q);
+  a.k = bf(k);
+  a.v = bf(v);
+  a.dout = bf(dout);
+  a.lse_in = lse.data<float>();
+  a.dd = dd.data<float>();
+  a.dq = dq.data<BFloat16>();
+  a.dk = dk.data<BFloat16>();
+  a.dv = dv.data<BFloat16>();
+  a.d = d;
+  a.scale = scale;
+  a.vec = d.K % 8 == 0 && d.V % 8 == 0 && aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dout);
+  const int64_t n_qt = ceil_div(d.T, mma::kRows);
+  if (n_qt > 0) {
+    const unsigned grid = grid_of(d.B * d.H * n_qt, "window_attn_backward");
+    constexpr size_t smem = mma::dq_smem<D>();
+    set_smem(mma::dq_kernel<D>, smem, q, "window_attn_backward", D);
+    a.n_tiles = n_qt;
+    mma::dq_kernel<D><<<grid, mma::kThreads, smem, stream>>>(a);
+    HYDRA_CUDA_CHECK_LAUNCH("window_attn_backward (dq)");
+  }
+  const int64_t n_kt = ceil_div(d.S, mma::kRows);
+  const unsigned grid = grid_of(d.B * d.H * n_kt, "window_attn_backward");
+  constexpr size_t smem = mma::dkdv_smem<D>();
+  set_smem(mma::dkdv_kernel<D>, smem, q, "window_attn_backward", D);
+  a.n_tiles = n_kt;
+  mma::dkdv_kernel<D><<<grid, mma::kThreads, smem, stream>>>(a);
+  HYDRA_CUDA_CHECK_LAUNCH("window_attn_backward (dk, dv)");
+}
+
 template <typename T, int D>
 void launch_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse, const Dims& d,
                 float scale) {
+  if constexpr (std::is_same_v<T, BFloat16>) {
+    launch_fwd_mma<D>(q, k, v, o, lse, d, scale);
+    return;
+  }
   using Cfg = TileCfg<D>;
   const int64_t n_qt = ceil_div(d.T, Cfg::BT);
   if (d.B * d.H * n_qt == 0) return;
@@ -607,6 +1101,10 @@ void launch_bwd(const Tensor& dout, const Tensor& q, const Tensor& k, const Tens
     window_attn_bwd_dot_kernel<T><<<cuda::grid_for(rows, kDotThreads / 32), kDotThreads, 0, stream>>>(
         dout.data<T>(), o.data<T>(), dd.data<float>(), d.B, d.T, d.H, d.V);
     HYDRA_CUDA_CHECK_LAUNCH("window_attn_backward (D = do·o)");
+  }
+  if constexpr (std::is_same_v<T, BFloat16>) {
+    launch_bwd_mma<D>(dout, q, k, v, lse, dd, dq, dk, dv, d, scale);
+    return;
   }
   BwdArgs<T> args{dout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), lse.data<float>(), dd.data<float>(),
                   dq.data<T>(),   dk.data<T>(), dv.data<T>(), d, 0, scale};
