@@ -175,13 +175,16 @@ def run_chunk(rows, quick, N=128, topk=8):
         qh, kh, vh, doh = (x.transpose(1, 2).contiguous() for x in (q, k, v, do))
         scale = 1.0 / math.sqrt(D)
 
+        # The selection lives in one buffer that the mask_mod reads, so the compiled block-mask builder is traced
+        # once per shape (a fresh closure per call would recompile every call).
+        sel_buf = torch.zeros(B, H, T, T // N, dtype=torch.bool, device="cuda")
+
+        def mask(b, h, q_idx, kv_idx):
+            own = (q_idx // N == kv_idx // N) & (kv_idx <= q_idx)
+            return own | sel_buf[b, h, q_idx, kv_idx // N]
+
         def attend(qh, kh, vh):
-            sel = route(q, summ, T)
-
-            def mask(b, h, q_idx, kv_idx):
-                own = (q_idx // N == kv_idx // N) & (kv_idx <= q_idx)
-                return own | sel[b, h, q_idx, kv_idx // N]
-
+            sel_buf.copy_(route(q, summ, T))
             bm = create_block_mask(mask, B, H, T, T, device="cuda", _compile=True)
             return flex(qh, kh, vh, block_mask=bm, scale=scale)
 

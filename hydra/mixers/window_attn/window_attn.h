@@ -15,8 +15,8 @@
 //     the op, the argument, the dtype and the supported set. Products and sums are accumulated in float32 and the
 //     softmax statistics are float32. o and the gradients are in q's dtype; lse is float32 whatever q's dtype, and
 //     the backward takes that float32 lse. float32 inputs are computed in true fp32 (FFMA, no TF32); bfloat16
-//     inputs use tensor cores (wmma bf16 m16n16k16, fp32 accumulation) for Q·Kᵀ, P·V, dO·Vᵀ, dS·K, Pᵀ·dO and dSᵀ·Q,
-//     with the probabilities and dS rounded to bf16 as GEMM operands.
+//     inputs use tensor cores (mma.sync bf16 m16n8k16, fp32 accumulation, scores and accumulators in registers)
+//     for Q·Kᵀ, P·V, dO·Vᵀ, dS·K, Pᵀ·dO and dSᵀ·Q, with the probabilities and dS rounded to bf16 as GEMM operands.
 //   * Head dims K and V each from 1 to 128 (compile-time variants 32/64/128, the unused tail zero-padded); others
 //     throw naming the op, the head dim and the supported range.
 //   * Flash-style tiles in shared memory with an online softmax, O(T·W) work; key tiles outside a query tile's window

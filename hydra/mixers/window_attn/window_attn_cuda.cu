@@ -8,8 +8,13 @@
 //   backward: p_tm = exp(s_tm − lse_t),  dp_tm = do_t·v_m,  D_t = do_t·o_t,  ds_tm = p_tm (dp_tm − D_t)
 //             dq_t = scale Σ_m ds_tm k_m,   dk_m = scale Σ_t ds_tm q_t,   dv_m = Σ_t p_tm do_t
 //
-// Dtypes: T = float32 or bfloat16 (q, k, v, o, do and the gradients); every product is accumulated in float32 and
-// the softmax statistics (running max, running sum, lse, D) are float32. lse is float32 whatever T.
+// Dtypes: float32 or bfloat16 (q, k, v, o, do and the gradients); every product is accumulated in float32 and
+// the softmax statistics (running max, running sum, lse, D) are float32. lse is float32 whatever the dtype.
+// Two implementations of the same tiling, one per dtype:
+//   * bfloat16: namespace mma (further down): register-resident tensor-core kernels (mma.sync m16n8k16 through
+//     tensor/cuda/mma.cuh; scores, probabilities and accumulators stay in registers; cp.async double buffering);
+//     its own comment block describes it.
+//   * float32: the shared-memory kernels described in the rest of this comment (true fp32 FFMA).
 //
 // Compile-time variants: the head dim is padded to D ∈ {32, 64, 128} (D ≥ max(K, V); one switch,
 // dispatch_head_dim): the tiles hold D columns, the columns ≥ K (≥ V) are zero-filled on load, so the padded products
@@ -21,13 +26,12 @@
 //   * loads: thread i copies elements i, i + NT, .. of a BT×D tile (row-major, consecutive threads on consecutive
 //     columns: coalesced), zero outside the valid rows/columns;
 //   * block GEMMs C[M×N] (+)= A[M×KD]·B[KD×N] with A, B in shared memory and C float32 in shared memory
-//     (block_gemm). bfloat16: tensor cores, nvcuda::wmma m16n16k16 bf16 × bf16 → fp32, warp w computes the 16×16
-//     output fragments w, w + NW, .. (loaded from C when accumulating). float32: SIMT FFMA in true fp32 (no TF32),
-//     thread u computes the 4×4 micro-tiles u, u + NT, .. whose rows are mt + (M/4)·i and columns nt + (N/4)·j;
+//     (block_gemm): SIMT FFMA in true fp32 (no TF32), thread u computes the 4×4 micro-tiles u, u + NT, .. whose rows
+//     are mt + (M/4)·i and columns nt + (N/4)·j;
 //   * row statistics (online softmax): warp w handles rows w, w + NW, .., lanes over the columns, xor-butterfly
 //     reductions (fixed order); elementwise stages: thread i handles elements i, i + NT, ...
-//   The probabilities fed to the second GEMM are rounded to bf16 for bf16 inputs (flash-attention practice; the sums
-//   l and D stay in fp32); for float32 they stay float32 (written over the score tile in place).
+//   The probabilities fed to the second GEMM stay float32 (written over the score tile in place). (The bf16 kernels
+//   round them to bf16 as MMA operands, flash-attention practice; the sums l and D stay fp32.)
 //
 // Kernels:
 //   window_attn_fwd_kernel: one block per (b, h, query tile [t0, t1)). Q tile loaded once; the keys some query of
@@ -52,7 +56,6 @@
 // Reference: tests/hydra/test_cuda_window_attn.cpp compares o, lse, dq, dk, dv with the float64 dense reference
 // window_attn_ref (gradients from the autograd engine) on the float64 upcast of the same inputs.
 #include <cuda_bf16.h>
-#include <mma.h>
 
 #include <algorithm>
 #include <climits>
@@ -71,20 +74,10 @@ namespace {
 // ---------------------------------------------------------------------------------------------------------
 // device helpers
 
-// Shared-memory element type of the tiles: float for float32, __nv_bfloat16 (the wmma operand type) for bfloat16.
+// The float32 (SIMT) kernels below: tiles and accumulators in float shared memory. (bfloat16 runs the register-
+// resident tensor-core kernels of namespace mma further down.)
 template <typename T>
-struct SmemElem {
-  using type = float;
-};
-template <>
-struct SmemElem<BFloat16> {
-  using type = __nv_bfloat16;
-};
-template <typename T>
-using smem_t = typename SmemElem<T>::type;
-
-template <typename T>
-constexpr bool kTensorCores = std::is_same_v<T, BFloat16>;
+using smem_t = float;
 
 // The tile configuration of head-dim variant D (the padded head dim: columns of the Q, K, V, dO tiles).
 template <int D>
@@ -94,16 +87,14 @@ struct TileCfg {
   static constexpr int NW = NT / 32;            // warps per block
 };
 
-// Leading dims (elements) of the shared-memory tiles. wmma needs 16-byte multiples for bf16 operands and multiples of
-// 4 for float accumulators; the SIMT float32 path uses odd strides (conflict-free column walks).
+// Leading dims (elements) of the shared-memory tiles: odd strides (conflict-free column walks).
 template <typename T, int D>
 struct Ld {
   static constexpr int BT = TileCfg<D>::BT;
-  static constexpr int E = D + (kTensorCores<T> ? 8 : 1);    // Q, K, V, dO tiles (smem_t<T>)
-  static constexpr int S = BT + (kTensorCores<T> ? 4 : 1);   // BT×BT float tiles (scores, dP)
-  static constexpr int O = D + (kTensorCores<T> ? 4 : 1);    // BT×D float accumulators (O, dQ, dK, dV)
-  // BT×BT probability / dS tiles fed to a GEMM: their own bf16 tile, or (float32) the float tile itself.
-  static constexpr int P = kTensorCores<T> ? BT + 8 : S;
+  static constexpr int E = D + 1;   // Q, K, V, dO tiles
+  static constexpr int S = BT + 1;  // BT×BT tiles (scores, dP; the probabilities and dS overwrite them in place)
+  static constexpr int O = D + 1;   // BT×D accumulators (O, dQ, dK, dV)
+  static constexpr int P = S;
 };
 
 // Carves the dynamic shared memory into 128-byte aligned arrays; with base 0 it only measures (host side).
@@ -120,9 +111,7 @@ struct Carver {
 };
 
 __device__ __forceinline__ void put(float* p, float v) { *p = v; }
-__device__ __forceinline__ void put(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 __device__ __forceinline__ void put_elem(float* p, float x) { *p = x; }
-__device__ __forceinline__ void put_elem(__nv_bfloat16* p, BFloat16 x) { *p = __ushort_as_bfloat16(x.bits); }
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(BFloat16 x) { return BFloat16::to_float(x.bits); }
 template <typename T>
@@ -165,40 +154,13 @@ __device__ __forceinline__ void load_tile(E* dst, int ld, const T* __restrict__ 
 
 // C[M×N] = (accumulate ? C : 0) + A·B, all in shared memory, C float32 row-major with leading dim ldc;
 //   A(m, k) = TA ? A[k·lda + m] : A[m·lda + k],   B(k, n) = TB ? B[n·ldb + k] : B[k·ldb + n].
-// Every thread of the block calls it (no barrier inside: the caller separates stages). bf16: tensor cores (wmma);
-// float: SIMT FFMA with 4×4 register micro-tiles.
+// Every thread of the block calls it (no barrier inside: the caller separates stages): SIMT FFMA with 4×4 register
+// micro-tiles.
 template <typename E, int M, int N, int KD, bool TA, bool TB, int NT>
 __device__ __forceinline__ void block_gemm(const E* A, int lda, const E* B, int ldb, float* C, int ldc,
                                            bool accumulate) {
   static_assert(M % 16 == 0 && N % 16 == 0 && KD % 16 == 0, "block_gemm: tile dims must be multiples of 16");
-  if constexpr (std::is_same_v<E, __nv_bfloat16>) {
-    namespace wmma = nvcuda::wmma;
-    using LA = std::conditional_t<TA, wmma::col_major, wmma::row_major>;
-    using LB = std::conditional_t<TB, wmma::col_major, wmma::row_major>;
-    constexpr int FM = M / 16, FN = N / 16, NW = NT / 32;
-    const int warp = threadIdx.x >> 5;
-    for (int f = warp; f < FM * FN; f += NW) {  // warp-uniform: every lane runs the same fragments
-      const int fm = f / FN, fn = f - fm * FN;
-      float* pc = C + fm * 16 * ldc + fn * 16;
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
-      if (accumulate) {
-        wmma::load_matrix_sync(c, pc, ldc, wmma::mem_row_major);
-      } else {
-        wmma::fill_fragment(c, 0.0f);
-      }
-#pragma unroll
-      for (int k0 = 0; k0 < KD; k0 += 16) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, LA> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, LB> b;
-        const E* pa = TA ? A + k0 * lda + fm * 16 : A + fm * 16 * lda + k0;
-        const E* pb = TB ? B + fn * 16 * ldb + k0 : B + k0 * ldb + fn * 16;
-        wmma::load_matrix_sync(a, pa, lda);
-        wmma::load_matrix_sync(b, pb, ldb);
-        wmma::mma_sync(c, a, b, c);
-      }
-      wmma::store_matrix_sync(pc, c, ldc, wmma::mem_row_major);
-    }
-  } else {
+  {
     constexpr int RM = 4, RN = 4, TM = M / RM, TN = N / RN;
     for (int u = threadIdx.x; u < TM * TN; u += NT) {
       const int mt = u / TN, nt = u - mt * TN;
@@ -254,11 +216,7 @@ struct FwdSmem {
     k = c.take<E>(BT * L::E);
     v = c.take<E>(BT * L::E);
     s = c.take<float>(BT * L::S);
-    if constexpr (kTensorCores<T>) {
-      p = c.take<E>(BT * L::P);
-    } else {
-      p = s;  // float32: the probabilities overwrite the scores in place
-    }
+    p = s;  // the probabilities overwrite the scores in place
     o = c.take<float>(BT * L::O);
     m = c.take<float>(BT);
     l = c.take<float>(BT);
@@ -284,13 +242,8 @@ struct BwdSmem {  // both backward kernels: x = Q (dq kernel) or K (dk/dv kernel
     v = c.take<E>(BT * L::E);
     s = c.take<float>(BT * L::S);
     dp = c.take<float>(BT * L::S);
-    if constexpr (kTensorCores<T>) {
-      p = two_acc ? c.take<E>(BT * L::P) : nullptr;
-      ds = c.take<E>(BT * L::P);
-    } else {
-      p = s;    // float32: in place
-      ds = dp;
-    }
+    p = s;  // in place
+    ds = dp;
     acc1 = c.take<float>(BT * L::O);
     acc2 = two_acc ? c.take<float>(BT * L::O) : nullptr;
     lse = c.take<float>(BT);
@@ -566,28 +519,32 @@ __global__ void __launch_bounds__(TileCfg<D>::NT) window_attn_bwd_dkdv_kernel(co
 namespace mma {
 
 using bf16 = __nv_bfloat16;
-constexpr int kRows = 64, kWarps = 4, kThreads = 32 * kWarps;
+constexpr int kWarps = 4, kThreads = 32 * kWarps;
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
-template <int D>
-constexpr int ld() {
-  return D + 8;  // bf16 elements per shared-memory row: 2·D + 16 bytes, a multiple of 16 and not of 128
-}
-template <int D>
-constexpr int tile_elems() {
-  return kRows * ld<D>();
-}
+// Tile shapes of one kernel: MT m-tiles of 16 rows per warp (the block's own tile has BR = 64·MT rows: queries for
+// the forward and dq kernels, keys for the dk/dv kernel) and BC rows per walked tile (keys, resp. queries). Two
+// m-tiles per warp use every B fragment loaded from shared memory twice (one ldmatrix.x4 per 4 MMAs): with one,
+// the ldmatrix traffic alone would exceed the shared-memory bandwidth at the tensor cores' rate.
+template <int D_, int MT_, int BC_>
+struct Cfg {
+  static constexpr int D = D_, MT = MT_, BC = BC_;
+  static constexpr int BR = 16 * MT * kWarps;
+  static constexpr int LD = D + 8;  // bf16 elements per shared row: 2·D + 16 bytes, a multiple of 16, not of 128
+  static constexpr int NC = BC / 8;  // n-tiles of a score row
+  static constexpr int ND = D / 8;   // n-tiles of an output row
+};
 
-// Rows [r0, r0 + 64) of one head (row stride `stride` elements, `width` valid columns) into the shared tile dst;
-// rows ≥ r_end and columns ≥ width are zeros. vec (width % 8 == 0, 16-byte aligned rows): asynchronous 16-byte
-// copies (the caller commits and waits); otherwise plain element loads.
-template <int D>
+// Rows [r0, r0 + ROWS) of one head (row stride `stride` elements, `width` valid columns) into the shared tile dst
+// (row stride LD); rows ≥ r_end and columns ≥ width are zeros. vec (width % 8 == 0, 16-byte aligned rows):
+// asynchronous 16-byte copies (the caller commits and waits); otherwise plain element loads.
+template <int D, int ROWS>
 __device__ __forceinline__ void load_rows(bf16* dst, const bf16* __restrict__ src, int64_t stride, int64_t r0,
                                           int64_t r_end, int64_t width, bool vec) {
-  constexpr int CH = D / 8;  // 16-byte chunks per row
-  for (int i = threadIdx.x; i < kRows * CH; i += kThreads) {
+  constexpr int CH = D / 8, LD = D + 8;  // 16-byte chunks per row
+  for (int i = threadIdx.x; i < ROWS * CH; i += kThreads) {
     const int r = i / CH, c = (i - r * CH) * 8;
-    bf16* to = dst + r * ld<D>() + c;
+    bf16* to = dst + r * LD + c;
     const int64_t g = r0 + r;
     if (vec) {
       const bool ok = g < r_end && c < width;
@@ -595,70 +552,85 @@ __device__ __forceinline__ void load_rows(bf16* dst, const bf16* __restrict__ sr
     } else {
       alignas(16) bf16 tmp[8];
 #pragma unroll
-      for (int e = 0; e < 8; ++e) tmp[e] = (g < r_end && c + e < width) ? src[g * stride + c + e] : __float2bfloat16(0.f);
+      for (int e = 0; e < 8; ++e)
+        tmp[e] = (g < r_end && c + e < width) ? src[g * stride + c + e] : __float2bfloat16(0.f);
       *reinterpret_cast<uint4*>(to) = *reinterpret_cast<const uint4*>(tmp);
     }
   }
 }
 
-// acc[n-tile j] = X_w · Yᵀ for the warp's 16 rows of x (row-major, D columns) and the 64 rows of y.
-template <int D>
-__device__ __forceinline__ void scores(float (&acc)[kRows / 8][4], const bf16* x, const bf16* y) {
+// acc[m][n-tile] = X_w · Yᵀ for the warp's 16·MT rows of x (row-major, D columns) and the BC rows of y.
+template <class C>
+__device__ __forceinline__ void scores(float (&acc)[C::MT][C::NC][4], const bf16* x, const bf16* y) {
 #pragma unroll
-  for (int j = 0; j < kRows / 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  for (int m = 0; m < C::MT; ++m)
 #pragma unroll
-  for (int ks = 0; ks < D / 16; ++ks) {
-    uint32_t a[4];
-    cuda::load_a(a, x, ld<D>(), ks * 16);
+    for (int j = 0; j < C::NC; ++j) acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0.f;
 #pragma unroll
-    for (int nn = 0; nn < kRows / 16; ++nn) {
+  for (int ks = 0; ks < C::D / 16; ++ks) {
+    uint32_t a[C::MT][4];
+#pragma unroll
+    for (int m = 0; m < C::MT; ++m) cuda::load_a(a[m], x + 16 * m * C::LD, C::LD, ks * 16);
+#pragma unroll
+    for (int nn = 0; nn < C::BC / 16; ++nn) {
       uint32_t b[4];
-      cuda::load_b_nk(b, y, ld<D>(), nn * 16, ks * 16);
-      cuda::mma_16816(acc[2 * nn], a, b[0], b[1]);
-      cuda::mma_16816(acc[2 * nn + 1], a, b[2], b[3]);
-    }
-  }
-}
-
-// out[n-tile of D columns] += P · Y for P the warp's 16 × 64 probabilities (fp32 accumulators, rounded to bf16) and
-// y the 64 × D tile (row-major, rows = the k index).
-template <int D>
-__device__ __forceinline__ void accumulate_pv(float (&out)[D / 8][4], const float (&p)[kRows / 8][4], const bf16* y) {
+      cuda::load_b_nk(b, y, C::LD, nn * 16, ks * 16);
 #pragma unroll
-  for (int ks = 0; ks < kRows / 16; ++ks) {
-    uint32_t a[4];
-    cuda::pack_a_from_c(a, p[2 * ks], p[2 * ks + 1]);
-#pragma unroll
-    for (int dn = 0; dn < D / 16; ++dn) {
-      uint32_t b[4];
-      cuda::load_b_kn(b, y, ld<D>(), dn * 16, ks * 16);
-      cuda::mma_16816(out[2 * dn], a, b[0], b[1]);
-      cuda::mma_16816(out[2 * dn + 1], a, b[2], b[3]);
-    }
-  }
-}
-
-// Writes the warp's 16 × D accumulator tile (× mul) to rows row0 + (g, g + 8) of a head, columns < width.
-template <int D>
-__device__ __forceinline__ void store_rows(BFloat16* dst, int64_t stride, int64_t row0, int64_t r_end, int64_t width,
-                                           const float (&acc)[D / 8][4], float mul) {
-  const int lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int64_t r = row0 + g + 8 * half;
-    if (r >= r_end) continue;
-    bf16* out = reinterpret_cast<bf16*>(dst) + r * stride;
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-      const int col = 8 * j + c2;
-      const float x0 = mul * acc[j][2 * half], x1 = mul * acc[j][2 * half + 1];
-      if (col + 1 < width) {
-        *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(x0, x1);
-      } else if (col < width) {
-        out[col] = __float2bfloat16_rn(x0);
+      for (int m = 0; m < C::MT; ++m) {
+        cuda::mma_16816(acc[m][2 * nn], a[m], b[0], b[1]);
+        cuda::mma_16816(acc[m][2 * nn + 1], a[m], b[2], b[3]);
       }
     }
   }
+}
+
+// out[m][n-tile of D columns] += P · Y for P the warp's (16·MT) × BC probabilities (fp32 accumulators, rounded to
+// bf16) and y the BC × D tile (row-major, rows = the k index).
+template <class C>
+__device__ __forceinline__ void accumulate_pv(float (&out)[C::MT][C::ND][4], const float (&p)[C::MT][C::NC][4],
+                                              const bf16* y) {
+#pragma unroll
+  for (int ks = 0; ks < C::BC / 16; ++ks) {
+    uint32_t a[C::MT][4];
+#pragma unroll
+    for (int m = 0; m < C::MT; ++m) cuda::pack_a_from_c(a[m], p[m][2 * ks], p[m][2 * ks + 1]);
+#pragma unroll
+    for (int dn = 0; dn < C::D / 16; ++dn) {
+      uint32_t b[4];
+      cuda::load_b_kn(b, y, C::LD, dn * 16, ks * 16);
+#pragma unroll
+      for (int m = 0; m < C::MT; ++m) {
+        cuda::mma_16816(out[m][2 * dn], a[m], b[0], b[1]);
+        cuda::mma_16816(out[m][2 * dn + 1], a[m], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// Writes the warp's accumulator rows (× mul): accumulator row 16m + g + 8·half is row row0 + that of a head,
+// columns < width, rows < r_end.
+template <class C>
+__device__ __forceinline__ void store_rows(BFloat16* dst, int64_t stride, int64_t row0, int64_t r_end, int64_t width,
+                                           const float (&acc)[C::MT][C::ND][4], float mul) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
+#pragma unroll
+  for (int m = 0; m < C::MT; ++m)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t r = row0 + 16 * m + g + 8 * half;
+      if (r >= r_end) continue;
+      bf16* out = reinterpret_cast<bf16*>(dst) + r * stride;
+#pragma unroll
+      for (int j = 0; j < C::ND; ++j) {
+        const int col = 8 * j + c2;
+        const float x0 = mul * acc[m][j][2 * half], x1 = mul * acc[m][j][2 * half + 1];
+        if (col + 1 < width) {
+          *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(x0, x1);
+        } else if (col < width) {
+          out[col] = __float2bfloat16_rn(x0);
+        }
+      }
+    }
 }
 
 struct Args {
@@ -676,253 +648,287 @@ struct Args {
   Dims d;
   int64_t n_tiles;
   float scale;
-  bool vec;  // K % 8 == 0 and V % 8 == 0: 16-byte copies
+  bool vec;  // K % 8 == 0 and V % 8 == 0 and 16-byte aligned bases: 16-byte copies
 };
 
-// Forward: one block per (b, h, query tile of 64).
-template <int D>
+// 2^x in one MUFU instruction (flush-to-zero; 2^−∞ = 0). exp2f without -ftz adds range fix-ups on the integer pipe.
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// The visible key offsets of one query row against a key tile starting at j0: offset r (key j0 + r) is visible iff
+// lo < r ≤ hi. pt = the row's own key index (P + t); int32 bounds clamped to [−1, n].
+struct RowWindow {
+  int lo, hi;
+  __device__ __forceinline__ RowWindow(int64_t pt, int64_t W, int64_t j0, int n, bool row_ok) {
+    lo = static_cast<int>(min64(max64(pt - W - j0, -1), n));
+    hi = row_ok ? static_cast<int>(min64(max64(pt - j0, -1), n)) : -1;
+  }
+  __device__ __forceinline__ bool sees(int r) const { return r > lo && r <= hi; }
+};
+
+// Every (row t, key m) pair of a query-row range [t_lo, t_lo + nr) × key range [j_lo, j_lo + nc) visible (and the
+// rows < t_end): such tiles skip the mask.
+__device__ __forceinline__ bool all_visible(const Dims& d, int64_t t_lo, int nr, int64_t t_end, int64_t j_lo, int nc) {
+  return j_lo + nc - 1 <= d.P + t_lo && j_lo >= d.P + t_lo + nr - d.W && t_lo + nr <= t_end;
+}
+
+// Forward: one block per (b, h, query tile of BR), key tiles of BC from a multiple of BC.
+template <class C>
 __global__ void __launch_bounds__(kThreads) fwd_kernel(const Args a) {
+  constexpr int MT = C::MT, BC = C::BC, BR = C::BR, NC = C::NC, ND = C::ND;
+  constexpr int QT = BR * C::LD, KT = BC * C::LD;  // tile sizes (elements)
   extern __shared__ __align__(128) unsigned char window_attn_mma_smem[];
   bf16* sq = reinterpret_cast<bf16*>(window_attn_mma_smem);
-  bf16* sk = sq + tile_elems<D>();      // [2] tiles
-  bf16* sv = sk + 2 * tile_elems<D>();  // [2] tiles
+  bf16* sk = sq + QT;       // [2] tiles
+  bf16* sv = sk + 2 * KT;   // [2] tiles
   const Dims& d = a.d;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
   const int64_t bh = blockIdx.x / a.n_tiles, qt = blockIdx.x - bh * a.n_tiles;
   const int64_t b = bh / d.H, h = bh - b * d.H;
-  const int64_t t0 = qt * kRows, t1 = min64(d.T, t0 + kRows);
+  const int64_t t0 = qt * BR, t1 = min64(d.T, t0 + BR);
   const int64_t qs = d.H * d.K, vs = d.H * d.V;
   const bf16* kb = a.k + head_base(b, h, d.S, d.H, d.K);
   const bf16* vb = a.v + head_base(b, h, d.S, d.H, d.V);
+  const int64_t tw = t0 + 16 * MT * warp;  // the warp's first row
 
   const int64_t jlo = max64(0, d.P + t0 - d.W + 1), jhi = d.P + t1;
-  const int64_t jstart = jlo / kRows * kRows;
-  const int n_kt = static_cast<int>((jhi - jstart + kRows - 1) / kRows);
+  const int64_t jstart = jlo / BC * BC;
+  const int n_kt = static_cast<int>((jhi - jstart + BC - 1) / BC);
 
-  load_rows<D>(sq, a.q + head_base(b, h, d.T, d.H, d.K), qs, t0, t1, d.K, a.vec);
-  load_rows<D>(sk, kb, qs, jstart, jhi, d.K, a.vec);
-  load_rows<D>(sv, vb, vs, jstart, jhi, d.V, a.vec);
+  load_rows<C::D, BR>(sq, a.q + head_base(b, h, d.T, d.H, d.K), qs, t0, t1, d.K, a.vec);
+  load_rows<C::D, BC>(sk, kb, qs, jstart, jhi, d.K, a.vec);
+  load_rows<C::D, BC>(sv, vb, vs, jstart, jhi, d.V, a.vec);
   cuda::cp_async_commit();
 
   const float sl2 = a.scale * kLog2e;
-  float o[D / 8][4] = {};
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-  const int64_t trow = t0 + 16 * warp + g;  // the thread's rows: trow, trow + 8
-  const bf16* qw = sq + 16 * warp * ld<D>();
+  float o[MT][ND][4] = {};
+  float m[MT][2], l[MT][2];
+#pragma unroll
+  for (int i = 0; i < MT; ++i) m[i][0] = m[i][1] = -INFINITY, l[i][0] = l[i][1] = 0.f;
+  const bf16* qw = sq + 16 * MT * warp * C::LD;
 
   for (int it = 0; it < n_kt; ++it) {
-    const int64_t j0 = jstart + int64_t(it) * kRows;
+    const int64_t j0 = jstart + int64_t(it) * BC;
     if (it + 1 < n_kt) {
       const int nb = (it + 1) & 1;
-      load_rows<D>(sk + nb * tile_elems<D>(), kb, qs, j0 + kRows, jhi, d.K, a.vec);
-      load_rows<D>(sv + nb * tile_elems<D>(), vb, vs, j0 + kRows, jhi, d.V, a.vec);
+      load_rows<C::D, BC>(sk + nb * KT, kb, qs, j0 + BC, jhi, d.K, a.vec);
+      load_rows<C::D, BC>(sv + nb * KT, vb, vs, j0 + BC, jhi, d.V, a.vec);
       cuda::cp_async_commit();
       cuda::cp_async_wait<1>();
     } else {
       cuda::cp_async_wait<0>();
     }
     __syncthreads();
-    const bf16* kt = sk + (it & 1) * tile_elems<D>();
-    const bf16* vt = sv + (it & 1) * tile_elems<D>();
-
-    float s[kRows / 8][4];
-    scores<D>(s, qw, kt);
-    // Every key of the tile visible to every row of the block: no mask.
-    const bool full = j0 + kRows - 1 <= d.P + t0 && j0 >= d.P + t0 + kRows - d.W && t0 + kRows <= d.T;
+    const bf16* kt = sk + (it & 1) * KT;
+    const bf16* vt = sv + (it & 1) * KT;
+    // Key tiles that no row of this warp sees (window edges of a wide query tile) are skipped by the warp.
+    const bool none = j0 > d.P + tw + 16 * MT - 1 || j0 + BC - 1 <= d.P + tw - d.W;
+    if (!none) {
+      float s[MT][NC][4];
+      scores<C>(s, qw, kt);
+      const bool full = all_visible(d, tw, 16 * MT, d.T, j0, BC);
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int64_t pt = d.P + trow + 8 * half;  // the row's own key index
-      float mx = -INFINITY;
+      for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-      for (int j = 0; j < kRows / 8; ++j)
+        for (int half = 0; half < 2; ++half) {
+          const RowWindow win(d.P + tw + 16 * mi + g + 8 * half, d.W, j0, BC, true);
+          float mx = -INFINITY;
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float x = s[j][2 * half + e] * sl2;
-          if (!full) {
-            const int64_t key = j0 + 8 * j + c2 + e;
-            if (key > pt || key <= pt - d.W) x = -INFINITY;
+          for (int j = 0; j < NC; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              float x = s[mi][j][2 * half + e] * sl2;
+              if (!full && !win.sees(8 * j + c2 + e)) x = -INFINITY;
+              s[mi][j][2 * half + e] = x;
+              mx = fmaxf(mx, x);
+            }
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          const float m_new = fmaxf(m[mi][half], mx);
+          const float m_use = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: O = l = 0 stay
+          const float alpha = ex2(m[mi][half] - m_use);
+          m[mi][half] = m_new;
+          float sum = 0.f;
+#pragma unroll
+          for (int j = 0; j < NC; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const float p = ex2(s[mi][j][2 * half + e] - m_use);
+              s[mi][j][2 * half + e] = p;
+              sum += p;
+            }
+          l[mi][half] = l[mi][half] * alpha + sum;
+#pragma unroll
+          for (int j = 0; j < ND; ++j) {
+            o[mi][j][2 * half] *= alpha;
+            o[mi][j][2 * half + 1] *= alpha;
           }
-          s[j][2 * half + e] = x;
-          mx = fmaxf(mx, x);
         }
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m[half], mx);
-      const float m_use = m_new == -INFINITY ? 0.f : m_new;  // nothing visible yet: keep O = l = 0
-      const float alpha = exp2f(m[half] - m_use);
-      m[half] = m_new;
-      float sum = 0.f;
-#pragma unroll
-      for (int j = 0; j < kRows / 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const float p = exp2f(s[j][2 * half + e] - m_use);
-          s[j][2 * half + e] = p;
-          sum += p;
-        }
-      l[half] = l[half] * alpha + sum;
-#pragma unroll
-      for (int j = 0; j < D / 8; ++j) {
-        o[j][2 * half] *= alpha;
-        o[j][2 * half + 1] *= alpha;
-      }
+      accumulate_pv<C>(o, s, vt);
     }
-    accumulate_pv<D>(o, s, vt);
     __syncthreads();  // the buffer of this tile is refilled by the next iteration's copy
   }
 
-  float inv[2];
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    l[half] += __shfl_xor_sync(0xffffffffu, l[half], 1);
-    l[half] += __shfl_xor_sync(0xffffffffu, l[half], 2);
-    inv[half] = 1.f / l[half];
-  }
-#pragma unroll
-  for (int j = 0; j < D / 8; ++j) {
-    o[j][0] *= inv[0];
-    o[j][1] *= inv[0];
-    o[j][2] *= inv[1];
-    o[j][3] *= inv[1];
-  }
-  store_rows<D>(reinterpret_cast<BFloat16*>(a.o) + head_base(b, h, d.T, d.H, d.V), vs, trow - g, t1, d.V, o, 1.f);
-  if ((lane & 3) == 0) {
+  for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int64_t t = trow + 8 * half;
-      if (t < t1) a.lse[bh * d.T + t] = (m[half] + log2f(l[half])) * kLn2;
+      float& lr = l[mi][half];
+      lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+      lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+      const float inv = 1.f / lr;
+#pragma unroll
+      for (int j = 0; j < ND; ++j) {
+        o[mi][j][2 * half] *= inv;
+        o[mi][j][2 * half + 1] *= inv;
+      }
+      const int64_t t = tw + 16 * mi + g + 8 * half;
+      if ((lane & 3) == 0 && t < t1) a.lse[bh * d.T + t] = (m[mi][half] + log2f(lr)) * kLn2;
     }
-  }
+  store_rows<C>(reinterpret_cast<BFloat16*>(a.o) + head_base(b, h, d.T, d.H, d.V), vs, tw, t1, d.V, o, 1.f);
 }
 
-// dq: one block per (b, h, query tile of 64), the forward's key walk; dS = P ⊙ (dP − D), dQ += dS·K.
-template <int D>
+// dq: one block per (b, h, query tile of BR), the forward's key walk; dS = P ⊙ (dP − D), dQ += dS·K.
+template <class C>
 __global__ void __launch_bounds__(kThreads) dq_kernel(const Args a) {
+  constexpr int MT = C::MT, BC = C::BC, BR = C::BR, NC = C::NC, ND = C::ND;
+  constexpr int QT = BR * C::LD, KT = BC * C::LD;
   extern __shared__ __align__(128) unsigned char window_attn_mma_smem[];
   bf16* sq = reinterpret_cast<bf16*>(window_attn_mma_smem);
-  bf16* sdo = sq + tile_elems<D>();
-  bf16* sk = sdo + tile_elems<D>();     // [2]
-  bf16* sv = sk + 2 * tile_elems<D>();  // [2]
+  bf16* sdo = sq + QT;
+  bf16* sk = sdo + QT;      // [2]
+  bf16* sv = sk + 2 * KT;   // [2]
   const Dims& d = a.d;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
   const int64_t bh = blockIdx.x / a.n_tiles, qt = blockIdx.x - bh * a.n_tiles;
   const int64_t b = bh / d.H, h = bh - b * d.H;
-  const int64_t t0 = qt * kRows, t1 = min64(d.T, t0 + kRows);
+  const int64_t t0 = qt * BR, t1 = min64(d.T, t0 + BR);
   const int64_t qs = d.H * d.K, vs = d.H * d.V;
   const bf16* kb = a.k + head_base(b, h, d.S, d.H, d.K);
   const bf16* vb = a.v + head_base(b, h, d.S, d.H, d.V);
+  const int64_t tw = t0 + 16 * MT * warp;
 
   const int64_t jlo = max64(0, d.P + t0 - d.W + 1), jhi = d.P + t1;
-  const int64_t jstart = jlo / kRows * kRows;
-  const int n_kt = static_cast<int>((jhi - jstart + kRows - 1) / kRows);
+  const int64_t jstart = jlo / BC * BC;
+  const int n_kt = static_cast<int>((jhi - jstart + BC - 1) / BC);
 
-  load_rows<D>(sq, a.q + head_base(b, h, d.T, d.H, d.K), qs, t0, t1, d.K, a.vec);
-  load_rows<D>(sdo, a.dout + head_base(b, h, d.T, d.H, d.V), vs, t0, t1, d.V, a.vec);
-  load_rows<D>(sk, kb, qs, jstart, jhi, d.K, a.vec);
-  load_rows<D>(sv, vb, vs, jstart, jhi, d.V, a.vec);
+  load_rows<C::D, BR>(sq, a.q + head_base(b, h, d.T, d.H, d.K), qs, t0, t1, d.K, a.vec);
+  load_rows<C::D, BR>(sdo, a.dout + head_base(b, h, d.T, d.H, d.V), vs, t0, t1, d.V, a.vec);
+  load_rows<C::D, BC>(sk, kb, qs, jstart, jhi, d.K, a.vec);
+  load_rows<C::D, BC>(sv, vb, vs, jstart, jhi, d.V, a.vec);
   cuda::cp_async_commit();
 
   const float sl2 = a.scale * kLog2e;
-  const int64_t trow = t0 + 16 * warp + g;
-  float lse2[2], dd[2];
+  float lse2[MT][2], dd[MT][2];
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int64_t t = trow + 8 * half;
-    lse2[half] = t < t1 ? a.lse_in[bh * d.T + t] * kLog2e : 0.f;
-    dd[half] = t < t1 ? a.dd[bh * d.T + t] : 0.f;
-  }
-  float dq[D / 8][4] = {};
-  const bf16* qw = sq + 16 * warp * ld<D>();
-  const bf16* dow = sdo + 16 * warp * ld<D>();
+  for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t t = tw + 16 * mi + g + 8 * half;
+      lse2[mi][half] = t < t1 ? a.lse_in[bh * d.T + t] * kLog2e : 0.f;
+      dd[mi][half] = t < t1 ? a.dd[bh * d.T + t] : 0.f;
+    }
+  float dq[MT][ND][4] = {};
+  const bf16* qw = sq + 16 * MT * warp * C::LD;
+  const bf16* dow = sdo + 16 * MT * warp * C::LD;
 
   for (int it = 0; it < n_kt; ++it) {
-    const int64_t j0 = jstart + int64_t(it) * kRows;
+    const int64_t j0 = jstart + int64_t(it) * BC;
     if (it + 1 < n_kt) {
       const int nb = (it + 1) & 1;
-      load_rows<D>(sk + nb * tile_elems<D>(), kb, qs, j0 + kRows, jhi, d.K, a.vec);
-      load_rows<D>(sv + nb * tile_elems<D>(), vb, vs, j0 + kRows, jhi, d.V, a.vec);
+      load_rows<C::D, BC>(sk + nb * KT, kb, qs, j0 + BC, jhi, d.K, a.vec);
+      load_rows<C::D, BC>(sv + nb * KT, vb, vs, j0 + BC, jhi, d.V, a.vec);
       cuda::cp_async_commit();
       cuda::cp_async_wait<1>();
     } else {
       cuda::cp_async_wait<0>();
     }
     __syncthreads();
-    const bf16* kt = sk + (it & 1) * tile_elems<D>();
-    const bf16* vt = sv + (it & 1) * tile_elems<D>();
-
-    float s[kRows / 8][4], dp[kRows / 8][4];
-    scores<D>(s, qw, kt);
-    scores<D>(dp, dow, vt);
-    const bool full = j0 + kRows - 1 <= d.P + t0 && j0 >= d.P + t0 + kRows - d.W && t0 + kRows <= d.T;
+    const bf16* kt = sk + (it & 1) * KT;
+    const bf16* vt = sv + (it & 1) * KT;
+    const bool none = j0 > d.P + tw + 16 * MT - 1 || j0 + BC - 1 <= d.P + tw - d.W;
+    if (!none) {
+      float s[MT][NC][4], dp[MT][NC][4];
+      scores<C>(s, qw, kt);
+      scores<C>(dp, dow, vt);
+      const bool full = all_visible(d, tw, 16 * MT, t1, j0, BC);
 #pragma unroll
-    for (int j = 0; j < kRows / 8; ++j)
+      for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int half = e >> 1;
-        bool vis = true;
-        if (!full) {
-          const int64_t pt = d.P + trow + 8 * half, key = j0 + 8 * j + c2 + (e & 1);
-          vis = key <= pt && key > pt - d.W && trow + 8 * half < t1;
+        for (int half = 0; half < 2; ++half) {
+          const int64_t t = tw + 16 * mi + g + 8 * half;
+          const RowWindow win(d.P + t, d.W, j0, BC, t < t1);
+#pragma unroll
+          for (int j = 0; j < NC; ++j)
+#pragma unroll
+          for (int e = 2 * half; e < 2 * half + 2; ++e) {
+            const bool vis = full || win.sees(8 * j + c2 + (e & 1));
+            const float p = vis ? ex2(s[mi][j][e] * sl2 - lse2[mi][half]) : 0.f;
+            s[mi][j][e] = p * (dp[mi][j][e] - dd[mi][half]);  // dS
+          }
         }
-        const float p = vis ? exp2f(s[j][e] * sl2 - lse2[half]) : 0.f;
-        s[j][e] = p * (dp[j][e] - dd[half]);  // dS
-      }
-    accumulate_pv<D>(dq, s, kt);
+      accumulate_pv<C>(dq, s, kt);
+    }
     __syncthreads();
   }
-  store_rows<D>(a.dq + head_base(b, h, d.T, d.H, d.K), qs, trow - g, t1, d.K, dq, a.scale);
+  store_rows<C>(a.dq + head_base(b, h, d.T, d.H, d.K), qs, tw, t1, d.K, dq, a.scale);
 }
 
-// dk, dv: one block per (b, h, key tile of 64 of all S rows), walking the query tiles that see the tile; the warp's
-// 16 keys are the rows of every product: Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, dV += Pᵀ·dO, dK += dSᵀ·Q.
-template <int D>
+// dk, dv: one block per (b, h, key tile of BR of all S rows), walking the query tiles (BC rows) that see the tile;
+// the warp's 16·MT keys are the rows of every product: Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, dV += Pᵀ·dO, dK += dSᵀ·Q.
+template <class C>
 __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Args a) {
+  constexpr int MT = C::MT, BC = C::BC, BR = C::BR, NC = C::NC, ND = C::ND;
+  constexpr int RT = BR * C::LD, CT = BC * C::LD;
   extern __shared__ __align__(128) unsigned char window_attn_mma_smem[];
   bf16* sk = reinterpret_cast<bf16*>(window_attn_mma_smem);
-  bf16* sv = sk + tile_elems<D>();
-  bf16* sq = sv + tile_elems<D>();       // [2]
-  bf16* sdo = sq + 2 * tile_elems<D>();  // [2]
-  float* slse = reinterpret_cast<float*>(sdo + 2 * tile_elems<D>());  // [2][64], × log2 e
-  float* sdd = slse + 2 * kRows;                                       // [2][64]
+  bf16* sv = sk + RT;
+  bf16* sq = sv + RT;        // [2]
+  bf16* sdo = sq + 2 * CT;   // [2]
+  float* slse = reinterpret_cast<float*>(sdo + 2 * CT);  // [2][BC], × log2 e
+  float* sdd = slse + 2 * BC;                             // [2][BC]
   const Dims& d = a.d;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
   const int64_t bh = blockIdx.x / a.n_tiles, kt = blockIdx.x - bh * a.n_tiles;
   const int64_t b = bh / d.H, h = bh - b * d.H;
-  const int64_t j0 = kt * kRows, j1 = min64(d.S, j0 + kRows);
+  const int64_t j0 = kt * BR, j1 = min64(d.S, j0 + BR);
   const int64_t qs = d.H * d.K, vs = d.H * d.V;
   const bf16* qb = a.q + head_base(b, h, d.T, d.H, d.K);
   const bf16* gb = a.dout + head_base(b, h, d.T, d.H, d.V);
+  const int64_t kw0 = j0 + 16 * MT * warp;  // the warp's first key
 
   // Queries that see some key of [j0, j1): P + t ≥ j0 and P + t − W + 1 ≤ j1 − 1.
   const int64_t tlo = max64(0, j0 - d.P), thi = min64(d.T, j1 - d.P + d.W - 1);
-  const int n_qt = thi > tlo ? static_cast<int>((thi - tlo + kRows - 1) / kRows) : 0;
+  const int n_qt = thi > tlo ? static_cast<int>((thi - tlo + BC - 1) / BC) : 0;
 
   auto load_q_tile = [&](int buf, int64_t i0) {
-    load_rows<D>(sq + buf * tile_elems<D>(), qb, qs, i0, thi, d.K, a.vec);
-    load_rows<D>(sdo + buf * tile_elems<D>(), gb, vs, i0, thi, d.V, a.vec);
-    for (int r = threadIdx.x; r < kRows; r += kThreads) {
+    load_rows<C::D, BC>(sq + buf * CT, qb, qs, i0, thi, d.K, a.vec);
+    load_rows<C::D, BC>(sdo + buf * CT, gb, vs, i0, thi, d.V, a.vec);
+    for (int r = threadIdx.x; r < BC; r += kThreads) {
       const int64_t t = i0 + r;
-      slse[buf * kRows + r] = t < thi ? a.lse_in[bh * d.T + t] * kLog2e : 0.f;
-      sdd[buf * kRows + r] = t < thi ? a.dd[bh * d.T + t] : 0.f;
+      slse[buf * BC + r] = t < thi ? a.lse_in[bh * d.T + t] * kLog2e : 0.f;
+      sdd[buf * BC + r] = t < thi ? a.dd[bh * d.T + t] : 0.f;
     }
   };
   if (n_qt > 0) {  // else: no query sees these keys (cache rows before every window), dk = dv = 0
-    load_rows<D>(sk, a.k + head_base(b, h, d.S, d.H, d.K), qs, j0, j1, d.K, a.vec);
-    load_rows<D>(sv, a.v + head_base(b, h, d.S, d.H, d.V), vs, j0, j1, d.V, a.vec);
+    load_rows<C::D, BR>(sk, a.k + head_base(b, h, d.S, d.H, d.K), qs, j0, j1, d.K, a.vec);
+    load_rows<C::D, BR>(sv, a.v + head_base(b, h, d.S, d.H, d.V), vs, j0, j1, d.V, a.vec);
     load_q_tile(0, tlo);
     cuda::cp_async_commit();
   }
 
   const float sl2 = a.scale * kLog2e;
-  const int64_t krow = j0 + 16 * warp + g;  // the thread's keys: krow, krow + 8
-  float dk[D / 8][4] = {}, dv[D / 8][4] = {};
-  const bf16* kw = sk + 16 * warp * ld<D>();
-  const bf16* vw = sv + 16 * warp * ld<D>();
+  float dk[MT][ND][4] = {}, dv[MT][ND][4] = {};
+  const bf16* kw = sk + 16 * MT * warp * C::LD;
+  const bf16* vw = sv + 16 * MT * warp * C::LD;
 
   for (int it = 0; it < n_qt; ++it) {
-    const int64_t i0 = tlo + int64_t(it) * kRows;
+    const int64_t i0 = tlo + int64_t(it) * BC;
     if (it + 1 < n_qt) {
-      load_q_tile((it + 1) & 1, i0 + kRows);
+      load_q_tile((it + 1) & 1, i0 + BC);
       cuda::cp_async_commit();
       cuda::cp_async_wait<1>();
     } else {
@@ -930,50 +936,64 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Args a) {
     }
     __syncthreads();
     const int buf = it & 1;
-    const bf16* qt = sq + buf * tile_elems<D>();
-    const bf16* dot = sdo + buf * tile_elems<D>();
-    const float* lse2 = slse + buf * kRows;
-    const float* ddt = sdd + buf * kRows;
-
-    float s[kRows / 8][4], dp[kRows / 8][4];
-    scores<D>(s, kw, qt);   // Sᵀ: rows = keys, columns = queries
-    scores<D>(dp, vw, dot);  // dPᵀ
-    // Every (key, query) pair of the tiles visible: no mask.
-    const bool full = j0 + kRows - 1 <= d.P + i0 && j0 >= d.P + i0 + kRows - d.W && i0 + kRows <= thi &&
-                      j0 + kRows <= d.S;
+    const bf16* qt = sq + buf * CT;
+    const bf16* dot = sdo + buf * CT;
+    const float* lse2 = slse + buf * BC;
+    const float* ddt = sdd + buf * BC;
+    // Query tiles that see no key of this warp: skipped by the warp.
+    const bool none = kw0 > d.P + i0 + BC - 1 || kw0 + 16 * MT - 1 <= d.P + i0 - d.W;
+    if (!none) {
+      float s[MT][NC][4], dp[MT][NC][4];
+      scores<C>(s, kw, qt);    // Sᵀ: rows = keys, columns = queries
+      scores<C>(dp, vw, dot);  // dPᵀ
+      // Every (key, query) pair visible: the query rows [i0, i0 + BC) against the warp's keys.
+      const bool full = kw0 + 16 * MT - 1 <= d.P + i0 && kw0 >= d.P + i0 + BC - d.W && i0 + BC <= thi &&
+                        kw0 + 16 * MT <= j1;
 #pragma unroll
-    for (int j = 0; j < kRows / 8; ++j)
+      for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = 8 * j + c2 + (e & 1);
-        bool vis = true;
-        if (!full) {
-          const int64_t t = i0 + col, key = krow + 8 * (e >> 1), pt = d.P + t;
-          vis = t < thi && key < j1 && key <= pt && key > pt - d.W;
+        for (int half = 0; half < 2; ++half) {
+          // Query columns c of this key row that see it: t = i0 + c with key ≤ P + t < key + W and t < thi.
+          const int64_t key = kw0 + 16 * mi + g + 8 * half;
+          const int c_lo = static_cast<int>(min64(max64(key - d.P - i0, 0), BC));
+          const int c_hi = key < j1 ? static_cast<int>(min64(max64(min64(key - d.P + d.W, thi) - i0, 0), BC)) : 0;
+#pragma unroll
+          for (int j = 0; j < NC; ++j)
+#pragma unroll
+          for (int e = 2 * half; e < 2 * half + 2; ++e) {
+            const int col = 8 * j + c2 + (e & 1);
+            const bool vis = full || (col >= c_lo && col < c_hi);
+            const float p = vis ? ex2(s[mi][j][e] * sl2 - lse2[col]) : 0.f;
+            s[mi][j][e] = p;
+            dp[mi][j][e] = p * (dp[mi][j][e] - ddt[col]);  // dSᵀ
+          }
         }
-        const float p = vis ? exp2f(s[j][e] * sl2 - lse2[col]) : 0.f;
-        s[j][e] = p;
-        dp[j][e] = p * (dp[j][e] - ddt[col]);  // dSᵀ
-      }
-    accumulate_pv<D>(dv, s, dot);
-    accumulate_pv<D>(dk, dp, qt);
+      accumulate_pv<C>(dv, s, dot);
+      accumulate_pv<C>(dk, dp, qt);
+    }
     __syncthreads();
   }
-  store_rows<D>(a.dk + head_base(b, h, d.S, d.H, d.K), qs, krow - g, j1, d.K, dk, a.scale);
-  store_rows<D>(a.dv + head_base(b, h, d.S, d.H, d.V), vs, krow - g, j1, d.V, dv, 1.f);
+  store_rows<C>(a.dk + head_base(b, h, d.S, d.H, d.K), qs, kw0, j1, d.K, dk, a.scale);
+  store_rows<C>(a.dv + head_base(b, h, d.S, d.H, d.V), vs, kw0, j1, d.V, dv, 1.f);
 }
 
+// The tile configuration of all three kernels. Two m-tiles per warp (Cfg<64, 2, 64> forward, Cfg<64, 2, 32>
+// backward; 223–255 registers) ran at the speed of one on the H100 (8×4096×12×64, W = 512: fwd+bwd 2.011 vs 1.987
+// ms in one run; bench/NOTES.md), so the smaller register footprint stays.
 template <int D>
+using TileCfgMma = Cfg<D, 1, 64>;
+
+template <class C>
 constexpr size_t fwd_smem() {
-  return 5 * tile_elems<D>() * sizeof(bf16);
+  return (C::BR + 4 * C::BC) * C::LD * sizeof(bf16);
 }
-template <int D>
+template <class C>
 constexpr size_t dq_smem() {
-  return 6 * tile_elems<D>() * sizeof(bf16);
+  return (2 * C::BR + 4 * C::BC) * C::LD * sizeof(bf16);
 }
-template <int D>
+template <class C>
 constexpr size_t dkdv_smem() {
-  return 6 * tile_elems<D>() * sizeof(bf16) + 4 * kRows * sizeof(float);
+  return (2 * C::BR + 4 * C::BC) * C::LD * sizeof(bf16) + 4 * C::BC * sizeof(float);
 }
 
 }  // namespace mma
@@ -1011,14 +1031,15 @@ unsigned grid_of(int64_t blocks, const char* op) {
 const mma::bf16* bf(const Tensor& t) { return reinterpret_cast<const mma::bf16*>(t.data<BFloat16>()); }
 bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.data<BFloat16>()) % 16 == 0; }
 
-template <int D>
-void launch_fwd_mma(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
-                    const Dims& d, float scale) {
-  const int64_t n_qt = ceil_div(d.T, mma::kRows);
+template <class C>
+void launch_fwd_mma_c(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+                      const Dims& d, float scale) {
+  constexpr int D = C::D;
+  const int64_t n_qt = ceil_div(d.T, C::BR);
   if (d.B * d.H * n_qt == 0) return;
   const unsigned grid = grid_of(d.B * d.H * n_qt, "window_attn_forward");
-  constexpr size_t smem = mma::fwd_smem<D>();
-  set_smem(mma::fwd_kernel<D>, smem, q, "window_attn_forward", D);
+  constexpr size_t smem = mma::fwd_smem<C>();
+  set_smem(mma::fwd_kernel<C>, smem, q, "window_attn_forward", D);
   mma::Args a{};
   a.q = bf(q);
   a.k = bf(k);
@@ -1029,14 +1050,15 @@ void launch_fwd_mma(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
   a.n_tiles = n_qt;
   a.scale = scale;
   a.vec = d.K % 8 == 0 && d.V % 8 == 0 && aligned16(q) && aligned16(k) && aligned16(v);
-  mma::fwd_kernel<D><<<grid, mma::kThreads, smem, cuda::stream_of(q)>>>(a);
+  mma::fwd_kernel<C><<<grid, mma::kThreads, smem, cuda::stream_of(q)>>>(a);
   HYDRA_CUDA_CHECK_LAUNCH("window_attn_forward");
 }
 
-template <int D>
-void launch_bwd_mma(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
+template <class CQ, class CK>
+void launch_bwd_mma_c(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lse,
                     const Tensor& dd, const Tensor& dq, const Tensor& dk, const Tensor& dv, const Dims& d,
                     float scale) {
+  constexpr int D = CQ::D;
   const cudaStream_t stream = cuda::stream_of(q);
   mma::Args a{};
   a.q = bf(q);
@@ -1051,21 +1073,21 @@ void launch_bwd_mma(const Tensor& dout, const Tensor& q, const Tensor& k, const 
   a.d = d;
   a.scale = scale;
   a.vec = d.K % 8 == 0 && d.V % 8 == 0 && aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dout);
-  const int64_t n_qt = ceil_div(d.T, mma::kRows);
+  const int64_t n_qt = ceil_div(d.T, CQ::BR);
   if (n_qt > 0) {
     const unsigned grid = grid_of(d.B * d.H * n_qt, "window_attn_backward");
-    constexpr size_t smem = mma::dq_smem<D>();
-    set_smem(mma::dq_kernel<D>, smem, q, "window_attn_backward", D);
+    constexpr size_t smem = mma::dq_smem<CQ>();
+    set_smem(mma::dq_kernel<CQ>, smem, q, "window_attn_backward", D);
     a.n_tiles = n_qt;
-    mma::dq_kernel<D><<<grid, mma::kThreads, smem, stream>>>(a);
+    mma::dq_kernel<CQ><<<grid, mma::kThreads, smem, stream>>>(a);
     HYDRA_CUDA_CHECK_LAUNCH("window_attn_backward (dq)");
   }
-  const int64_t n_kt = ceil_div(d.S, mma::kRows);
+  const int64_t n_kt = ceil_div(d.S, CK::BR);
   const unsigned grid = grid_of(d.B * d.H * n_kt, "window_attn_backward");
-  constexpr size_t smem = mma::dkdv_smem<D>();
-  set_smem(mma::dkdv_kernel<D>, smem, q, "window_attn_backward", D);
+  constexpr size_t smem = mma::dkdv_smem<CK>();
+  set_smem(mma::dkdv_kernel<CK>, smem, q, "window_attn_backward", D);
   a.n_tiles = n_kt;
-  mma::dkdv_kernel<D><<<grid, mma::kThreads, smem, stream>>>(a);
+  mma::dkdv_kernel<CK><<<grid, mma::kThreads, smem, stream>>>(a);
   HYDRA_CUDA_CHECK_LAUNCH("window_attn_backward (dk, dv)");
 }
 
@@ -1073,18 +1095,18 @@ template <typename T, int D>
 void launch_fwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse, const Dims& d,
                 float scale) {
   if constexpr (std::is_same_v<T, BFloat16>) {
-    launch_fwd_mma<D>(q, k, v, o, lse, d, scale);
-    return;
+    launch_fwd_mma_c<mma::TileCfgMma<D>>(q, k, v, o, lse, d, scale);
+  } else {
+    using Cfg = TileCfg<D>;
+    const int64_t n_qt = ceil_div(d.T, Cfg::BT);
+    if (d.B * d.H * n_qt == 0) return;
+    const unsigned grid = grid_of(d.B * d.H * n_qt, "window_attn_forward");
+    const size_t smem = FwdSmem<T, D>(0).bytes;
+    set_smem(window_attn_fwd_kernel<T, D>, smem, q, "window_attn_forward", D);
+    const FwdArgs<T> args{q.data<T>(), k.data<T>(), v.data<T>(), o.data<T>(), lse.data<float>(), d, n_qt, scale};
+    window_attn_fwd_kernel<T, D><<<grid, Cfg::NT, smem, cuda::stream_of(q)>>>(args);
+    HYDRA_CUDA_CHECK_LAUNCH("window_attn_forward");
   }
-  using Cfg = TileCfg<D>;
-  const int64_t n_qt = ceil_div(d.T, Cfg::BT);
-  if (d.B * d.H * n_qt == 0) return;
-  const unsigned grid = grid_of(d.B * d.H * n_qt, "window_attn_forward");
-  const size_t smem = FwdSmem<T, D>(0).bytes;
-  set_smem(window_attn_fwd_kernel<T, D>, smem, q, "window_attn_forward", D);
-  const FwdArgs<T> args{q.data<T>(), k.data<T>(), v.data<T>(), o.data<T>(), lse.data<float>(), d, n_qt, scale};
-  window_attn_fwd_kernel<T, D><<<grid, Cfg::NT, smem, cuda::stream_of(q)>>>(args);
-  HYDRA_CUDA_CHECK_LAUNCH("window_attn_forward");
 }
 
 template <typename T, int D>
@@ -1103,27 +1125,27 @@ void launch_bwd(const Tensor& dout, const Tensor& q, const Tensor& k, const Tens
     HYDRA_CUDA_CHECK_LAUNCH("window_attn_backward (D = do·o)");
   }
   if constexpr (std::is_same_v<T, BFloat16>) {
-    launch_bwd_mma<D>(dout, q, k, v, lse, dd, dq, dk, dv, d, scale);
-    return;
+    launch_bwd_mma_c<mma::TileCfgMma<D>, mma::TileCfgMma<D>>(dout, q, k, v, lse, dd, dq, dk, dv, d, scale);
+  } else {
+    BwdArgs<T> args{dout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), lse.data<float>(), dd.data<float>(),
+                    dq.data<T>(),   dk.data<T>(), dv.data<T>(), d, 0, scale};
+    const int64_t n_qt = ceil_div(d.T, Cfg::BT);
+    if (n_qt > 0) {
+      const unsigned grid = grid_of(d.B * d.H * n_qt, "window_attn_backward");
+      const size_t smem = BwdSmem<T, D>(0, false).bytes;
+      set_smem(window_attn_bwd_dq_kernel<T, D>, smem, q, "window_attn_backward", D);
+      args.n_tiles = n_qt;
+      window_attn_bwd_dq_kernel<T, D><<<grid, Cfg::NT, smem, stream>>>(args);
+      HYDRA_CUDA_CHECK_LAUNCH("window_attn_backward (dq)");
+    }
+    const int64_t n_kt = ceil_div(d.S, Cfg::BT);
+    const unsigned grid = grid_of(d.B * d.H * n_kt, "window_attn_backward");
+    const size_t smem = BwdSmem<T, D>(0, true).bytes;
+    set_smem(window_attn_bwd_dkdv_kernel<T, D>, smem, q, "window_attn_backward", D);
+    args.n_tiles = n_kt;
+    window_attn_bwd_dkdv_kernel<T, D><<<grid, Cfg::NT, smem, stream>>>(args);
+    HYDRA_CUDA_CHECK_LAUNCH("window_attn_backward (dk, dv)");
   }
-  BwdArgs<T> args{dout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), lse.data<float>(), dd.data<float>(),
-                  dq.data<T>(),   dk.data<T>(), dv.data<T>(), d, 0, scale};
-  const int64_t n_qt = ceil_div(d.T, Cfg::BT);
-  if (n_qt > 0) {
-    const unsigned grid = grid_of(d.B * d.H * n_qt, "window_attn_backward");
-    const size_t smem = BwdSmem<T, D>(0, false).bytes;
-    set_smem(window_attn_bwd_dq_kernel<T, D>, smem, q, "window_attn_backward", D);
-    args.n_tiles = n_qt;
-    window_attn_bwd_dq_kernel<T, D><<<grid, Cfg::NT, smem, stream>>>(args);
-    HYDRA_CUDA_CHECK_LAUNCH("window_attn_backward (dq)");
-  }
-  const int64_t n_kt = ceil_div(d.S, Cfg::BT);
-  const unsigned grid = grid_of(d.B * d.H * n_kt, "window_attn_backward");
-  const size_t smem = BwdSmem<T, D>(0, true).bytes;
-  set_smem(window_attn_bwd_dkdv_kernel<T, D>, smem, q, "window_attn_backward", D);
-  args.n_tiles = n_kt;
-  window_attn_bwd_dkdv_kernel<T, D><<<grid, Cfg::NT, smem, stream>>>(args);
-  HYDRA_CUDA_CHECK_LAUNCH("window_attn_backward (dk, dv)");
 }
 
 // The one switch over dtype and head-dim variant: f.template operator()<T, D>() with D ∈ {32, 64, 128} the smallest
