@@ -6,7 +6,7 @@
 // delta gates alpha, beta are float32 in both, as the model passes them; alpha in (0.5, 1), beta in (0, 1), q and k
 // L2-normalised), shapes (a) B = 8, T = 4096 and (b) B = 1, T = 32768 (--quick: B = 2, T = 1024 and B = 1, T = 2048).
 //   * gated delta: no initial state, `chunk` argument 64 (SPEC dn_chunk_size; the CUDA kernels use their own chunk
-//     length C = 32, which is the C of the FLOP count below);
+//     length: 64 for the bfloat16 forward, 32 elsewhere); the FLOP count below uses C = 64 for every row;
 //   * window attention: W = 512, S = T (no cache), scale 1/√D;
 //   * chunk attention: chunk N = 128, top-k = 8 (SPEC retrieval_chunk_size / retrieval_top_k), S = T, no bias; idx
 //     from chunk_route on random routing vectors (summaries [B, ⌊T/N⌋, H, K] ~ N(0, 1)), routing timed on its own row.
@@ -29,14 +29,14 @@
 //     the own chunk's causal part; with S = T every query has min(k, ⌊t/N⌋) candidates):
 //     fwd 2·B·H·n_c·(K + V);   bwd 2·B·H·n_c·(3K + 2V)  (as window attention);
 //     route 2·B·H·K·Σ_t ⌊t/N⌋  (one dot product per candidate chunk; the top-k selection not counted).
-//   gated delta rule, chunkwise form with C = 32 (gated_delta_cuda.cu), per token and head, in multiply-adds, the
+//   gated delta rule, chunkwise form with C = 64 (SPEC dn_chunk_size, as fla's chunk_gated_delta_rule), per token and head, in multiply-adds, the
 //   causal C×C products counted as triangles (C²/2), the triangular solve as C³/6 per chunk:
 //     fwd  1.5·C·K + C·V + 3·K·V + C²/6:   K·Kᵀ (A), T·diag(βγ)·K (Wk), Q·Kᵀ: 3 × C²K/2;  T·diag(β)·V (Uv),
 //          (QKᵀ∘D)·U: 2 × C²V/2;  U = Uv − Wk·S₀ᵀ, S_end += Uᵀ·diag(D)·K, Q·S₀ᵀ: 3 × C·K·V;  (I + A)⁻¹: C³/6.
 //     bwd  3.5·C·K + 2.5·C·V + 8·K·V + C²/6:   recomputed K·Kᵀ, Wk, Q·Kᵀ, (G1∘D)·K, (G1∘D)ᵀ·Q: 5 × C²K/2,
 //          (M + Mᵀ)·K: C²K;  recomputed Uv, (QKᵀ∘D)ᵀ·dO, Tᵀ·dU, G1 = dO·Uᵀ, G2 = dW·Uᵀ: 5 × C²V/2;  recomputed U and
 //          S_end, K·dSᵀ, dOᵀ·Q, dUᵀ·Wk, X = dO·S₀, Y = dW·S₀, Z = U·dS: 8 × C·K·V;  recomputed (I + A)⁻¹: C³/6.
-//     FLOPs = 2·B·T·H × that (C = 32, K = V = 64: fwd 35.2 kFLOP, bwd 90.5 kFLOP per token and head).
+//     FLOPs = 2·B·T·H × that (C = 64, K = V = 64: fwd 46.4 kFLOP, bwd 116.1 kFLOP per token and head).
 // Bytes are the roofline minimum: every input read once and every output written once, per call (e = 2 for
 // bfloat16, 4 for float32; lse, alpha, beta, their gradients and the final state are float32; idx int64):
 //   window / chunk attention fwd  e·B·T·H·(2K + 2V) + 4·B·H·T (+ 8·B·T·H·k for idx)    (q, k, v; o, lse)
@@ -78,7 +78,7 @@ const Device kGpu("cuda:0");
 
 constexpr int64_t kWindow = 512;          // SPEC swa_window
 constexpr int64_t kDnChunkArg = 64;       // SPEC dn_chunk_size (the CUDA kernels use their own C below)
-constexpr int64_t kDnChunkCuda = 32;      // chunk length of the CUDA gated delta kernels (gated_delta_cuda.cu)
+constexpr int64_t kDnChunkFlops = 64;     // the C of the gated delta FLOP count (SPEC dn_chunk_size)
 constexpr int64_t kRetChunk = 128;        // SPEC retrieval_chunk_size
 constexpr int64_t kTopK = 8;              // SPEC retrieval_top_k
 
@@ -273,9 +273,9 @@ AttnWork attn_work(const Shp& s, double pairs, double e, int64_t idx_k) {
 // ---- the three kernels ----
 
 void bench_gated_delta(Ctx& c, const Shp& s, DType dt) {
-  const std::string kernel = fmt::format("gated delta (C={})", kDnChunkCuda);
+  const std::string kernel = std::string("gated delta");
   const int64_t B = s.B, T = s.T, kH = s.H, kD = s.D;
-  const double K = kD, V = kD, C = kDnChunkCuda, BTH = static_cast<double>(B) * T * kH, e = dtype_size(dt);
+  const double K = kD, V = kD, C = kDnChunkFlops, BTH = static_cast<double>(B) * T * kH, e = dtype_size(dt);
   Work fwd, bwd;
   fwd.flop = 2 * BTH * (1.5 * C * K + C * V + 3 * K * V + C * C / 6);
   bwd.flop = 2 * BTH * (3.5 * C * K + 2.5 * C * V + 8 * K * V + C * C / 6);
@@ -415,7 +415,7 @@ bool run_kernel_bench(const KernelBenchOptions& opt) {
       " + 1)):\n"
       "  window / chunk attn  fwd 2·B·H·n·(K+V), bwd 2·B·H·n·(3K+2V) (QKᵀ recomputed; 2.5× fwd for K = V);"
       " route 2·B·H·K·Σ_t ⌊t/N⌋\n"
-      "  gated delta (C = {} of the CUDA kernels, per token and head, ×2 FLOPs)  fwd 1.5·C·K + C·V + 3·K·V + C²/6,"
+      "  gated delta (C = {} = SPEC dn_chunk_size, per token and head, ×2 FLOPs)  fwd 1.5·C·K + C·V + 3·K·V + C²/6,"
       " bwd 3.5·C·K + 2.5·C·V + 8·K·V + C²/6\n"
       "    (causal C×C products as triangles; bwd recomputes the forward's chunk states; derivation in "
       "bench/kernel_bench.cu)\n"
@@ -426,11 +426,11 @@ bool run_kernel_bench(const KernelBenchOptions& opt) {
       "  gated delta fwd e·BTH·(2K+2V) + 8·BTH + 4·B·H·V·K, bwd e·BTH·(4K+3V) + 16·BTH;  fwd+bwd = sum of both calls.\n"
       "floor ms = FLOPs / bf16 tensor-core peak and bytes / D2D copy bandwidth; × floor = ms / the larger of the two.\n"
       "% TC bf16 and % FFMA: achieved FLOP/s against the bf16 tensor-core and the fp32 FFMA peak (gated delta and window"
-      " attention use tensor cores for bf16 inputs only, gated delta with split bf16 operands, i.e. 2-3 MMAs per"
-      " product; chunk attention is SIMT fp32 for both dtypes).\n"
+      " attention use tensor cores for bf16 inputs only; the gated delta bf16 backward with split bf16 operands, i.e. 2-3"
+      " MMAs per product; chunk attention is SIMT fp32 for both dtypes).\n"
       "peak MiB = allocator peak in use during one call (inputs included); +call MiB = that minus the bytes in use before"
       " it.\n\n",
-      kDnChunkCuda);
+      kDnChunkFlops);
   return true;
 }
 

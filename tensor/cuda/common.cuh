@@ -5,8 +5,11 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <climits>
+#include <cstddef>
 #include <cstdint>
 
+#include "tensor/check.h"
 #include "tensor/cuda/backend.h"
 #include "tensor/tensor_core.h"
 
@@ -84,6 +87,40 @@ inline unsigned grid_for(int64_t n, int threads, int64_t per_thread = 1) {
 template <typename T>
 __device__ __forceinline__ compute_t<T> load_c(const T* p) {
   return static_cast<compute_t<T>>(*p);
+}
+
+// Carves a kernel's dynamic shared memory into 128-byte aligned arrays; with base 0 it only measures (the host sizes
+// a launch with the same sequence of take() calls that the kernel makes).
+struct Carver {
+  uintptr_t base;
+  std::size_t off = 0;
+  template <typename X>
+  __host__ __device__ X* take(std::size_t n) {
+    off = (off + 127) / 128 * 128;
+    X* p = reinterpret_cast<X*>(base + off);
+    off += n * sizeof(X);
+    return p;
+  }
+};
+
+// kernel<<<blocks, threads, smem_bytes, stream>>>(args...) after checking the grid size and opting the kernel into
+// smem_bytes of dynamic shared memory; the errors name `op` and the kernel `name` (a device with less shared memory
+// per block is an environment error). Nothing happens for blocks == 0.
+template <typename... P, typename... A>
+void launch_kernel(const char* op, const char* name, void (*kernel)(P...), int64_t blocks, int threads,
+                   std::size_t smem_bytes, int device, cudaStream_t stream, A... args) {
+  if (blocks == 0) return;
+  HYDRA_CHECK(blocks <= INT_MAX, "{}: {} needs {} blocks, more than the grid limit {}", op, name, blocks, INT_MAX);
+  int optin = 0;
+  HYDRA_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  HYDRA_CHECK_ENV(smem_bytes <= static_cast<std::size_t>(optin),
+                  "{}: {} needs {} bytes of shared memory per block, the device allows {}", op, name, smem_bytes,
+                  optin);
+  HYDRA_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes)));
+  kernel<<<static_cast<unsigned>(blocks), threads, smem_bytes, stream>>>(args...);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw_cuda_error(err, name, __FILE__, __LINE__);
 }
 
 }  // namespace hydra::cuda

@@ -15,6 +15,8 @@
 //   load_a:      A = X[16 rows][16 cols at k0]                 (X row-major: rows = M, cols = K)
 //   load_b_nk:   B(k, n) = Y[n][k], two n-tiles of 8 at n0     (Y row-major [N][K], e.g. keys for Q·Kᵀ)
 //   load_b_kn:   B(k, n) = Y[k][n], two n-tiles of 8 at n0     (Y row-major [K][N], e.g. values for P·V; .trans)
+//   load_a_t:    A(m, k) = Y[k][m], rows m0..m0+15              (Y row-major [K][M], e.g. Uᵀ·K; .trans)
+// load_rows stages a tile of rows of a [rows, H, D]-strided tensor in shared memory in the layout above.
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -81,12 +83,43 @@ __device__ __forceinline__ void load_b_kn(uint32_t (&b)[4], const __nv_bfloat16*
   ldmatrix_x4_trans(b, y + (k0 + (lane & 7) + (((lane >> 3) & 1) << 3)) * ld + n0 + ((lane >> 4) << 3));
 }
 
+// A fragment of Aᵀ-stored operand: A(m, k) = y[k][m] for m in m0..m0+15, k in k0..k0+15 (transposing load).
+__device__ __forceinline__ void load_a_t(uint32_t (&a)[4], const __nv_bfloat16* y, int ld, int m0, int k0) {
+  const int lane = threadIdx.x & 31;
+  ldmatrix_x4_trans(a, y + (k0 + (lane & 7) + ((lane >> 4) << 3)) * ld + m0 + (((lane >> 3) & 1) << 3));
+}
+
 // The A fragment of k-step s from the fp32 accumulators of n-tiles 2s (c0) and 2s+1 (c1), rounded to bf16.
 __device__ __forceinline__ void pack_a_from_c(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
   a[0] = pack_bf16(c0[0], c0[1]);
   a[1] = pack_bf16(c0[2], c0[3]);
   a[2] = pack_bf16(c1[0], c1[1]);
   a[3] = pack_bf16(c1[2], c1[3]);
+}
+
+// Rows [r0, r0 + ROWS) of a tensor (row stride `stride` elements, `width` valid columns) into the shared tile dst
+// (D columns, row stride D + 8); rows ≥ r_end and columns ≥ width are zeros. Called by all NT threads of the block.
+// vec (width % 8 == 0 and 16-byte aligned rows): asynchronous 16-byte copies (the caller commits and waits);
+// otherwise plain element loads.
+template <int D, int ROWS, int NT>
+__device__ __forceinline__ void load_rows(__nv_bfloat16* dst, const __nv_bfloat16* __restrict__ src, int64_t stride,
+                                          int64_t r0, int64_t r_end, int64_t width, bool vec) {
+  constexpr int CH = D / 8, LD = D + 8;  // 16-byte chunks per row
+  for (int i = threadIdx.x; i < ROWS * CH; i += NT) {
+    const int r = i / CH, c = (i - r * CH) * 8;
+    __nv_bfloat16* to = dst + r * LD + c;
+    const int64_t g = r0 + r;
+    if (vec) {
+      const bool ok = g < r_end && c < width;
+      cp_async_16(to, ok ? src + g * stride + c : src, ok ? 16 : 0);
+    } else {
+      alignas(16) __nv_bfloat16 tmp[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e)
+        tmp[e] = (g < r_end && c + e < width) ? src[g * stride + c + e] : __float2bfloat16(0.f);
+      *reinterpret_cast<uint4*>(to) = *reinterpret_cast<const uint4*>(tmp);
+    }
+  }
 }
 
 }  // namespace hydra::cuda

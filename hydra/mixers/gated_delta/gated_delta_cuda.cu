@@ -103,6 +103,7 @@
 #include <type_traits>
 
 #include "hydra/mixers/gated_delta/gated_delta_cuda.h"
+#include "hydra/mixers/gated_delta/gated_delta_mma.h"
 #include "tensor/check.h"
 #include "tensor/cuda/common.cuh"
 #include "tensor/dispatch.h"
@@ -1534,22 +1535,12 @@ T* mut_ptr_or_null(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
 }
 
-// Launches `kernel` with `blocks` blocks of kThreads and `floats` floats of dynamic shared memory on `stream`
-// (nothing when blocks == 0), after checking the grid and the device's shared-memory limit.
+// Launches `kernel` with `blocks` blocks of kThreads and `floats` floats of dynamic shared memory on `stream`.
 template <typename... P, typename... A>
 void launch(const char* op, const char* name, void (*kernel)(P...), int64_t blocks, int floats, int device,
             cudaStream_t stream, A... args) {
-  if (blocks == 0) return;
-  HYDRA_CHECK(blocks <= INT_MAX, "{}: {} needs {} blocks, more than the grid limit {}", op, name, blocks, INT_MAX);
-  const std::size_t bytes = static_cast<std::size_t>(floats) * sizeof(float);
-  int optin = 0;
-  HYDRA_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  HYDRA_CHECK_ENV(bytes <= static_cast<std::size_t>(optin),
-                  "{}: {} needs {} bytes of shared memory per block, the device allows {}", op, name, bytes, optin);
-  HYDRA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-  kernel<<<static_cast<unsigned>(blocks), kThreads, bytes, stream>>>(args...);
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) cuda::throw_cuda_error(err, name, __FILE__, __LINE__);
+  cuda::launch_kernel(op, name, kernel, blocks, kThreads, static_cast<std::size_t>(floats) * sizeof(float), device,
+                      stream, args...);
 }
 
 // The dtype switch of the CUDA entry points: the dispatch has already refused everything but float32 / bfloat16.
@@ -1609,6 +1600,8 @@ GatedDeltaOutput gated_delta_forward_cuda(const Tensor& q, const Tensor& k, cons
   check_head_dims(op, q.size(3), v.size(3));
   const Device dev = q.device();
   cuda::DeviceGuard guard(dev.index);
+  if (q.dtype() == DType::BFloat16)  // tensor-core kernels with chunk 64 (gated_delta_mma.cu)
+    return gated_delta_forward_mma(q, k, v, as_f32(alpha), as_f32(beta), as_f32(initial_state));
   const Dims d = make_dims(q.size(0), q.size(1), q.size(2), q.size(3), v.size(3));
   GatedDeltaOutput out{empty({d.B, d.T, d.H, d.V}, q.dtype(), dev), empty({d.B, d.H, d.V, d.K}, DType::Float32, dev)};
   if (d.BH == 0) return out;

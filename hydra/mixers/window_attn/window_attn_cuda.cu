@@ -97,18 +97,7 @@ struct Ld {
   static constexpr int P = S;
 };
 
-// Carves the dynamic shared memory into 128-byte aligned arrays; with base 0 it only measures (host side).
-struct Carver {
-  uintptr_t base;
-  size_t off = 0;
-  template <typename X>
-  __host__ __device__ X* take(size_t n) {
-    off = (off + 127) / 128 * 128;
-    X* p = reinterpret_cast<X*>(base + off);
-    off += n * sizeof(X);
-    return p;
-  }
-};
+using cuda::Carver;
 
 __device__ __forceinline__ void put(float* p, float v) { *p = v; }
 __device__ __forceinline__ void put_elem(float* p, float x) { *p = x; }
@@ -535,30 +524,6 @@ struct Cfg {
   static constexpr int ND = D / 8;   // n-tiles of an output row
 };
 
-// Rows [r0, r0 + ROWS) of one head (row stride `stride` elements, `width` valid columns) into the shared tile dst
-// (row stride LD); rows ≥ r_end and columns ≥ width are zeros. vec (width % 8 == 0, 16-byte aligned rows):
-// asynchronous 16-byte copies (the caller commits and waits); otherwise plain element loads.
-template <int D, int ROWS>
-__device__ __forceinline__ void load_rows(bf16* dst, const bf16* __restrict__ src, int64_t stride, int64_t r0,
-                                          int64_t r_end, int64_t width, bool vec) {
-  constexpr int CH = D / 8, LD = D + 8;  // 16-byte chunks per row
-  for (int i = threadIdx.x; i < ROWS * CH; i += kThreads) {
-    const int r = i / CH, c = (i - r * CH) * 8;
-    bf16* to = dst + r * LD + c;
-    const int64_t g = r0 + r;
-    if (vec) {
-      const bool ok = g < r_end && c < width;
-      cuda::cp_async_16(to, ok ? src + g * stride + c : src, ok ? 16 : 0);
-    } else {
-      alignas(16) bf16 tmp[8];
-#pragma unroll
-      for (int e = 0; e < 8; ++e)
-        tmp[e] = (g < r_end && c + e < width) ? src[g * stride + c + e] : __float2bfloat16(0.f);
-      *reinterpret_cast<uint4*>(to) = *reinterpret_cast<const uint4*>(tmp);
-    }
-  }
-}
-
 // acc[m][n-tile] = X_w · Yᵀ for the warp's 16·MT rows of x (row-major, D columns) and the BC rows of y.
 template <class C>
 __device__ __forceinline__ void scores(float (&acc)[C::MT][C::NC][4], const bf16* x, const bf16* y) {
@@ -624,8 +589,11 @@ __device__ __forceinline__ void store_rows(BFloat16* dst, int64_t stride, int64_
       for (int j = 0; j < C::ND; ++j) {
         const int col = 8 * j + c2;
         const float x0 = mul * acc[m][j][2 * half], x1 = mul * acc[m][j][2 * half + 1];
-        if (col + 1 < width) {
+        if (col + 1 < width && (reinterpret_cast<uintptr_t>(out + col) & 3) == 0) {
           *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(x0, x1);
+        } else if (col + 1 < width) {  // odd row stride: the pair is not 4-byte aligned
+          out[col] = __float2bfloat16_rn(x0);
+          out[col + 1] = __float2bfloat16_rn(x1);
         } else if (col < width) {
           out[col] = __float2bfloat16_rn(x0);
         }
@@ -698,9 +666,9 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const Args a) {
   const int64_t jstart = jlo / BC * BC;
   const int n_kt = static_cast<int>((jhi - jstart + BC - 1) / BC);
 
-  load_rows<C::D, BR>(sq, a.q + head_base(b, h, d.T, d.H, d.K), qs, t0, t1, d.K, a.vec);
-  load_rows<C::D, BC>(sk, kb, qs, jstart, jhi, d.K, a.vec);
-  load_rows<C::D, BC>(sv, vb, vs, jstart, jhi, d.V, a.vec);
+  cuda::load_rows<C::D, BR, kThreads>(sq, a.q + head_base(b, h, d.T, d.H, d.K), qs, t0, t1, d.K, a.vec);
+  cuda::load_rows<C::D, BC, kThreads>(sk, kb, qs, jstart, jhi, d.K, a.vec);
+  cuda::load_rows<C::D, BC, kThreads>(sv, vb, vs, jstart, jhi, d.V, a.vec);
   cuda::cp_async_commit();
 
   const float sl2 = a.scale * kLog2e;
@@ -714,8 +682,8 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const Args a) {
     const int64_t j0 = jstart + int64_t(it) * BC;
     if (it + 1 < n_kt) {
       const int nb = (it + 1) & 1;
-      load_rows<C::D, BC>(sk + nb * KT, kb, qs, j0 + BC, jhi, d.K, a.vec);
-      load_rows<C::D, BC>(sv + nb * KT, vb, vs, j0 + BC, jhi, d.V, a.vec);
+      cuda::load_rows<C::D, BC, kThreads>(sk + nb * KT, kb, qs, j0 + BC, jhi, d.K, a.vec);
+      cuda::load_rows<C::D, BC, kThreads>(sv + nb * KT, vb, vs, j0 + BC, jhi, d.V, a.vec);
       cuda::cp_async_commit();
       cuda::cp_async_wait<1>();
     } else {
@@ -815,10 +783,10 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Args a) {
   const int64_t jstart = jlo / BC * BC;
   const int n_kt = static_cast<int>((jhi - jstart + BC - 1) / BC);
 
-  load_rows<C::D, BR>(sq, a.q + head_base(b, h, d.T, d.H, d.K), qs, t0, t1, d.K, a.vec);
-  load_rows<C::D, BR>(sdo, a.dout + head_base(b, h, d.T, d.H, d.V), vs, t0, t1, d.V, a.vec);
-  load_rows<C::D, BC>(sk, kb, qs, jstart, jhi, d.K, a.vec);
-  load_rows<C::D, BC>(sv, vb, vs, jstart, jhi, d.V, a.vec);
+  cuda::load_rows<C::D, BR, kThreads>(sq, a.q + head_base(b, h, d.T, d.H, d.K), qs, t0, t1, d.K, a.vec);
+  cuda::load_rows<C::D, BR, kThreads>(sdo, a.dout + head_base(b, h, d.T, d.H, d.V), vs, t0, t1, d.V, a.vec);
+  cuda::load_rows<C::D, BC, kThreads>(sk, kb, qs, jstart, jhi, d.K, a.vec);
+  cuda::load_rows<C::D, BC, kThreads>(sv, vb, vs, jstart, jhi, d.V, a.vec);
   cuda::cp_async_commit();
 
   const float sl2 = a.scale * kLog2e;
@@ -839,8 +807,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Args a) {
     const int64_t j0 = jstart + int64_t(it) * BC;
     if (it + 1 < n_kt) {
       const int nb = (it + 1) & 1;
-      load_rows<C::D, BC>(sk + nb * KT, kb, qs, j0 + BC, jhi, d.K, a.vec);
-      load_rows<C::D, BC>(sv + nb * KT, vb, vs, j0 + BC, jhi, d.V, a.vec);
+      cuda::load_rows<C::D, BC, kThreads>(sk + nb * KT, kb, qs, j0 + BC, jhi, d.K, a.vec);
+      cuda::load_rows<C::D, BC, kThreads>(sv + nb * KT, vb, vs, j0 + BC, jhi, d.V, a.vec);
       cuda::cp_async_commit();
       cuda::cp_async_wait<1>();
     } else {
@@ -905,8 +873,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Args a) {
   const int n_qt = thi > tlo ? static_cast<int>((thi - tlo + BC - 1) / BC) : 0;
 
   auto load_q_tile = [&](int buf, int64_t i0) {
-    load_rows<C::D, BC>(sq + buf * CT, qb, qs, i0, thi, d.K, a.vec);
-    load_rows<C::D, BC>(sdo + buf * CT, gb, vs, i0, thi, d.V, a.vec);
+    cuda::load_rows<C::D, BC, kThreads>(sq + buf * CT, qb, qs, i0, thi, d.K, a.vec);
+    cuda::load_rows<C::D, BC, kThreads>(sdo + buf * CT, gb, vs, i0, thi, d.V, a.vec);
     for (int r = threadIdx.x; r < BC; r += kThreads) {
       const int64_t t = i0 + r;
       slse[buf * BC + r] = t < thi ? a.lse_in[bh * d.T + t] * kLog2e : 0.f;
@@ -914,8 +882,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Args a) {
     }
   };
   if (n_qt > 0) {  // else: no query sees these keys (cache rows before every window), dk = dv = 0
-    load_rows<C::D, BR>(sk, a.k + head_base(b, h, d.S, d.H, d.K), qs, j0, j1, d.K, a.vec);
-    load_rows<C::D, BR>(sv, a.v + head_base(b, h, d.S, d.H, d.V), vs, j0, j1, d.V, a.vec);
+    cuda::load_rows<C::D, BR, kThreads>(sk, a.k + head_base(b, h, d.S, d.H, d.K), qs, j0, j1, d.K, a.vec);
+    cuda::load_rows<C::D, BR, kThreads>(sv, a.v + head_base(b, h, d.S, d.H, d.V), vs, j0, j1, d.V, a.vec);
     load_q_tile(0, tlo);
     cuda::cp_async_commit();
   }

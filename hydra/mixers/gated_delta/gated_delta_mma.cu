@@ -1,0 +1,610 @@
+// Gated delta rule, bfloat16 forward on tensor cores (mma.sync m16n8k16 through tensor/cuda/mma.cuh; declared in
+// gated_delta_mma.h, called by gated_delta_forward_cuda for bfloat16 q, k, v). The math and the chunk form are those
+// of gated_delta_cuda.cu's header comment, here with chunk length C = 64:
+//   per chunk (start state S₀, D_{t,s} = Π_{r=s+1..t} α_r, γ_t = Π_{r≤t} α_r, d_s = D_{C−1,s}):
+//   A_{t,s} = β_t D_{t,s} k_t·k_s (s < t),  T = (I + A)⁻¹,  Wk = T diag(βγ) K,  Uv = T diag(β) V
+//   U = Uv − Wk S₀ᵀ,  S_end = γ_{C−1} S₀ + Uᵀ diag(d) K,  O = diag(γ) Q S₀ᵀ + (QKᵀ ∘ D) U  (D masked to s ≤ t).
+// Tokens past T are padded with k = v = q = 0, α = 1, β = 0 (they change nothing), and the head dims are padded with
+// zeros to D ∈ {32, 64, 128} (D ≥ max(K, V)), so every tile is full.
+//
+// Three kernels, 4 warps (128 threads) each; warp w owns rows 16w..16w+15 of a chunk (tokens) and keeps its matrix
+// products in registers:
+//   prep   one block per (chunk, b·h), all chunks in parallel: the decays (running products: no logs, no division,
+//          α may be 0), A = β∘D∘(K Kᵀ) (MMA), T = (I + A)⁻¹ in fp32 (the four 16×16 diagonal blocks by forward
+//          substitution, then the off-diagonal blocks by block diagonals, T_ij = −T_ii Σ_m A_im T_mj), then
+//          Wk and Uv (MMA with T·diag(βγ), T·diag(β) rounded to bf16 as the A operand) → bf16 scratch w, u, and
+//          d, γ_{C−1} → fp32 scratch.
+//   state  one block per (32 value rows of the state, b·h), sequential over the chunks: the fp32 state tile lives in
+//          the MMA accumulators of the 4 warps (32 × D); per chunk it is written as bf16 to the chunk-start scratch
+//          h (and to shared memory as the B operand of U = Uv − Wk S₀ᵀ), U is written over Uv (bf16), and
+//          S ← γ_{C−1} S + (diag(d) U)ᵀ K. The next chunk's Wk, Uv and K tiles arrive by cp.async while the
+//          current one is computed (double buffer).
+//   out    one block per (chunk, b·h), all chunks in parallel: P = (Q Kᵀ) ∘ D masked (MMA, registers), then
+//          O = γ ∘ (Q S₀ᵀ) + P U (MMA; P rounded to bf16 in registers, the flash-attention P·V form), o in bf16.
+// Precision: q, k, v enter the products exactly; T·diag(·), Wk, Uv, U, the chunk-start states S₀ (as operands) and P
+// are rounded to bf16 as MMA operands; every accumulation and the carried state are fp32. (Against the float64
+// reference this is well inside the bf16 tolerance of SPEC §0.1; tests/hydra/test_cuda_gated_delta.cpp.)
+// No atomics: every output element has one writer (deterministic).
+//
+// Work per chunk and head (multiply-adds, C = 64, causal triangles halved): prep C²·D/2 (A) + C²·D (Wk, Uv; causal
+// k-steps skipped) + ~C³/6 (T); state 2·C·D·32 per 32 value rows (= 2·C·D² for all rows); out C²·D/2 + C·D² + C²·D/2.
+// Bytes per token and head: prep reads k, v and writes w, u (4·D·2); state reads w, k and the U slice, writes U and
+// (per chunk) the bf16 state; out reads q, k, U, the chunk state, writes o.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "hydra/mixers/gated_delta/gated_delta_mma.h"
+#include "tensor/check.h"
+#include "tensor/cuda/common.cuh"
+#include "tensor/cuda/mma.cuh"
+
+namespace hydra {
+namespace {
+
+using bf16 = __nv_bfloat16;
+constexpr int kC = 64;                      // chunk length (tokens)
+constexpr int kWarps = 4, kThreads = 32 * kWarps;
+constexpr int kBV = 32;                     // value rows of the state per state-pass block
+constexpr int kLdC = kC + 1;                // row stride of fp32 C×C matrices in shared memory
+constexpr int kLdU = kBV + 8;               // row stride of bf16 C×kBV tiles
+constexpr int kDl = kC + 4;                 // per chunk in the dl scratch: d_s (s < C), then γ_{C−1}; 16-byte rows
+static_assert(kC == 16 * kWarps, "one 16-row m-tile per warp");
+
+template <int D_>
+struct Cfg {
+  static constexpr int D = D_;
+  static constexpr int LD = D + 8;  // bf16 elements per shared row of a C×D or D×D tile (16-byte multiple)
+  static constexpr int KS = D / 16; // k-steps over the head dim
+  static constexpr int ND = D / 8;  // n-tiles over the head dim
+};
+
+struct Dims {
+  int64_t B, T, H, K, V, BH, NC;
+  bool vk, vv;  // q/k rows (K % 8 == 0), v rows (V % 8 == 0): 16-byte copies
+  bool vo;      // o rows start at even elements (V even): 4-byte bf16 pair stores
+};
+
+// Element offset of token 0 of head (b, h) in a [B, T, H, X] tensor (tokens are H·X apart).
+__device__ __forceinline__ int64_t head_base(int64_t b, int64_t h, const Dims& d, int64_t X) {
+  return (b * d.T * d.H + h) * X;
+}
+
+// al[t] = α of token t0 + t (1 past the sequence), gam[t] = Π_{r ≤ t} al[r] and dm[t·kLdC + s] = Π_{r=s+1..t} al[r]
+// for s ≤ t (the upper triangle is not written). Every thread calls it; it ends with a barrier.
+__device__ __forceinline__ void build_decays(const float* __restrict__ alpha, int64_t a0, int64_t H, int L, float* al,
+                                             float* gam, float* dm) {
+  const int tid = threadIdx.x;
+  if (tid < kC) al[tid] = tid < L ? alpha[a0 + tid * H] : 1.f;
+  __syncthreads();
+  // Fixed trip counts, fully unrolled: the loads of al[] pipeline and only the multiplications chain.
+  if (tid < kC) {
+    float p = 1.f;
+    dm[tid * kLdC + tid] = 1.f;
+#pragma unroll
+    for (int t = 1; t < kC; ++t)
+      if (t > tid) {
+        p *= al[t];
+        dm[t * kLdC + tid] = p;
+      }
+  } else if (tid == kC) {
+    float p = 1.f;
+#pragma unroll
+    for (int t = 0; t < kC; ++t) {
+      p *= al[t];
+      gam[t] = p;
+    }
+  }
+  __syncthreads();
+}
+
+// The A fragment (rows r0.., k-step at column k0) of M(t, s) = s ≤ t ? m[t][s]·f[s] : 0, m fp32 with row stride kLdC.
+__device__ __forceinline__ void frag_lower(uint32_t (&a)[4], const float* m, const float* f, int r0, int k0) {
+  const int lane = threadIdx.x & 31, t0 = r0 + (lane >> 2), s0 = k0 + (lane & 3) * 2;
+  auto at = [&](int t, int s) { return s <= t ? m[t * kLdC + s] * f[s] : 0.f; };
+  a[0] = cuda::pack_bf16(at(t0, s0), at(t0, s0 + 1));
+  a[1] = cuda::pack_bf16(at(t0 + 8, s0), at(t0 + 8, s0 + 1));
+  a[2] = cuda::pack_bf16(at(t0, s0 + 8), at(t0, s0 + 9));
+  a[3] = cuda::pack_bf16(at(t0 + 8, s0 + 8), at(t0 + 8, s0 + 9));
+}
+
+// Writes a warp's accumulator rows r0 + g (+8) of n-tiles 0..N−1 as bf16 to dst (row stride ld, column offset col0).
+template <int N>
+__device__ __forceinline__ void store_frag_bf16(bf16* dst, int64_t ld, int r0, int col0, const float (&acc)[N][4]) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
+#pragma unroll
+  for (int n = 0; n < N; ++n)
+#pragma unroll
+    for (int half = 0; half < 2; ++half)
+      *reinterpret_cast<__nv_bfloat162*>(dst + (r0 + g + 8 * half) * ld + col0 + 8 * n + c2) =
+          __floats2bfloat162_rn(acc[n][2 * half], acc[n][2 * half + 1]);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// prep: decays, T = (I + A)⁻¹, Wk, Uv (one block per chunk and head)
+
+template <int D>
+struct PrepSmem {
+  bf16 *k, *v;
+  float *dm, *am, *x, *al, *gam, *be, *fw;
+  __host__ __device__ static PrepSmem carve(uintptr_t base, std::size_t* bytes = nullptr) {
+    cuda::Carver c{base};
+    PrepSmem s;
+    s.k = c.take<bf16>(kC * Cfg<D>::LD);
+    s.v = c.take<bf16>(kC * Cfg<D>::LD);
+    s.dm = c.take<float>(kC * kLdC);  // decays, then T
+    s.am = c.take<float>(kC * kLdC);  // A
+    s.x = c.take<float>(3 * 256);     // block products of the inversion
+    s.al = c.take<float>(kC);
+    s.gam = c.take<float>(kC);
+    s.be = c.take<float>(kC);
+    s.fw = c.take<float>(kC);  // β_s γ_s
+    if (bytes) *bytes = c.off;
+    return s;
+  }
+};
+
+// T = (I + A)⁻¹ (unit lower triangular, 64×64 fp32, row stride kLdC) from A (strictly lower; zeros elsewhere).
+// Diagonal 16×16 blocks: forward substitution, one thread per column. Then block diagonal d = 1, 2, 3:
+// X = Σ_{m=j}^{i−1} A_im T_mj (one contiguous range of 16·(i − j) columns), T_ij = −T_ii X. Ends with a barrier.
+__device__ __forceinline__ void invert_unit_lower(const float* am, float* tm, float* x) {
+  const int tid = threadIdx.x;
+  if (tid < kC) {  // column j of its diagonal block, in registers (unrolled: static indices, pipelined loads)
+    const int j = tid, lo = j & ~15, jj = j - lo;
+    float col[16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      float s = i == jj ? 1.f : 0.f;
+      if (i > jj) {
+        const float* arow = am + (lo + i) * kLdC + lo;
+        s = -arow[jj];
+#pragma unroll
+        for (int m = 0; m < i; ++m)
+          if (m > jj) s = fmaf(-arow[m], col[m], s);
+      }
+      col[i] = s;
+    }
+#pragma unroll
+    for (int i = 0; i < 16; ++i) tm[(lo + i) * kLdC + j] = col[i];
+  }
+  __syncthreads();
+#pragma unroll 1
+  for (int dd = 1; dd < 4; ++dd) {
+    const int np = 4 - dd;  // block pairs (i, j = i − dd), i = dd..3
+    for (int e = tid; e < np * 256; e += kThreads) {
+      const int p = e >> 8, r = (e >> 4) & 15, c = e & 15, i = dd + p, j = p;
+      float s[4] = {0.f, 0.f, 0.f, 0.f};
+      for (int m = j; m < i; ++m) {
+        const float* arow = am + (16 * i + r) * kLdC + 16 * m;
+        const float* tcol = tm + 16 * m * kLdC + 16 * j + c;
+#pragma unroll
+        for (int q = 0; q < 16; ++q) s[q & 3] = fmaf(arow[q], tcol[q * kLdC], s[q & 3]);
+      }
+      x[e] = (s[0] + s[1]) + (s[2] + s[3]);
+    }
+    __syncthreads();
+    for (int e = tid; e < np * 256; e += kThreads) {
+      const int p = e >> 8, r = (e >> 4) & 15, c = e & 15, i = dd + p, j = p;
+      const float* trow = tm + (16 * i + r) * kLdC + 16 * i;
+      float s[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int q = 0; q < 16; ++q) s[q & 3] = fmaf(trow[q], x[(p << 8) + q * 16 + c], s[q & 3]);
+      tm[(16 * i + r) * kLdC + 16 * j + c] = -((s[0] + s[1]) + (s[2] + s[3]));
+    }
+    __syncthreads();
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) prep_kernel(const bf16* __restrict__ k, const bf16* __restrict__ v,
+                                                        const float* __restrict__ alpha,
+                                                        const float* __restrict__ beta, bf16* __restrict__ w,
+                                                        bf16* __restrict__ u, float* __restrict__ dl, Dims d) {
+  using C = Cfg<D>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const PrepSmem<D> sm = PrepSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
+  const int64_t c = blockIdx.x % d.NC, bh = blockIdx.x / d.NC, b = bh / d.H, h = bh % d.H;
+  const int64_t t0 = c * kC;
+  const int L = static_cast<int>(std::min<int64_t>(kC, d.T - t0));
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c2 = (lane & 3) * 2;
+  cuda::load_rows<D, kC, kThreads>(sm.k, k + head_base(b, h, d, d.K), d.H * d.K, t0, d.T, d.K, d.vk);
+  cuda::load_rows<D, kC, kThreads>(sm.v, v + head_base(b, h, d, d.V), d.H * d.V, t0, d.T, d.V, d.vv);
+  cuda::cp_async_commit();
+  const int64_t a0 = (b * d.T + t0) * d.H + h;
+  if (tid < kC) sm.be[tid] = tid < L ? beta[a0 + tid * d.H] : 0.f;
+  build_decays(alpha, a0, d.H, L, sm.al, sm.gam, sm.dm);
+  float* dlc = dl + (bh * d.NC + c) * kDl;
+  if (tid < kC) {
+    dlc[tid] = sm.dm[(kC - 1) * kLdC + tid];
+    sm.fw[tid] = sm.be[tid] * sm.gam[tid];
+  } else if (tid == kC) {
+    dlc[kC] = sm.gam[kC - 1];
+  }
+  cuda::cp_async_wait<0>();
+  __syncthreads();
+
+  const int r0 = 16 * warp;
+  {  // A = β_t D_{t,s} k_t·k_s for s < t (the warp's rows; columns past its last row are zeros)
+    float acc[kC / 8][4];
+#pragma unroll
+    for (int n = 0; n < kC / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < C::KS; ++ks) {
+      uint32_t a[4];
+      cuda::load_a(a, sm.k + r0 * C::LD, C::LD, 16 * ks);
+#pragma unroll
+      for (int nn = 0; nn < kC / 16; ++nn) {
+        if (nn > warp) break;
+        uint32_t bb[4];
+        cuda::load_b_nk(bb, sm.k, C::LD, 16 * nn, 16 * ks);
+        cuda::mma_16816(acc[2 * nn], a, bb[0], bb[1]);
+        cuda::mma_16816(acc[2 * nn + 1], a, bb[2], bb[3]);
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < kC / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int t = r0 + g + 8 * (e >> 1), s = 8 * n + c2 + (e & 1);
+        sm.am[t * kLdC + s] = s < t ? sm.be[t] * sm.dm[t * kLdC + s] * acc[n][e] : 0.f;
+      }
+  }
+  __syncthreads();  // A complete; the decays are dead (T overwrites them)
+  invert_unit_lower(sm.am, sm.dm, sm.x);
+
+  // Wk = (T diag(βγ)) K and Uv = (T diag(β)) V for the warp's rows (k-steps past the diagonal are zero).
+  float wk[C::ND][4], uv[C::ND][4];
+#pragma unroll
+  for (int n = 0; n < C::ND; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) wk[n][e] = uv[n][e] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < kC / 16; ++ks) {
+    if (ks > warp) break;
+    uint32_t aw[4], au[4];
+    frag_lower(aw, sm.dm, sm.fw, r0, 16 * ks);
+    frag_lower(au, sm.dm, sm.be, r0, 16 * ks);
+#pragma unroll
+    for (int dn = 0; dn < D / 16; ++dn) {
+      uint32_t bk[4], bv[4];
+      cuda::load_b_kn(bk, sm.k, C::LD, 16 * dn, 16 * ks);
+      cuda::load_b_kn(bv, sm.v, C::LD, 16 * dn, 16 * ks);
+      cuda::mma_16816(wk[2 * dn], aw, bk[0], bk[1]);
+      cuda::mma_16816(wk[2 * dn + 1], aw, bk[2], bk[3]);
+      cuda::mma_16816(uv[2 * dn], au, bv[0], bv[1]);
+      cuda::mma_16816(uv[2 * dn + 1], au, bv[2], bv[3]);
+    }
+  }
+  const int64_t row0 = (bh * d.NC + c) * kC;  // first scratch row of the chunk
+  store_frag_bf16(w + row0 * D, D, r0, 0, wk);
+  store_frag_bf16(u + row0 * D, D, r0, 0, uv);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// state: the sequential pass over the chunks (one block per 32 value rows of the state and head)
+
+template <int D>
+struct StateSmem {
+  // Double-buffered chunk tiles, buffer i through wb(i), kb(i), ub(i), dlb(i) (an array of pointers indexed at run
+  // time would live in local memory).
+  bf16 *w, *k, *u;
+  float* dl;
+    bf16 *s, *ud;
+  __host__ __device__ static StateSmem carve(uintptr_t base, std::size_t* bytes = nullptr) {
+    cuda::Carver c{base};
+    StateSmem s;
+    s.w = c.take<bf16>(2 * kC * Cfg<D>::LD);
+    s.k = c.take<bf16>(2 * kC * Cfg<D>::LD);
+    s.u = c.take<bf16>(2 * kC * kLdU);
+    s.dl = c.take<float>(2 * kDl);
+    s.s = c.take<bf16>(kBV * Cfg<D>::LD);  // the state tile as a bf16 operand [value row][key]
+    s.ud = c.take<bf16>(kC * kLdU);        // diag(d) U, [token][value row]
+    if (bytes) *bytes = c.off;
+    return s;
+  }
+  __device__ bf16* wb(int i) const { return w + i * kC * Cfg<D>::LD; }
+  __device__ bf16* kb(int i) const { return k + i * kC * Cfg<D>::LD; }
+  __device__ bf16* ub(int i) const { return u + i * kC * kLdU; }
+  __device__ float* dlb(int i) const { return dl + i * kDl; }
+};
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) state_kernel(const bf16* __restrict__ k, const bf16* __restrict__ w,
+                                                         bf16* __restrict__ u, const float* __restrict__ dl,
+                                                         const float* __restrict__ s0, bf16* __restrict__ hs,
+                                                         float* __restrict__ s_final, Dims d) {
+  using C = Cfg<D>;
+  constexpr int NS = D / 16;  // n-tiles of the warp's state columns (D / 2 keys)
+  extern __shared__ __align__(128) unsigned char smem[];
+  const StateSmem<D> sm = StateSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
+  const int64_t nvt = D / kBV, jt = blockIdx.x % nvt, bh = blockIdx.x / nvt, b = bh / d.H, h = bh % d.H;
+  const int j0 = static_cast<int>(jt) * kBV;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c2 = (lane & 3) * 2;
+  const int mrow = 16 * (warp & 1), kcol = (warp >> 1) * (D / 2);  // the warp's state rows and first key column
+  const bf16* kb = k + head_base(b, h, d, d.K);
+  const int64_t srow0 = bh * d.NC * kC;  // first scratch row of the head
+
+  auto load_chunk = [&](int64_t c, int buf) {
+    cuda::load_rows<D, kC, kThreads>(sm.wb(buf), w + (srow0 + c * kC) * D, D, 0, kC, D, true);
+    cuda::load_rows<D, kC, kThreads>(sm.kb(buf), kb, d.H * d.K, c * kC, d.T, d.K, d.vk);
+    cuda::load_rows<kBV, kC, kThreads>(sm.ub(buf), u + (srow0 + c * kC) * D + j0, D, 0, kC, kBV, true);
+    if (tid < kDl / 4) cuda::cp_async_16(sm.dlb(buf) + 4 * tid, dl + (bh * d.NC + c) * kDl + 4 * tid, 16);
+    cuda::cp_async_commit();
+  };
+
+  // The state tile (rows j0 + mrow + g (+8), columns kcol + 8n + c2 (+1)) in registers.
+  float st[NS][4];
+#pragma unroll
+  for (int n = 0; n < NS; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t j = j0 + mrow + g + 8 * (e >> 1), key = kcol + 8 * n + c2 + (e & 1);
+      st[n][e] = (s0 != nullptr && j < d.V && key < d.K) ? s0[(bh * d.V + j) * d.K + key] : 0.f;
+    }
+
+  if (d.NC > 0) load_chunk(0, 0);
+  for (int64_t c = 0; c < d.NC; ++c) {
+    const int buf = static_cast<int>(c & 1);
+    // S₀ of the chunk: bf16 operand in shared memory and the chunk-start scratch.
+    bf16* hc = hs + ((bh * d.NC + c) * D + j0) * D;
+    store_frag_bf16(sm.s, C::LD, mrow, kcol, st);
+    store_frag_bf16(hc, D, mrow, kcol, st);
+    cuda::cp_async_wait<0>();
+    __syncthreads();  // the chunk's tiles and S₀ are visible; the other buffer is free
+    if (c + 1 < d.NC) load_chunk(c + 1, buf ^ 1);
+
+    // U = Uv − Wk S₀ᵀ for the warp's 16 tokens and the 32 value rows.
+    {
+      float acc[kBV / 8][4];
+#pragma unroll
+      for (int n = 0; n < kBV / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < C::KS; ++ks) {
+        uint32_t a[4];
+        cuda::load_a(a, sm.wb(buf) + 16 * warp * C::LD, C::LD, 16 * ks);
+#pragma unroll
+        for (int nn = 0; nn < kBV / 16; ++nn) {
+          uint32_t bb[4];
+          cuda::load_b_nk(bb, sm.s, C::LD, 16 * nn, 16 * ks);
+          cuda::mma_16816(acc[2 * nn], a, bb[0], bb[1]);
+          cuda::mma_16816(acc[2 * nn + 1], a, bb[2], bb[3]);
+        }
+      }
+      const float* dlc = sm.dlb(buf);
+      bf16* uc = u + (srow0 + c * kC) * D + j0;
+#pragma unroll
+      for (int n = 0; n < kBV / 8; ++n)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int t = 16 * warp + g + 8 * half, j = 8 * n + c2;
+          const float2 uv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(sm.ub(buf) + t * kLdU + j));
+          const float x0 = uv.x - acc[n][2 * half], x1 = uv.y - acc[n][2 * half + 1];
+          *reinterpret_cast<__nv_bfloat162*>(uc + t * D + j) = __floats2bfloat162_rn(x0, x1);
+          *reinterpret_cast<__nv_bfloat162*>(sm.ud + t * kLdU + j) = __floats2bfloat162_rn(dlc[t] * x0, dlc[t] * x1);
+        }
+    }
+    __syncthreads();  // diag(d) U visible
+
+    // S ← γ_{C−1} S + (diag(d) U)ᵀ K.
+    const float gl = sm.dlb(buf)[kC];
+#pragma unroll
+    for (int n = 0; n < NS; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st[n][e] *= gl;
+#pragma unroll
+    for (int ks = 0; ks < kC / 16; ++ks) {
+      uint32_t a[4];
+      cuda::load_a_t(a, sm.ud, kLdU, mrow, 16 * ks);
+#pragma unroll
+      for (int nn = 0; nn < NS / 2; ++nn) {
+        uint32_t bb[4];
+        cuda::load_b_kn(bb, sm.kb(buf), C::LD, kcol + 16 * nn, 16 * ks);
+        cuda::mma_16816(st[2 * nn], a, bb[0], bb[1]);
+        cuda::mma_16816(st[2 * nn + 1], a, bb[2], bb[3]);
+      }
+    }
+  }
+  if (s_final != nullptr) {
+#pragma unroll
+    for (int n = 0; n < NS; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t j = j0 + mrow + g + 8 * (e >> 1), key = kcol + 8 * n + c2 + (e & 1);
+        if (j < d.V && key < d.K) s_final[(bh * d.V + j) * d.K + key] = st[n][e];
+      }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// out: O = γ ∘ (Q S₀ᵀ) + ((Q Kᵀ) ∘ D) U (one block per chunk and head)
+
+template <int D>
+struct OutSmem {
+  bf16 *q, *k, *u, *h;
+  float *dm, *al, *gam;
+  __host__ __device__ static OutSmem carve(uintptr_t base, std::size_t* bytes = nullptr) {
+    cuda::Carver c{base};
+    OutSmem s;
+    s.q = c.take<bf16>(kC * Cfg<D>::LD);
+    s.k = c.take<bf16>(kC * Cfg<D>::LD);
+    s.u = c.take<bf16>(kC * Cfg<D>::LD);
+    s.h = c.take<bf16>(D * Cfg<D>::LD);
+    s.dm = c.take<float>(kC * kLdC);
+    s.al = c.take<float>(kC);
+    s.gam = c.take<float>(kC);
+    if (bytes) *bytes = c.off;
+    return s;
+  }
+};
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) out_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                                       const bf16* __restrict__ u, const bf16* __restrict__ hs,
+                                                       const float* __restrict__ alpha, bf16* __restrict__ o,
+                                                       Dims d) {
+  using C = Cfg<D>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const OutSmem<D> sm = OutSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
+  const int64_t c = blockIdx.x % d.NC, bh = blockIdx.x / d.NC, b = bh / d.H, h = bh % d.H;
+  const int64_t t0 = c * kC;
+  const int L = static_cast<int>(std::min<int64_t>(kC, d.T - t0));
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c2 = (lane & 3) * 2;
+  const int64_t row0 = (bh * d.NC + c) * kC;
+  cuda::load_rows<D, kC, kThreads>(sm.q, q + head_base(b, h, d, d.K), d.H * d.K, t0, d.T, d.K, d.vk);
+  cuda::load_rows<D, kC, kThreads>(sm.k, k + head_base(b, h, d, d.K), d.H * d.K, t0, d.T, d.K, d.vk);
+  cuda::load_rows<D, kC, kThreads>(sm.u, u + row0 * D, D, 0, kC, D, true);
+  cuda::load_rows<D, D, kThreads>(sm.h, hs + (bh * d.NC + c) * D * D, D, 0, D, D, true);
+  cuda::cp_async_commit();
+  build_decays(alpha, (b * d.T + t0) * d.H + h, d.H, L, sm.al, sm.gam, sm.dm);
+  cuda::cp_async_wait<0>();
+  __syncthreads();
+
+  const int r0 = 16 * warp;
+  uint32_t qa[C::KS][4];
+#pragma unroll
+  for (int ks = 0; ks < C::KS; ++ks) cuda::load_a(qa[ks], sm.q + r0 * C::LD, C::LD, 16 * ks);
+  // P = (Q Kᵀ) ∘ D for the warp's rows, keys up to its last row.
+  float p[kC / 8][4];
+#pragma unroll
+  for (int n = 0; n < kC / 8; ++n) p[n][0] = p[n][1] = p[n][2] = p[n][3] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < C::KS; ++ks)
+#pragma unroll
+    for (int nn = 0; nn < kC / 16; ++nn) {
+      if (nn > warp) break;
+      uint32_t bb[4];
+      cuda::load_b_nk(bb, sm.k, C::LD, 16 * nn, 16 * ks);
+      cuda::mma_16816(p[2 * nn], qa[ks], bb[0], bb[1]);
+      cuda::mma_16816(p[2 * nn + 1], qa[ks], bb[2], bb[3]);
+    }
+#pragma unroll
+  for (int n = 0; n < kC / 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int t = r0 + g + 8 * (e >> 1), s = 8 * n + c2 + (e & 1);
+      p[n][e] = s <= t ? p[n][e] * sm.dm[t * kLdC + s] : 0.f;
+    }
+  // O = γ ∘ (Q S₀ᵀ): B(key, j) = S₀[j][key].
+  float acc[C::ND][4];
+#pragma unroll
+  for (int n = 0; n < C::ND; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < C::KS; ++ks)
+#pragma unroll
+    for (int dn = 0; dn < D / 16; ++dn) {
+      uint32_t bb[4];
+      cuda::load_b_nk(bb, sm.h, C::LD, 16 * dn, 16 * ks);
+      cuda::mma_16816(acc[2 * dn], qa[ks], bb[0], bb[1]);
+      cuda::mma_16816(acc[2 * dn + 1], qa[ks], bb[2], bb[3]);
+    }
+  const float g0 = sm.gam[r0 + g], g1 = sm.gam[r0 + g + 8];
+#pragma unroll
+  for (int n = 0; n < C::ND; ++n) {
+    acc[n][0] *= g0;
+    acc[n][1] *= g0;
+    acc[n][2] *= g1;
+    acc[n][3] *= g1;
+  }
+  // O += P U.
+#pragma unroll
+  for (int ks = 0; ks < kC / 16; ++ks) {
+    if (ks > warp) break;
+    uint32_t a[4];
+    cuda::pack_a_from_c(a, p[2 * ks], p[2 * ks + 1]);
+#pragma unroll
+    for (int dn = 0; dn < D / 16; ++dn) {
+      uint32_t bb[4];
+      cuda::load_b_kn(bb, sm.u, C::LD, 16 * dn, 16 * ks);
+      cuda::mma_16816(acc[2 * dn], a, bb[0], bb[1]);
+      cuda::mma_16816(acc[2 * dn + 1], a, bb[2], bb[3]);
+    }
+  }
+  bf16* ob = o + head_base(b, h, d, d.V);
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int t = r0 + g + 8 * half;
+    if (t >= L) continue;
+    bf16* orow = ob + (t0 + t) * d.H * d.V;
+#pragma unroll
+    for (int n = 0; n < C::ND; ++n) {
+      const int col = 8 * n + c2;
+      const float x0 = acc[n][2 * half], x1 = acc[n][2 * half + 1];
+      if (col + 1 < d.V && d.vo) {
+        *reinterpret_cast<__nv_bfloat162*>(orow + col) = __floats2bfloat162_rn(x0, x1);
+      } else if (col + 1 < d.V) {
+        orow[col] = __float2bfloat16_rn(x0);
+        orow[col + 1] = __float2bfloat16_rn(x1);
+      } else if (col < d.V) {
+        orow[col] = __float2bfloat16_rn(x0);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// host
+
+const bf16* bf(const Tensor& t) { return reinterpret_cast<const bf16*>(t.data<BFloat16>()); }
+bf16* bf_mut(const Tensor& t) { return reinterpret_cast<bf16*>(t.data<BFloat16>()); }
+bool rows16(const Tensor& t, int64_t X) {
+  return X % 8 == 0 && reinterpret_cast<uintptr_t>(t.data<BFloat16>()) % 16 == 0;
+}
+
+template <int D>
+void forward_d(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& alpha, const Tensor& beta,
+               const Tensor& s0, GatedDeltaOutput& out, const Dims& d) {
+  const char* op = "gated_delta_forward";
+  const Device dev = q.device();
+  cudaStream_t s = cuda::stream_of(q);
+  const Tensor w = empty({d.BH, d.NC * kC, D}, DType::BFloat16, dev);
+  const Tensor u = empty({d.BH, d.NC * kC, D}, DType::BFloat16, dev);
+  const Tensor dl = empty({d.BH, d.NC, kDl}, DType::Float32, dev);
+  const Tensor hs = empty({d.BH, d.NC, D, D}, DType::BFloat16, dev);
+  std::size_t bytes = 0;
+  PrepSmem<D>::carve(0, &bytes);
+  cuda::launch_kernel(op, "gated_delta prep_kernel (bf16)", prep_kernel<D>, d.NC * d.BH, kThreads, bytes, dev.index,
+                      s, bf(k), bf(v), alpha.data<float>(), beta.data<float>(), bf_mut(w), bf_mut(u),
+                      dl.data<float>(), d);
+  StateSmem<D>::carve(0, &bytes);
+  cuda::launch_kernel(op, "gated_delta state_kernel (bf16)", state_kernel<D>, (D / kBV) * d.BH, kThreads, bytes,
+                      dev.index, s, bf(k), bf(w), bf_mut(u), dl.data<float>(),
+                      s0.defined() ? s0.data<float>() : nullptr, bf_mut(hs), out.final_state.data<float>(), d);
+  OutSmem<D>::carve(0, &bytes);
+  cuda::launch_kernel(op, "gated_delta out_kernel (bf16)", out_kernel<D>, d.NC * d.BH, kThreads, bytes, dev.index, s,
+                      bf(q), bf(k), bf(u), bf(hs), alpha.data<float>(), bf_mut(out.o), d);
+}
+
+}  // namespace
+
+GatedDeltaOutput gated_delta_forward_mma(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& alpha,
+                                         const Tensor& beta, const Tensor& initial_state) {
+  const Device dev = q.device();
+  cuda::DeviceGuard guard(dev.index);
+  Dims d{};
+  d.B = q.size(0);
+  d.T = q.size(1);
+  d.H = q.size(2);
+  d.K = q.size(3);
+  d.V = v.size(3);
+  d.BH = d.B * d.H;
+  d.NC = (d.T + kC - 1) / kC;
+  d.vk = rows16(q, d.K) && rows16(k, d.K);
+  d.vv = rows16(v, d.V);
+  d.vo = d.V % 2 == 0;
+  GatedDeltaOutput out{empty({d.B, d.T, d.H, d.V}, DType::BFloat16, dev),
+                       empty({d.B, d.H, d.V, d.K}, DType::Float32, dev)};
+  if (d.BH == 0) return out;  // (T = 0: no chunks; the state pass still writes the final state = the initial one)
+  const int64_t m = std::max(d.K, d.V);
+  if (m <= 32) {
+    forward_d<32>(q, k, v, alpha, beta, initial_state, out, d);
+  } else if (m <= 64) {
+    forward_d<64>(q, k, v, alpha, beta, initial_state, out, d);
+  } else {
+    forward_d<128>(q, k, v, alpha, beta, initial_state, out, d);
+  }
+  return out;
+}
+
+}  // namespace hydra
