@@ -303,6 +303,45 @@ void bench_gated_delta(Ctx& c, const Shp& s, DType dt) {
   });
 }
 
+// Decode step of the gated delta rule (gated_delta_step: one token, bf16 q, k, v, float32 gates and state) at batch B,
+// against a D2D copy of the same bytes in the same run: the step reads the float32 state and writes the new one
+// (2·B·H·V·K·4 bytes, the q, k, v, o and gate bytes are < 1% of it and not counted), the copy reads and writes the
+// state's bytes once (cudaMemcpyAsync on the compute stream). Both timed by time_calls. "% of copy" = copy ms / step
+// ms; issue 8's target is ≥ 70%.
+void bench_gated_delta_step(Ctx& c, int64_t B, int64_t H, int64_t D) {
+  const std::string shape = fmt::format("{}×{}×{}×{}", B, 1, H, D);
+  const double state_bytes = 2.0 * B * H * D * D * 4;
+  try {
+    Generator g(static_cast<uint64_t>(B * 11 + 3));
+    const Tensor q = l2_normalize_forward(randn({B, H, D}, g, DType::Float32, kGpu)).y.to(DType::BFloat16);
+    const Tensor k = l2_normalize_forward(randn({B, H, D}, g, DType::Float32, kGpu)).y.to(DType::BFloat16);
+    const Tensor v = randn({B, H, D}, g, DType::BFloat16, kGpu);
+    const Tensor alpha = add(mul(rand({B, H}, g, DType::Float32, kGpu), 0.5), 0.5);
+    const Tensor beta = rand({B, H}, g, DType::Float32, kGpu);
+    const Tensor state = randn({B, H, D, D}, g, DType::Float32, kGpu);
+    const Tensor dst = empty({B, H, D, D}, DType::Float32, kGpu);
+    const CallTiming ts = time_calls(c.quick, [&] { (void)gated_delta_step(q, k, v, alpha, beta, state); });
+    const auto stream = static_cast<cudaStream_t>(cuda::compute_stream(0).ptr);
+    const CallTiming tc = time_calls(c.quick, [&] {
+      const cudaError_t err = cudaMemcpyAsync(dst.raw_data(), state.raw_data(), static_cast<std::size_t>(state_bytes / 2),
+                                              cudaMemcpyDeviceToDevice, stream);
+      if (err != cudaSuccess) throw std::runtime_error(std::string("cudaMemcpyAsync: ") + cudaGetErrorString(err));
+    });
+    const double frac = tc.median_ms / ts.median_ms;
+    c.json_rows.push_back(fmt::format(
+        R"({{"kernel": "gated_delta_step", "dtype": "bf16", "shape": "{}x1x{}x{}", "pass": "step", "ms": {:.6f}, )"
+        R"("min_ms": {:.6f}, "copy_ms": {:.6f}, "mb": {:.6f}}})",
+        B, H, D, ts.median_ms, ts.min_ms, tc.median_ms, state_bytes / 1e6));
+    fmt::print("| gated delta step | {} | {:.2f} | {:.2f} [{:.2f}] | {:.2f} | {:.0f} | {:.0f} | {:.0f}% | {} |\n", shape,
+               state_bytes / 2 / 1048576.0, ts.median_ms * 1e3, ts.min_ms * 1e3, tc.median_ms * 1e3,
+               state_bytes / ts.median_ms / 1e6, state_bytes / tc.median_ms / 1e6, 100 * frac,
+               frac >= 0.7 ? "yes" : "no");
+  } catch (const std::exception& e) {
+    fmt::print("| gated delta step | {} | | {} | | | | | |\n", shape, failure_cell(e));
+    drain_after_failure();
+  }
+}
+
 void bench_window_attn(Ctx& c, const Shp& s, DType dt) {
   const std::string kernel = fmt::format("window attn (W={})", kWindow);
   const int64_t B = s.B, T = s.T, kH = s.H, kD = s.D;
@@ -399,6 +438,12 @@ bool run_kernel_bench(const KernelBenchOptions& opt) {
   for (std::size_t i = 0; i < ca.size() && wanted("chunk_attn"); ++i) {
     bench_chunk_attn(c, ca[i], DType::BFloat16);
     if (i == 0) bench_chunk_attn(c, ca[i], DType::Float32);
+  }
+  if (wanted("gated_delta")) {
+    fmt::print("\n| decode step | B×T×H×D | state MiB | step µs median [min] | D2D copy µs (same bytes) | step GB/s "
+               "(state read + write) | copy GB/s | % of copy | ≥ 70% |\n|---|---|---|---|---|---|---|---|---|\n");
+    for (int64_t B : quick ? std::vector<int64_t>{1, 8} : std::vector<int64_t>{1, 8, 32, 64})
+      bench_gated_delta_step(c, B, 12, 64);
   }
   if (!opt.json.empty()) {
     std::string out = fmt::format(R"({{"device": "{}", "copy_gbs": {:.3f}, "peak_bf16_tflops": {:.3f}, "rows": [)",

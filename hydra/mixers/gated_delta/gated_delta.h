@@ -42,7 +42,7 @@
 //    both dtypes (again only the summation order changes). The CUDA backward recomputes the chunk-start states (one
 //    per 32 tokens per head, kept in an fp32 scratch tensor for the duration of the call) by re-running the
 //    forward's state pass, then walks the chunks in reverse; see gated_delta_cuda.cu for the kernel design.
-//  * gated_delta_step: one token (decode), the recurrence applied once (CUDA: one warp per state row).
+//  * gated_delta_step: one token (decode), the recurrence applied once (CUDA: 16 lanes per state row).
 //  * gated_delta_ref (gated_delta_ref.cpp): the token-by-token recurrence in float64, for tests only. It is a
 //    composition of ag:: primitives: with inputs that require grad, ag::backward through it gives reference
 //    gradients (inputs of another floating dtype are cast to float64 and get their gradient in their own dtype).

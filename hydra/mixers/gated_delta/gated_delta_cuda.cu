@@ -47,7 +47,8 @@
 //                                writes dinitial_state at the end.
 //   gated_delta_grads_kernel     one block per (chunk, b·h), all of K and V (V walked in 32-wide tiles): dv, the
 //                                contractions over V into shared accumulators, then dq, dk, dα, dβ.
-//   gated_delta_step_kernel      one warp per state row (b·h, j): S_j·k, u_j, the new row, o_j (warp sums).
+//   gated_delta_step_kernel      16 lanes per state row (b·h, j), the row in registers (16-byte accesses): S_j·k,
+//                                u_j, the new row, o_j (sums over the 16 lanes).
 // There are no atomics: every output element has one writer, so results are deterministic run to run. The chunk
 // length is C = 32 for both input dtypes (32 = two 16-row MMA tiles; the state tiles are 32 value rows).
 //
@@ -1463,36 +1464,78 @@ __global__ void __launch_bounds__(kThreads)
 
 // One token: warp w of block x handles row j = (x mod ⌈V/8⌉)·8 + w of head bh = x / ⌈V/8⌉; lanes stride over K.
 // s0 may be null (zero state).
+// One state row per 16 lanes (a half warp): the row (K ≤ 128 floats) is read once into registers, 4 consecutive
+// elements per lane and group of 64 (16-byte loads and stores when K % 4 == 0), S_j·k and the new row's ·q are sums
+// over the 16 lanes (4 xor shuffles). kStepRows rows per block.
+constexpr int kStepLanes = 16, kStepRows = kThreads / kStepLanes;
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     gated_delta_step_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                             const float* __restrict__ alpha, const float* __restrict__ beta,
                             const float* __restrict__ s0, T* __restrict__ o, float* __restrict__ s_new, int64_t K,
-                            int64_t V) {
-  const int64_t nb = (V + kWarps - 1) / kWarps;
+                            int64_t V, bool vec) {
+  const int64_t nb = (V + kStepRows - 1) / kStepRows;
   const int64_t bh = blockIdx.x / nb;
-  const int64_t j = (blockIdx.x % nb) * kWarps + (threadIdx.x >> 5);
-  const int lane = threadIdx.x & 31;
-  if (j >= V) return;  // the whole warp leaves (no block barrier below)
+  const int64_t j = (blockIdx.x % nb) * kStepRows + threadIdx.x / kStepLanes;
+  const int l = threadIdx.x % kStepLanes;
+  const bool row_ok = j < V;  // lanes of a missing row still take part in the shuffles (full-warp masks)
   const float a = alpha[bh], be = beta[bh];
   const float* Sj = s0 ? s0 + (bh * V + j) * K : nullptr;
-  float* Nj = s_new + (bh * V + j) * K;
   const T* qh = q + bh * K;
   const T* kh = k + bh * K;
+  float sr[8], kr[8], qr[8];  // elements 64m + 4l + c (m < 2, c < 4)
+#pragma unroll
+  for (int m = 0; m < 2; ++m) {
+    const int64_t i0 = 64 * m + 4 * l;
+    if (vec && row_ok && i0 < K) {
+      const float4 x = Sj ? *reinterpret_cast<const float4*>(Sj + i0) : make_float4(0.f, 0.f, 0.f, 0.f);
+      sr[4 * m] = x.x;
+      sr[4 * m + 1] = x.y;
+      sr[4 * m + 2] = x.z;
+      sr[4 * m + 3] = x.w;
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        kr[4 * m + c] = to_f(kh[i0 + c]);
+        qr[4 * m + c] = to_f(qh[i0 + c]);
+      }
+    } else {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const bool ok = row_ok && i0 + c < K;
+        sr[4 * m + c] = ok && Sj ? Sj[i0 + c] : 0.f;
+        kr[4 * m + c] = ok ? to_f(kh[i0 + c]) : 0.f;
+        qr[4 * m + c] = ok ? to_f(qh[i0 + c]) : 0.f;
+      }
+    }
+  }
   float sk = 0.f;
-  if (Sj) {
-    for (int64_t i = lane; i < K; i += 32) sk = fmaf(Sj[i], to_f(kh[i]), sk);
-  }
-  sk = warp_sum(sk);
-  const float uj = be * (to_f(v[bh * V + j]) - a * sk);  // u_j = β (v_j − α (S k)_j)
+#pragma unroll
+  for (int e = 0; e < 8; ++e) sk = fmaf(sr[e], kr[e], sk);
+#pragma unroll
+  for (int off = kStepLanes / 2; off > 0; off >>= 1) sk += __shfl_xor_sync(0xffffffffu, sk, off);
+  const float uj = row_ok ? be * (to_f(v[bh * V + j]) - a * sk) : 0.f;  // u_j = β (v_j − α (S k)_j)
   float oj = 0.f;
-  for (int64_t i = lane; i < K; i += 32) {
-    const float sv = fmaf(a, Sj ? Sj[i] : 0.f, uj * to_f(kh[i]));  // S_j ← α S_j + u_j k
-    Nj[i] = sv;
-    oj = fmaf(sv, to_f(qh[i]), oj);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    sr[e] = fmaf(a, sr[e], uj * kr[e]);  // S_j ← α S_j + u_j k
+    oj = fmaf(sr[e], qr[e], oj);
   }
-  oj = warp_sum(oj);
-  if (lane == 0) o[bh * V + j] = from_f<T>(oj);
+#pragma unroll
+  for (int off = kStepLanes / 2; off > 0; off >>= 1) oj += __shfl_xor_sync(0xffffffffu, oj, off);
+  if (!row_ok) return;
+  float* Nj = s_new + (bh * V + j) * K;
+#pragma unroll
+  for (int m = 0; m < 2; ++m) {
+    const int64_t i0 = 64 * m + 4 * l;
+    if (vec && i0 < K) {
+      *reinterpret_cast<float4*>(Nj + i0) = make_float4(sr[4 * m], sr[4 * m + 1], sr[4 * m + 2], sr[4 * m + 3]);
+    } else {
+#pragma unroll
+      for (int c = 0; c < 4; ++c)
+        if (i0 + c < K) Nj[i0 + c] = sr[4 * m + c];
+    }
+  }
+  if (l == 0) o[bh * V + j] = from_f<T>(oj);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1624,6 +1667,15 @@ GatedDeltaGrads gated_delta_backward_cuda(const Tensor& do_, const Tensor& dfina
   check_head_dims(op, q.size(3), v.size(3));
   const Device dev = q.device();
   cuda::DeviceGuard guard(dev.index);
+  if (q.dtype() == DType::BFloat16) {  // tensor-core kernels with chunk 64 (gated_delta_mma.cu)
+    GatedDeltaGrads g = gated_delta_backward_mma(do_, as_f32(dfinal_state), q, k, v, as_f32(alpha), as_f32(beta),
+                                                 as_f32(initial_state));
+    if (alpha.dtype() != DType::Float32) g.dalpha = g.dalpha.to(alpha.dtype());
+    if (beta.dtype() != DType::Float32) g.dbeta = g.dbeta.to(beta.dtype());
+    if (g.dinitial_state.defined() && initial_state.dtype() != DType::Float32)
+      g.dinitial_state = g.dinitial_state.to(initial_state.dtype());
+    return g;
+  }
   const Dims d = make_dims(q.size(0), q.size(1), q.size(2), q.size(3), v.size(3));
   GatedDeltaGrads g{empty(q.shape(), q.dtype(), dev),
                     empty(k.shape(), q.dtype(), dev),
@@ -1679,11 +1731,14 @@ GatedDeltaOutput gated_delta_step_cuda(const Tensor& q, const Tensor& k, const T
   if (BH == 0) return out;
   const Tensor a32 = as_f32(alpha), b32 = as_f32(beta), s32 = as_f32(state);
   cudaStream_t s = cuda::stream_of(q);
-  const int64_t blocks = BH * ((V + kWarps - 1) / kWarps);
+  const int64_t blocks = BH * ((V + kStepRows - 1) / kStepRows);
+  // 16-byte state rows: K % 4 == 0 and 16-byte aligned bases (fresh allocations are).
+  const bool vec = K % 4 == 0 && (!s32.defined() || reinterpret_cast<uintptr_t>(s32.data<float>()) % 16 == 0) &&
+                   reinterpret_cast<uintptr_t>(out.final_state.data<float>()) % 16 == 0;
   dispatch_qkv(q.dtype(), op, [&]<typename T>() {
     launch(op, "gated_delta_step_kernel", gated_delta_step_kernel<T>, blocks, 0, dev.index, s, q.data<T>(),
            k.data<T>(), v.data<T>(), a32.data<float>(), b32.data<float>(), ptr_or_null<float>(s32), out.o.data<T>(),
-           out.final_state.data<float>(), K, V);
+           out.final_state.data<float>(), K, V, vec);
   });
   return out;
 }

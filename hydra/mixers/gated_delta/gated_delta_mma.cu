@@ -50,7 +50,7 @@ constexpr int kWarps = 4, kThreads = 32 * kWarps;
 constexpr int kBV = 32;                     // value rows of the state per state-pass block
 constexpr int kLdC = kC + 1;                // row stride of fp32 C×C matrices in shared memory
 constexpr int kLdU = kBV + 8;               // row stride of bf16 C×kBV tiles
-constexpr int kDl = kC + 4;                 // per chunk in the dl scratch: d_s (s < C), then γ_{C−1}; 16-byte rows
+constexpr int kDl = 2 * kC;                 // per chunk in the dl scratch: d_s (s < C), then γ_t (t < C)
 static_assert(kC == 16 * kWarps, "one 16-row m-tile per warp");
 
 template <int D_>
@@ -201,7 +201,8 @@ template <int D>
 __global__ void __launch_bounds__(kThreads) prep_kernel(const bf16* __restrict__ k, const bf16* __restrict__ v,
                                                         const float* __restrict__ alpha,
                                                         const float* __restrict__ beta, bf16* __restrict__ w,
-                                                        bf16* __restrict__ u, float* __restrict__ dl, Dims d) {
+                                                        bf16* __restrict__ u, float* __restrict__ dl,
+                                                        bf16* __restrict__ t_out, Dims d) {
   using C = Cfg<D>;
   extern __shared__ __align__(128) unsigned char smem[];
   const PrepSmem<D> sm = PrepSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
@@ -218,9 +219,8 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const bf16* __restrict__
   float* dlc = dl + (bh * d.NC + c) * kDl;
   if (tid < kC) {
     dlc[tid] = sm.dm[(kC - 1) * kLdC + tid];
+    dlc[kC + tid] = sm.gam[tid];
     sm.fw[tid] = sm.be[tid] * sm.gam[tid];
-  } else if (tid == kC) {
-    dlc[kC] = sm.gam[kC - 1];
   }
   cuda::cp_async_wait<0>();
   __syncthreads();
@@ -280,6 +280,13 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const bf16* __restrict__
   const int64_t row0 = (bh * d.NC + c) * kC;  // first scratch row of the chunk
   store_frag_bf16(w + row0 * D, D, r0, 0, wk);
   store_frag_bf16(u + row0 * D, D, r0, 0, uv);
+  if (t_out != nullptr) {  // T in bf16 (the backward's dW = Tᵀ dU), [t][s], zeros above the diagonal
+    bf16* tc = t_out + row0 * kC;
+    for (int e = tid; e < kC * kC; e += kThreads) {
+      const int t = e / kC, s = e - t * kC;
+      tc[e] = __float2bfloat16_rn(s <= t ? sm.dm[t * kLdC + s] : 0.f);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -388,7 +395,7 @@ __global__ void __launch_bounds__(kThreads) state_kernel(const bf16* __restrict_
     __syncthreads();  // diag(d) U visible
 
     // S ← γ_{C−1} S + (diag(d) U)ᵀ K.
-    const float gl = sm.dlb(buf)[kC];
+    const float gl = sm.dlb(buf)[2 * kC - 1];  // γ_{C−1}
 #pragma unroll
     for (int n = 0; n < NS; ++n)
 #pragma unroll
@@ -544,6 +551,648 @@ __global__ void __launch_bounds__(kThreads) out_kernel(const bf16* __restrict__ 
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// backward (gated_delta_cuda.cu's header comment has the adjoint formulas; here C = 64 and the same operand
+// precision as the forward: every product has bf16 operands and fp32 accumulators)
+
+// acc[2·np + {0,1}] += A · B for the warp's 16 rows, A fragments a[ks] for k-steps ks in [ks0, ks1), n-tile pairs
+// np < np1 (16 columns each): KN: B(k, n) = y[k][n] (load_b_kn), else B(k, n) = y[n][k] (load_b_nk).
+template <bool KN, int KS, int N>
+__device__ __forceinline__ void gemm_regs_a(float (&acc)[N][4], const uint32_t (&a)[KS][4], const bf16* y, int ld,
+                                            int ks0 = 0, int ks1 = KS, int np0 = 0, int np1 = N / 2) {
+  constexpr int NP = N / 2;
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks) {
+    if (ks < ks0 || ks >= ks1) continue;
+#pragma unroll
+    for (int np = 0; np < NP; ++np) {
+      if (np < np0 || np >= np1) continue;
+      uint32_t b[4];
+      if constexpr (KN) {
+        cuda::load_b_kn(b, y, ld, 16 * np, 16 * ks);
+      } else {
+        cuda::load_b_nk(b, y, ld, 16 * np, 16 * ks);
+      }
+      cuda::mma_16816(acc[2 * np], a[ks], b[0], b[1]);
+      cuda::mma_16816(acc[2 * np + 1], a[ks], b[2], b[3]);
+    }
+  }
+}
+
+template <int N>
+__device__ __forceinline__ void zero(float (&acc)[N][4]) {
+#pragma unroll
+  for (int n = 0; n < N; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+}
+
+// The warp's 16 rows of x (row stride ld) as A fragments of KS k-steps.
+template <int KS>
+__device__ __forceinline__ void load_a_all(uint32_t (&a)[KS][4], const bf16* x, int ld) {
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks) cuda::load_a(a[ks], x, ld, 16 * ks);
+}
+
+// Row t's dot with y over the warp's accumulator columns: Σ_n acc[n](row) · y[row][8n + c2 (+1)], summed over the 4
+// lanes of the row (returns it to all four). half 0: row g, half 1: row g + 8.
+template <int N>
+__device__ __forceinline__ float row_dot(const float (&acc)[N][4], int half, const bf16* yrow) {
+  const int c2 = (threadIdx.x & 3) * 2;
+  float s = 0.f;
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    const float2 y = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(yrow + 8 * n + c2));
+    s = fmaf(acc[n][2 * half], y.x, fmaf(acc[n][2 * half + 1], y.y, s));
+  }
+  s += __shfl_xor_sync(0xffffffffu, s, 1);
+  s += __shfl_xor_sync(0xffffffffu, s, 2);
+  return s;
+}
+
+// dα from the chunk's decay adjoint (one part of it; the parts add): dd[t·kLdC + s] = ∂ℓ/∂D_{t,s} (s < t, the rest
+// ignored) and dm1[t] = ∂ℓ/∂γ_t. Horner, no division by α: Y_{t,0} = dm1[t], Y_{t,r} = dd[t][r−1] + α_{r−1} Y_{t,r−1},
+// dα_r = Σ_{t ≥ r} D_{t,r} Y_{t,r} (dd is overwritten with the terms). Written (add: += into) dalpha for r < L.
+// Every thread calls it; it starts and ends with a barrier.
+__device__ __forceinline__ void horner_dalpha(float* dd, const float* dm1, const float* dm, const float* al, int L,
+                                              float* __restrict__ dalpha, int64_t a0, int64_t H, bool add) {
+  const int tid = threadIdx.x;
+  __syncthreads();
+  if (tid < kC) {
+    const int t = tid;
+    float y = dm1[t], prev = 0.f;
+#pragma unroll
+    for (int r = 0; r < kC; ++r) {
+      if (r <= t) {
+        if (r > 0) y = fmaf(al[r - 1], y, prev);
+        prev = dd[t * kLdC + r];
+        dd[t * kLdC + r] = dm[t * kLdC + r] * y;
+      }
+    }
+  }
+  __syncthreads();
+  if (tid < L) {
+    const int r = tid;
+    float s = 0.f;
+    for (int t = r; t < kC; ++t) s += dd[t * kLdC + r];
+    float* p = dalpha + a0 + r * H;
+    *p = add ? *p + s : s;
+  }
+  __syncthreads();
+}
+
+// du_intra: dU_intra = ((Q Kᵀ) ∘ D)ᵀ dO, one block per (chunk, b·h); warp w owns rows s = 16w.. of dU.
+template <int D>
+struct DuSmem {
+  bf16 *q, *k, *g;
+  float *dm, *al, *gam;
+  __host__ __device__ static DuSmem carve(uintptr_t base, std::size_t* bytes = nullptr) {
+    cuda::Carver c{base};
+    DuSmem s;
+    s.q = c.take<bf16>(kC * Cfg<D>::LD);
+    s.k = c.take<bf16>(kC * Cfg<D>::LD);
+    s.g = c.take<bf16>(kC * Cfg<D>::LD);  // dO
+    s.dm = c.take<float>(kC * kLdC);
+    s.al = c.take<float>(kC);
+    s.gam = c.take<float>(kC);
+    if (bytes) *bytes = c.off;
+    return s;
+  }
+};
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) du_intra_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                                            const bf16* __restrict__ dout,
+                                                            const float* __restrict__ alpha, bf16* __restrict__ du,
+                                                            Dims d) {
+  using C = Cfg<D>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const DuSmem<D> sm = DuSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
+  const int64_t c = blockIdx.x % d.NC, bh = blockIdx.x / d.NC, b = bh / d.H, h = bh % d.H;
+  const int64_t t0 = c * kC;
+  const int L = static_cast<int>(std::min<int64_t>(kC, d.T - t0));
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c2 = (lane & 3) * 2;
+  cuda::load_rows<D, kC, kThreads>(sm.q, q + head_base(b, h, d, d.K), d.H * d.K, t0, d.T, d.K, d.vk);
+  cuda::load_rows<D, kC, kThreads>(sm.k, k + head_base(b, h, d, d.K), d.H * d.K, t0, d.T, d.K, d.vk);
+  cuda::load_rows<D, kC, kThreads>(sm.g, dout + head_base(b, h, d, d.V), d.H * d.V, t0, d.T, d.V, d.vv);
+  cuda::cp_async_commit();
+  build_decays(alpha, (b * d.T + t0) * d.H + h, d.H, L, sm.al, sm.gam, sm.dm);
+  cuda::cp_async_wait<0>();
+  __syncthreads();
+  const int r0 = 16 * warp;
+  // Pᵀ[s][t] = (k_s·q_t) D_{t,s} for t ≥ s (n-tiles of t from the warp's own rows on).
+  uint32_t ka[C::KS][4];
+  load_a_all(ka, sm.k + r0 * C::LD, C::LD);
+  float pt[kC / 8][4];
+  zero(pt);
+  gemm_regs_a<false>(pt, ka, sm.q, C::LD, 0, C::KS, warp, kC / 16);
+#pragma unroll
+  for (int n = 0; n < kC / 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int s = r0 + g + 8 * (e >> 1), t = 8 * n + c2 + (e & 1);
+      pt[n][e] = t >= s ? pt[n][e] * sm.dm[t * kLdC + s] : 0.f;
+    }
+  uint32_t pa[kC / 16][4];
+#pragma unroll
+  for (int ks = 0; ks < kC / 16; ++ks) cuda::pack_a_from_c(pa[ks], pt[2 * ks], pt[2 * ks + 1]);
+  float acc[C::ND][4];
+  zero(acc);
+  gemm_regs_a<true>(acc, pa, sm.g, C::LD, warp, kC / 16);
+  store_frag_bf16(du + (bh * d.NC + c) * kC * D, D, r0, 0, acc);
+}
+
+// state_bwd: the reverse pass over the chunks, one block per (32 value rows, b·h). The state gradient tile dS (fp32,
+// 32 × D) lives in the MMA accumulators as the forward's state does. Per chunk (reverse): dS (the gradient of the
+// chunk's end state) → bf16 scratch dhs and shared memory; dU = dU_intra + diag(d) K dSᵀ (written over dU_intra);
+// dS ← γ_{C−1} dS + (diag(γ) dO)ᵀ Q − dUᵀ Wk. At the end dS is the initial state's gradient.
+template <int D>
+struct StateBwdSmem {
+  bf16 *w, *k, *q, *g, *du;  // double-buffered (buffer i through the accessors)
+  float* dl;
+  bf16 *s, *gg, *dun;
+  __host__ __device__ static StateBwdSmem carve(uintptr_t base, std::size_t* bytes = nullptr) {
+    cuda::Carver c{base};
+    StateBwdSmem s;
+    s.w = c.take<bf16>(2 * kC * Cfg<D>::LD);
+    s.k = c.take<bf16>(2 * kC * Cfg<D>::LD);
+    s.q = c.take<bf16>(2 * kC * Cfg<D>::LD);
+    s.g = c.take<bf16>(2 * kC * kLdU);   // dO, the block's 32 value columns
+    s.du = c.take<bf16>(2 * kC * kLdU);  // dU_intra, the block's 32 columns
+    s.dl = c.take<float>(2 * kDl);
+    s.s = c.take<bf16>(kBV * Cfg<D>::LD);  // dS as a bf16 operand [value row][key]
+    s.gg = c.take<bf16>(kC * kLdU);        // diag(γ) dO  [token][value row]
+    s.dun = c.take<bf16>(kC * kLdU);       // −dU        [token][value row]
+    if (bytes) *bytes = c.off;
+    return s;
+  }
+  __device__ bf16* wb(int i) const { return w + i * kC * Cfg<D>::LD; }
+  __device__ bf16* kb(int i) const { return k + i * kC * Cfg<D>::LD; }
+  __device__ bf16* qb(int i) const { return q + i * kC * Cfg<D>::LD; }
+  __device__ bf16* gb(int i) const { return g + i * kC * kLdU; }
+  __device__ bf16* dub(int i) const { return du + i * kC * kLdU; }
+  __device__ float* dlb(int i) const { return dl + i * kDl; }
+};
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) state_bwd_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                                             const bf16* __restrict__ dout,
+                                                             const bf16* __restrict__ w, bf16* __restrict__ du,
+                                                             const float* __restrict__ dl,
+                                                             const float* __restrict__ ds_final,
+                                                             bf16* __restrict__ dhs, float* __restrict__ ds0, Dims d) {
+  using C = Cfg<D>;
+  constexpr int NS = D / 16;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const StateBwdSmem<D> sm = StateBwdSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
+  const int64_t nvt = D / kBV, jt = blockIdx.x % nvt, bh = blockIdx.x / nvt, b = bh / d.H, h = bh % d.H;
+  const int j0 = static_cast<int>(jt) * kBV;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c2 = (lane & 3) * 2;
+  const int mrow = 16 * (warp & 1), kcol = (warp >> 1) * (D / 2);
+  const bf16* kh = k + head_base(b, h, d, d.K);
+  const bf16* qh = q + head_base(b, h, d, d.K);
+  const bf16* gh = dout + head_base(b, h, d, d.V) + j0;
+  const int64_t srow0 = bh * d.NC * kC;
+  const int64_t vw = std::min<int64_t>(kBV, d.V - j0);  // valid value columns of the block (may be ≤ 0: padding)
+
+  auto load_chunk = [&](int64_t c, int buf) {
+    cuda::load_rows<D, kC, kThreads>(sm.wb(buf), w + (srow0 + c * kC) * D, D, 0, kC, D, true);
+    cuda::load_rows<D, kC, kThreads>(sm.kb(buf), kh, d.H * d.K, c * kC, d.T, d.K, d.vk);
+    cuda::load_rows<D, kC, kThreads>(sm.qb(buf), qh, d.H * d.K, c * kC, d.T, d.K, d.vk);
+    cuda::load_rows<kBV, kC, kThreads>(sm.gb(buf), gh, d.H * d.V, c * kC, d.T, vw, d.vv);
+    cuda::load_rows<kBV, kC, kThreads>(sm.dub(buf), du + (srow0 + c * kC) * D + j0, D, 0, kC, kBV, true);
+    if (tid < kDl / 4) cuda::cp_async_16(sm.dlb(buf) + 4 * tid, dl + (bh * d.NC + c) * kDl + 4 * tid, 16);
+    cuda::cp_async_commit();
+  };
+
+  float st[NS][4];
+#pragma unroll
+  for (int n = 0; n < NS; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t j = j0 + mrow + g + 8 * (e >> 1), key = kcol + 8 * n + c2 + (e & 1);
+      st[n][e] = (ds_final != nullptr && j < d.V && key < d.K) ? ds_final[(bh * d.V + j) * d.K + key] : 0.f;
+    }
+
+  if (d.NC > 0) load_chunk(d.NC - 1, 0);
+  for (int64_t c = d.NC - 1, it = 0; c >= 0; --c, ++it) {
+    const int buf = static_cast<int>(it & 1);
+    store_frag_bf16(sm.s, C::LD, mrow, kcol, st);
+    store_frag_bf16(dhs + ((bh * d.NC + c) * D + j0) * D, D, mrow, kcol, st);
+    cuda::cp_async_wait<0>();
+    __syncthreads();
+    if (c > 0) load_chunk(c - 1, buf ^ 1);
+    const float* dlc = sm.dlb(buf);
+    {  // dU = dU_intra + diag(d) K dSᵀ for the warp's 16 tokens; −dU and diag(γ) dO to shared memory.
+      uint32_t ka[C::KS][4];
+      load_a_all(ka, sm.kb(buf) + 16 * warp * C::LD, C::LD);
+      float acc[kBV / 8][4];
+      zero(acc);
+      gemm_regs_a<false>(acc, ka, sm.s, C::LD);
+      bf16* duc = du + (srow0 + c * kC) * D + j0;
+#pragma unroll
+      for (int n = 0; n < kBV / 8; ++n)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int t = 16 * warp + g + 8 * half, j = 8 * n + c2;
+          const float2 di = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(sm.dub(buf) + t * kLdU + j));
+          const float2 go = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(sm.gb(buf) + t * kLdU + j));
+          const float x0 = fmaf(dlc[t], acc[n][2 * half], di.x), x1 = fmaf(dlc[t], acc[n][2 * half + 1], di.y);
+          *reinterpret_cast<__nv_bfloat162*>(duc + t * D + j) = __floats2bfloat162_rn(x0, x1);
+          *reinterpret_cast<__nv_bfloat162*>(sm.dun + t * kLdU + j) = __floats2bfloat162_rn(-x0, -x1);
+          const float gt = dlc[kC + t];
+          *reinterpret_cast<__nv_bfloat162*>(sm.gg + t * kLdU + j) = __floats2bfloat162_rn(gt * go.x, gt * go.y);
+        }
+    }
+    __syncthreads();
+    const float gl = dlc[2 * kC - 1];
+#pragma unroll
+    for (int n = 0; n < NS; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st[n][e] *= gl;
+#pragma unroll
+    for (int ks = 0; ks < kC / 16; ++ks) {
+      uint32_t a1[4], a2[4];
+      cuda::load_a_t(a1, sm.gg, kLdU, mrow, 16 * ks);
+      cuda::load_a_t(a2, sm.dun, kLdU, mrow, 16 * ks);
+#pragma unroll
+      for (int nn = 0; nn < NS / 2; ++nn) {
+        uint32_t b1[4], b2[4];
+        cuda::load_b_kn(b1, sm.qb(buf), C::LD, kcol + 16 * nn, 16 * ks);
+        cuda::load_b_kn(b2, sm.wb(buf), C::LD, kcol + 16 * nn, 16 * ks);
+        cuda::mma_16816(st[2 * nn], a1, b1[0], b1[1]);
+        cuda::mma_16816(st[2 * nn + 1], a1, b1[2], b1[3]);
+        cuda::mma_16816(st[2 * nn], a2, b2[0], b2[1]);
+        cuda::mma_16816(st[2 * nn + 1], a2, b2[2], b2[3]);
+      }
+    }
+  }
+  if (ds0 != nullptr) {
+#pragma unroll
+    for (int n = 0; n < NS; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t j = j0 + mrow + g + 8 * (e >> 1), key = kcol + 8 * n + c2 + (e & 1);
+        if (j < d.V && key < d.K) ds0[(bh * d.V + j) * d.K + key] = st[n][e];
+      }
+  }
+}
+
+// grads_qk: the terms of the chunk's adjoint that use dO (X = dO S₀, G1 = dO Uᵀ) and dS (Z = U dS):
+//   dq = diag(γ) X + (G1∘D) K (final);  dk₁ = (G1∘D)ᵀ Q + diag(d) Z (fp32 scratch, completed by grads_w);
+//   ∂D_{t,s} = G1_{t,s} q_t·k_s (s < t), ∂γ_t = q_t·X_t, ∂d_s += k_s·Z_s, ∂γ_{C−1} += <dS, S₀> → dα (written).
+template <int D>
+struct GradsQkSmem {
+  bf16 *q, *k, *g, *u, *h, *ds, *gd;
+  float *dm, *dd, *al, *gam, *dm1, *kz, *red;
+  __host__ __device__ static GradsQkSmem carve(uintptr_t base, std::size_t* bytes = nullptr) {
+    cuda::Carver c{base};
+    GradsQkSmem s;
+    s.q = c.take<bf16>(kC * Cfg<D>::LD);
+    s.k = c.take<bf16>(kC * Cfg<D>::LD);
+    s.g = c.take<bf16>(kC * Cfg<D>::LD);
+    s.u = c.take<bf16>(kC * Cfg<D>::LD);
+    s.h = c.take<bf16>(D * Cfg<D>::LD);
+    s.ds = c.take<bf16>(D * Cfg<D>::LD);
+    s.gd = c.take<bf16>(kC * (kC + 8));  // G1∘D [t][s]
+    s.dm = c.take<float>(kC * kLdC);
+    s.dd = c.take<float>(kC * kLdC);
+    s.al = c.take<float>(kC);
+    s.gam = c.take<float>(kC);
+    s.dm1 = c.take<float>(kC);
+    s.kz = c.take<float>(kC);
+    s.red = c.take<float>(kWarps);
+    if (bytes) *bytes = c.off;
+    return s;
+  }
+};
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) grads_qk_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                                            const bf16* __restrict__ dout, const bf16* __restrict__ u,
+                                                            const bf16* __restrict__ hs, const bf16* __restrict__ dhs,
+                                                            const float* __restrict__ alpha, bf16* __restrict__ dq,
+                                                            float* __restrict__ dk1, float* __restrict__ dalpha,
+                                                            Dims d) {
+  using C = Cfg<D>;
+  constexpr int LDG = kC + 8;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const GradsQkSmem<D> sm = GradsQkSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
+  const int64_t c = blockIdx.x % d.NC, bh = blockIdx.x / d.NC, b = bh / d.H, h = bh % d.H;
+  const int64_t t0 = c * kC, row0 = (bh * d.NC + c) * kC;
+  const int L = static_cast<int>(std::min<int64_t>(kC, d.T - t0));
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c2 = (lane & 3) * 2;
+  cuda::load_rows<D, kC, kThreads>(sm.q, q + head_base(b, h, d, d.K), d.H * d.K, t0, d.T, d.K, d.vk);
+  cuda::load_rows<D, kC, kThreads>(sm.k, k + head_base(b, h, d, d.K), d.H * d.K, t0, d.T, d.K, d.vk);
+  cuda::load_rows<D, kC, kThreads>(sm.g, dout + head_base(b, h, d, d.V), d.H * d.V, t0, d.T, d.V, d.vv);
+  cuda::load_rows<D, kC, kThreads>(sm.u, u + row0 * D, D, 0, kC, D, true);
+  cuda::load_rows<D, D, kThreads>(sm.h, hs + (bh * d.NC + c) * D * D, D, 0, D, D, true);
+  cuda::load_rows<D, D, kThreads>(sm.ds, dhs + (bh * d.NC + c) * D * D, D, 0, D, D, true);
+  cuda::cp_async_commit();
+  const int64_t a0 = (b * d.T + t0) * d.H + h;
+  build_decays(alpha, a0, d.H, L, sm.al, sm.gam, sm.dm);
+  cuda::cp_async_wait<0>();
+  __syncthreads();
+  const int r0 = 16 * warp;
+  const float gam0 = sm.gam[r0 + g], gam1 = sm.gam[r0 + g + 8];
+  const float dl0 = sm.dm[(kC - 1) * kLdC + r0 + g], dl1 = sm.dm[(kC - 1) * kLdC + r0 + g + 8];
+
+  float dqa[C::ND][4], dka[C::ND][4];
+  {  // X = dO S₀ → dq = γ∘X, ∂γ_t = q_t·X_t
+    uint32_t ga[C::KS][4];
+    load_a_all(ga, sm.g + r0 * C::LD, C::LD);
+    zero(dqa);
+    gemm_regs_a<true>(dqa, ga, sm.h, C::LD);
+    const float x0 = row_dot(dqa, 0, sm.q + (r0 + g) * C::LD), x1 = row_dot(dqa, 1, sm.q + (r0 + g + 8) * C::LD);
+    if ((lane & 3) == 0) {
+      sm.dm1[r0 + g] = x0;
+      sm.dm1[r0 + g + 8] = x1;
+    }
+#pragma unroll
+    for (int n = 0; n < C::ND; ++n) {
+      dqa[n][0] *= gam0;
+      dqa[n][1] *= gam0;
+      dqa[n][2] *= gam1;
+      dqa[n][3] *= gam1;
+    }
+    // G1 = dO Uᵀ and Q Kᵀ (s ≤ t): ∂D = G1·(QKᵀ), G1∘D → registers (dq) and shared memory (dk).
+    float g1[kC / 8][4], qk[kC / 8][4];
+    zero(g1);
+    zero(qk);
+    gemm_regs_a<false>(g1, ga, sm.u, C::LD, 0, C::KS, 0, warp + 1);
+    uint32_t qa[C::KS][4];
+    load_a_all(qa, sm.q + r0 * C::LD, C::LD);
+    gemm_regs_a<false>(qk, qa, sm.k, C::LD, 0, C::KS, 0, warp + 1);
+#pragma unroll
+    for (int n = 0; n < kC / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int t = r0 + g + 8 * (e >> 1), s = 8 * n + c2 + (e & 1);
+        sm.dd[t * kLdC + s] = s < t ? g1[n][e] * qk[n][e] : 0.f;
+        g1[n][e] = s <= t ? g1[n][e] * sm.dm[t * kLdC + s] : 0.f;
+      }
+    store_frag_bf16(sm.gd, LDG, r0, 0, g1);
+    uint32_t pa[kC / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < kC / 16; ++ks) cuda::pack_a_from_c(pa[ks], g1[2 * ks], g1[2 * ks + 1]);
+    gemm_regs_a<true>(dqa, pa, sm.k, C::LD, 0, warp + 1);
+  }
+  {  // Z = U dS → dk₁ = diag(d) Z, ∂d_s = k_s·Z_s
+    uint32_t ua[C::KS][4];
+    load_a_all(ua, sm.u + r0 * C::LD, C::LD);
+    zero(dka);
+    gemm_regs_a<true>(dka, ua, sm.ds, C::LD);
+    const float z0 = row_dot(dka, 0, sm.k + (r0 + g) * C::LD), z1 = row_dot(dka, 1, sm.k + (r0 + g + 8) * C::LD);
+    if ((lane & 3) == 0) {
+      sm.kz[r0 + g] = z0;
+      sm.kz[r0 + g + 8] = z1;
+    }
+#pragma unroll
+    for (int n = 0; n < C::ND; ++n) {
+      dka[n][0] *= dl0;
+      dka[n][1] *= dl0;
+      dka[n][2] *= dl1;
+      dka[n][3] *= dl1;
+    }
+  }
+  {  // <dS, S₀> over the padded D × D tiles (padding is zero)
+    float s = 0.f;
+    for (int e = tid; e < D * D / 2; e += kThreads) {
+      const int r = (2 * e) / D, col = (2 * e) % D;
+      const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(sm.ds + r * C::LD + col));
+      const float2 y = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(sm.h + r * C::LD + col));
+      s = fmaf(x.x, y.x, fmaf(x.y, y.y, s));
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) sm.red[warp] = s;
+  }
+  __syncthreads();  // G1∘D, ∂D, ∂γ, k·Z, the partial sums visible
+  {  // dk₁ += (G1∘D)ᵀ Q: rows s of the warp, t ≥ s
+    uint32_t a[kC / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < kC / 16; ++ks)
+      if (ks >= warp) cuda::load_a_t(a[ks], sm.gd, LDG, r0, 16 * ks);
+    gemm_regs_a<true>(dka, a, sm.q, C::LD, warp, kC / 16);
+  }
+  // dq (bf16, rows < L, columns < K) and dk₁ (fp32 scratch, all rows and columns).
+  bf16* dqb = dq + head_base(b, h, d, d.K);
+  float* dkb = dk1 + row0 * D;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int t = r0 + g + 8 * half;
+#pragma unroll
+    for (int n = 0; n < C::ND; ++n) {
+      const int col = 8 * n + c2;
+      *reinterpret_cast<float2*>(dkb + t * D + col) = make_float2(dka[n][2 * half], dka[n][2 * half + 1]);
+      if (t >= L) continue;
+      bf16* out = dqb + (t0 + t) * d.H * d.K;
+      if (col + 1 < d.K && d.K % 2 == 0) {
+        *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(dqa[n][2 * half], dqa[n][2 * half + 1]);
+      } else {
+        if (col < d.K) out[col] = __float2bfloat16_rn(dqa[n][2 * half]);
+        if (col + 1 < d.K) out[col + 1] = __float2bfloat16_rn(dqa[n][2 * half + 1]);
+      }
+    }
+  }
+  // The end-of-chunk terms, then dα (first part: written).
+  if (tid < kC) sm.dd[(kC - 1) * kLdC + tid] += sm.kz[tid];
+  if (tid == kC) sm.dm1[kC - 1] += (sm.red[0] + sm.red[1]) + (sm.red[2] + sm.red[3]);
+  horner_dalpha(sm.dd, sm.dm1, sm.dm, sm.al, L, dalpha, a0, d.H, false);
+}
+
+// grads_w: the terms through dW = Tᵀ dU (the WY form's adjoint):
+//   dv = diag(β) dW;  Y = dW S₀, G2 = dW Uᵀ, M_{t,s} = −G2_{t,s} β_t D_{t,s} (s < t);
+//   dk = dk₁ − diag(βγ) Y + (M + Mᵀ) K (final);  dβ_t = dW_t·v_t − γ_t k_t·Y_t − Σ_{s<t} G2_{t,s} D_{t,s} k_t·k_s;
+//   ∂D_{t,s} = −G2_{t,s} β_t k_t·k_s (s < t), ∂γ_t = −β_t k_t·Y_t → dα (added to grads_qk's part).
+template <int D>
+struct GradsWSmem {
+  bf16 *t, *du, *v, *u, *k, *h;
+  float *dm, *dd, *mm, *al, *gam, *be, *dm1;
+  __host__ __device__ static GradsWSmem carve(uintptr_t base, std::size_t* bytes = nullptr) {
+    cuda::Carver c{base};
+    GradsWSmem s;
+    s.t = c.take<bf16>(kC * (kC + 8));
+    s.du = c.take<bf16>(kC * Cfg<D>::LD);
+    s.v = c.take<bf16>(kC * Cfg<D>::LD);
+    s.u = c.take<bf16>(kC * Cfg<D>::LD);
+    s.k = c.take<bf16>(kC * Cfg<D>::LD);
+    s.h = c.take<bf16>(D * Cfg<D>::LD);
+    s.dm = c.take<float>(kC * kLdC);
+    s.dd = c.take<float>(kC * kLdC);
+    s.mm = c.take<float>(kC * kLdC);
+    s.al = c.take<float>(kC);
+    s.gam = c.take<float>(kC);
+    s.be = c.take<float>(kC);
+    s.dm1 = c.take<float>(kC);
+    if (bytes) *bytes = c.off;
+    return s;
+  }
+};
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) grads_w_kernel(const bf16* __restrict__ k, const bf16* __restrict__ v,
+                                                           const bf16* __restrict__ tm, const bf16* __restrict__ du,
+                                                           const bf16* __restrict__ u, const bf16* __restrict__ hs,
+                                                           const float* __restrict__ alpha,
+                                                           const float* __restrict__ beta,
+                                                           const float* __restrict__ dk1, bf16* __restrict__ dk,
+                                                           bf16* __restrict__ dv, float* __restrict__ dalpha,
+                                                           float* __restrict__ dbeta, Dims d) {
+  using C = Cfg<D>;
+  constexpr int LDT = kC + 8;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const GradsWSmem<D> sm = GradsWSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
+  const int64_t c = blockIdx.x % d.NC, bh = blockIdx.x / d.NC, b = bh / d.H, h = bh % d.H;
+  const int64_t t0 = c * kC, row0 = (bh * d.NC + c) * kC;
+  const int L = static_cast<int>(std::min<int64_t>(kC, d.T - t0));
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c2 = (lane & 3) * 2;
+  cuda::load_rows<kC, kC, kThreads>(sm.t, tm + row0 * kC, kC, 0, kC, kC, true);
+  cuda::load_rows<D, kC, kThreads>(sm.du, du + row0 * D, D, 0, kC, D, true);
+  cuda::load_rows<D, kC, kThreads>(sm.v, v + head_base(b, h, d, d.V), d.H * d.V, t0, d.T, d.V, d.vv);
+  cuda::load_rows<D, kC, kThreads>(sm.u, u + row0 * D, D, 0, kC, D, true);
+  cuda::load_rows<D, kC, kThreads>(sm.k, k + head_base(b, h, d, d.K), d.H * d.K, t0, d.T, d.K, d.vk);
+  cuda::load_rows<D, D, kThreads>(sm.h, hs + (bh * d.NC + c) * D * D, D, 0, D, D, true);
+  cuda::cp_async_commit();
+  const int64_t a0 = (b * d.T + t0) * d.H + h;
+  if (tid < kC) sm.be[tid] = tid < L ? beta[a0 + tid * d.H] : 0.f;
+  build_decays(alpha, a0, d.H, L, sm.al, sm.gam, sm.dm);
+  cuda::cp_async_wait<0>();
+  __syncthreads();
+  const int r0 = 16 * warp;
+  const int ta = r0 + g, tb = r0 + g + 8;
+  const float be0 = sm.be[ta], be1 = sm.be[tb], gam0 = sm.gam[ta], gam1 = sm.gam[tb];
+
+  // dW = Tᵀ dU for the warp's rows t (T[s][t] ≠ 0 for s ≥ t).
+  float dw[C::ND][4];
+  zero(dw);
+  {
+    uint32_t a[kC / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < kC / 16; ++ks)
+      if (ks >= warp) cuda::load_a_t(a[ks], sm.t, LDT, r0, 16 * ks);
+    gemm_regs_a<true>(dw, a, sm.du, C::LD, warp, kC / 16);
+  }
+  float db0 = row_dot(dw, 0, sm.v + ta * C::LD), db1 = row_dot(dw, 1, sm.v + tb * C::LD);  // dW_t·v_t
+  {  // dv = β∘dW
+    bf16* dvb = dv + head_base(b, h, d, d.V);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int t = half ? tb : ta;
+      if (t >= L) continue;
+      const float bt = half ? be1 : be0;
+      bf16* out = dvb + (t0 + t) * d.H * d.V;
+#pragma unroll
+      for (int n = 0; n < C::ND; ++n) {
+        const int col = 8 * n + c2;
+        const float x0 = bt * dw[n][2 * half], x1 = bt * dw[n][2 * half + 1];
+        if (col + 1 < d.V && d.V % 2 == 0) {
+          *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(x0, x1);
+        } else {
+          if (col < d.V) out[col] = __float2bfloat16_rn(x0);
+          if (col + 1 < d.V) out[col + 1] = __float2bfloat16_rn(x1);
+        }
+      }
+    }
+  }
+  uint32_t wa[C::KS][4];  // dW as the A operand (k = value index)
+#pragma unroll
+  for (int ks = 0; ks < C::KS; ++ks) cuda::pack_a_from_c(wa[ks], dw[2 * ks], dw[2 * ks + 1]);
+
+  float dka[C::ND][4];
+  {  // Y = dW S₀: dk −= βγ∘Y, dβ −= γ k·Y, ∂γ = −β k·Y
+    zero(dka);
+    gemm_regs_a<true>(dka, wa, sm.h, C::LD);
+    const float y0 = row_dot(dka, 0, sm.k + ta * C::LD), y1 = row_dot(dka, 1, sm.k + tb * C::LD);
+    db0 -= gam0 * y0;
+    db1 -= gam1 * y1;
+    if ((lane & 3) == 0) {
+      sm.dm1[ta] = -be0 * y0;
+      sm.dm1[tb] = -be1 * y1;
+    }
+    const float m0 = -be0 * gam0, m1 = -be1 * gam1;
+#pragma unroll
+    for (int n = 0; n < C::ND; ++n) {
+      dka[n][0] *= m0;
+      dka[n][1] *= m0;
+      dka[n][2] *= m1;
+      dka[n][3] *= m1;
+    }
+  }
+  {  // G2 = dW Uᵀ and K Kᵀ for s < t
+    float g2[kC / 8][4], kk[kC / 8][4];
+    zero(g2);
+    zero(kk);
+    gemm_regs_a<false>(g2, wa, sm.u, C::LD, 0, C::KS, 0, warp + 1);
+    uint32_t ka[C::KS][4];
+    load_a_all(ka, sm.k + r0 * C::LD, C::LD);
+    gemm_regs_a<false>(kk, ka, sm.k, C::LD, 0, C::KS, 0, warp + 1);
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int n = 0; n < kC / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int t = r0 + g + 8 * (e >> 1), s = 8 * n + c2 + (e & 1);
+        const bool lower = s < t;
+        const float bt = (e >> 1) ? be1 : be0;
+        const float gd = lower ? g2[n][e] * sm.dm[t * kLdC + s] : 0.f;
+        const float x = gd * kk[n][e];
+        if (e >> 1) {
+          s1 += x;
+        } else {
+          s0 += x;
+        }
+        sm.dd[t * kLdC + s] = lower ? -g2[n][e] * bt * kk[n][e] : 0.f;
+        sm.mm[t * kLdC + s] = -bt * gd;
+      }
+    s0 += __shfl_xor_sync(0xffffffffu, s0, 1);
+    s0 += __shfl_xor_sync(0xffffffffu, s0, 2);
+    s1 += __shfl_xor_sync(0xffffffffu, s1, 1);
+    s1 += __shfl_xor_sync(0xffffffffu, s1, 2);
+    db0 -= s0;
+    db1 -= s1;
+  }
+  if ((lane & 3) == 0) {
+    if (ta < L) dbeta[a0 + ta * d.H] = db0;
+    if (tb < L) dbeta[a0 + tb * d.H] = db1;
+  }
+  __syncthreads();  // M complete
+  {  // dk += (M + Mᵀ) K
+    uint32_t a[kC / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < kC / 16; ++ks) {
+      const int s0 = 16 * ks + c2;
+      auto at = [&](int t, int s) { return sm.mm[t * kLdC + s] + sm.mm[s * kLdC + t]; };
+      a[ks][0] = cuda::pack_bf16(at(ta, s0), at(ta, s0 + 1));
+      a[ks][1] = cuda::pack_bf16(at(tb, s0), at(tb, s0 + 1));
+      a[ks][2] = cuda::pack_bf16(at(ta, s0 + 8), at(ta, s0 + 9));
+      a[ks][3] = cuda::pack_bf16(at(tb, s0 + 8), at(tb, s0 + 9));
+    }
+    gemm_regs_a<true>(dka, a, sm.k, C::LD);
+  }
+  {  // dk = dk₁ + the above (bf16, rows < L, columns < K)
+    const float* dkb1 = dk1 + row0 * D;
+    bf16* dkb = dk + head_base(b, h, d, d.K);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int t = half ? tb : ta;
+      if (t >= L) continue;
+      bf16* out = dkb + (t0 + t) * d.H * d.K;
+#pragma unroll
+      for (int n = 0; n < C::ND; ++n) {
+        const int col = 8 * n + c2;
+        const float2 p = *reinterpret_cast<const float2*>(dkb1 + t * D + col);
+        const float x0 = dka[n][2 * half] + p.x, x1 = dka[n][2 * half + 1] + p.y;
+        if (col + 1 < d.K && d.K % 2 == 0) {
+          *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(x0, x1);
+        } else {
+          if (col < d.K) out[col] = __float2bfloat16_rn(x0);
+          if (col + 1 < d.K) out[col + 1] = __float2bfloat16_rn(x1);
+        }
+      }
+    }
+  }
+  horner_dalpha(sm.dd, sm.dm1, sm.dm, sm.al, L, dalpha, a0, d.H, true);
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // host
 
 const bf16* bf(const Tensor& t) { return reinterpret_cast<const bf16*>(t.data<BFloat16>()); }
@@ -566,7 +1215,7 @@ void forward_d(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& 
   PrepSmem<D>::carve(0, &bytes);
   cuda::launch_kernel(op, "gated_delta prep_kernel (bf16)", prep_kernel<D>, d.NC * d.BH, kThreads, bytes, dev.index,
                       s, bf(k), bf(v), alpha.data<float>(), beta.data<float>(), bf_mut(w), bf_mut(u),
-                      dl.data<float>(), d);
+                      dl.data<float>(), static_cast<bf16*>(nullptr), d);
   StateSmem<D>::carve(0, &bytes);
   cuda::launch_kernel(op, "gated_delta state_kernel (bf16)", state_kernel<D>, (D / kBV) * d.BH, kThreads, bytes,
                       dev.index, s, bf(k), bf(w), bf_mut(u), dl.data<float>(),
@@ -576,12 +1225,51 @@ void forward_d(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& 
                       bf(q), bf(k), bf(u), bf(hs), alpha.data<float>(), bf_mut(out.o), d);
 }
 
-}  // namespace
-
-GatedDeltaOutput gated_delta_forward_mma(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& alpha,
-                                         const Tensor& beta, const Tensor& initial_state) {
+template <int D>
+void backward_d(const Tensor& dout, const Tensor& ds_final, const Tensor& q, const Tensor& k, const Tensor& v,
+                const Tensor& alpha, const Tensor& beta, const Tensor& s0, GatedDeltaGrads& gr, const Tensor& da,
+                const Tensor& db, const Tensor& ds0, const Dims& d) {
+  const char* op = "gated_delta_backward";
   const Device dev = q.device();
-  cuda::DeviceGuard guard(dev.index);
+  cudaStream_t s = cuda::stream_of(q);
+  const int64_t rows = d.NC * kC;
+  const Tensor w = empty({d.BH, rows, D}, DType::BFloat16, dev);
+  const Tensor u = empty({d.BH, rows, D}, DType::BFloat16, dev);
+  const Tensor dl = empty({d.BH, d.NC, kDl}, DType::Float32, dev);
+  const Tensor hs = empty({d.BH, d.NC, D, D}, DType::BFloat16, dev);
+  const Tensor tm = empty({d.BH, rows, kC}, DType::BFloat16, dev);
+  const Tensor du = empty({d.BH, rows, D}, DType::BFloat16, dev);
+  const Tensor dhs = empty({d.BH, d.NC, D, D}, DType::BFloat16, dev);
+  const Tensor dk1 = empty({d.BH, rows, D}, DType::Float32, dev);
+  const float* a32 = alpha.data<float>();
+  std::size_t bytes = 0;
+  // Recompute the forward's stages (with T), then the state gradients in reverse, then the gradients.
+  PrepSmem<D>::carve(0, &bytes);
+  cuda::launch_kernel(op, "gated_delta prep_kernel (bf16)", prep_kernel<D>, d.NC * d.BH, kThreads, bytes, dev.index,
+                      s, bf(k), bf(v), a32, beta.data<float>(), bf_mut(w), bf_mut(u), dl.data<float>(), bf_mut(tm), d);
+  StateSmem<D>::carve(0, &bytes);
+  cuda::launch_kernel(op, "gated_delta state_kernel (bf16)", state_kernel<D>, (D / kBV) * d.BH, kThreads, bytes,
+                      dev.index, s, bf(k), bf(w), bf_mut(u), dl.data<float>(),
+                      s0.defined() ? s0.data<float>() : nullptr, bf_mut(hs), static_cast<float*>(nullptr), d);
+  DuSmem<D>::carve(0, &bytes);
+  cuda::launch_kernel(op, "gated_delta du_intra_kernel (bf16)", du_intra_kernel<D>, d.NC * d.BH, kThreads, bytes,
+                      dev.index, s, bf(q), bf(k), bf(dout), a32, bf_mut(du), d);
+  StateBwdSmem<D>::carve(0, &bytes);
+  cuda::launch_kernel(op, "gated_delta state_bwd_kernel (bf16)", state_bwd_kernel<D>, (D / kBV) * d.BH, kThreads,
+                      bytes, dev.index, s, bf(q), bf(k), bf(dout), bf(w), bf_mut(du), dl.data<float>(),
+                      ds_final.defined() ? ds_final.data<float>() : nullptr, bf_mut(dhs),
+                      ds0.defined() ? ds0.data<float>() : nullptr, d);
+  GradsQkSmem<D>::carve(0, &bytes);
+  cuda::launch_kernel(op, "gated_delta grads_qk_kernel (bf16)", grads_qk_kernel<D>, d.NC * d.BH, kThreads, bytes,
+                      dev.index, s, bf(q), bf(k), bf(dout), bf(u), bf(hs), bf(dhs), a32, bf_mut(gr.dq),
+                      dk1.data<float>(), da.data<float>(), d);
+  GradsWSmem<D>::carve(0, &bytes);
+  cuda::launch_kernel(op, "gated_delta grads_w_kernel (bf16)", grads_w_kernel<D>, d.NC * d.BH, kThreads, bytes,
+                      dev.index, s, bf(k), bf(v), bf(tm), bf(du), bf(u), bf(hs), a32, beta.data<float>(),
+                      dk1.data<float>(), bf_mut(gr.dk), bf_mut(gr.dv), da.data<float>(), db.data<float>(), d);
+}
+
+Dims make_dims(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout) {
   Dims d{};
   d.B = q.size(0);
   d.T = q.size(1);
@@ -591,8 +1279,43 @@ GatedDeltaOutput gated_delta_forward_mma(const Tensor& q, const Tensor& k, const
   d.BH = d.B * d.H;
   d.NC = (d.T + kC - 1) / kC;
   d.vk = rows16(q, d.K) && rows16(k, d.K);
-  d.vv = rows16(v, d.V);
+  d.vv = rows16(v, d.V) && (!dout.defined() || rows16(dout, d.V));
   d.vo = d.V % 2 == 0;
+  return d;
+}
+
+}  // namespace
+
+GatedDeltaGrads gated_delta_backward_mma(const Tensor& dout, const Tensor& dfinal_state, const Tensor& q,
+                                         const Tensor& k, const Tensor& v, const Tensor& alpha, const Tensor& beta,
+                                         const Tensor& initial_state) {
+  const Device dev = q.device();
+  cuda::DeviceGuard guard(dev.index);
+  const Dims d = make_dims(q, k, v, dout);
+  GatedDeltaGrads g{empty(q.shape(), DType::BFloat16, dev),
+                    empty(k.shape(), DType::BFloat16, dev),
+                    empty(v.shape(), DType::BFloat16, dev),
+                    empty(alpha.shape(), DType::Float32, dev),
+                    empty(beta.shape(), DType::Float32, dev),
+                    initial_state.defined() ? empty(initial_state.shape(), DType::Float32, dev) : Tensor()};
+  if (d.BH == 0) return g;
+  const int64_t m = std::max(d.K, d.V);
+  if (m <= 32) {
+    backward_d<32>(dout, dfinal_state, q, k, v, alpha, beta, initial_state, g, g.dalpha, g.dbeta, g.dinitial_state, d);
+  } else if (m <= 64) {
+    backward_d<64>(dout, dfinal_state, q, k, v, alpha, beta, initial_state, g, g.dalpha, g.dbeta, g.dinitial_state, d);
+  } else {
+    backward_d<128>(dout, dfinal_state, q, k, v, alpha, beta, initial_state, g, g.dalpha, g.dbeta, g.dinitial_state,
+                    d);
+  }
+  return g;
+}
+
+GatedDeltaOutput gated_delta_forward_mma(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& alpha,
+                                         const Tensor& beta, const Tensor& initial_state) {
+  const Device dev = q.device();
+  cuda::DeviceGuard guard(dev.index);
+  const Dims d = make_dims(q, k, v, Tensor());
   GatedDeltaOutput out{empty({d.B, d.T, d.H, d.V}, DType::BFloat16, dev),
                        empty({d.B, d.H, d.V, d.K}, DType::Float32, dev)};
   if (d.BH == 0) return out;  // (T = 0: no chunks; the state pass still writes the final state = the initial one)
