@@ -103,21 +103,20 @@ struct Carver {
   }
 };
 
+// Opts `kernel` into `bytes` of dynamic shared memory on `device` (needed above the 48 KiB default); remembers what
+// it has set per (kernel, device), so repeated launches cost no driver calls. Throws naming `op` and `name` (an
+// environment error) when the device allows less. Defined in runtime.cu.
+void ensure_dynamic_smem(const void* kernel, std::size_t bytes, int device, const char* op, const char* name);
+
 // kernel<<<blocks, threads, smem_bytes, stream>>>(args...) after checking the grid size and opting the kernel into
-// smem_bytes of dynamic shared memory; the errors name `op` and the kernel `name` (a device with less shared memory
-// per block is an environment error). Nothing happens for blocks == 0.
+// smem_bytes of dynamic shared memory (ensure_dynamic_smem); the errors name `op` and the kernel `name`. Nothing
+// happens for blocks == 0.
 template <typename... P, typename... A>
 void launch_kernel(const char* op, const char* name, void (*kernel)(P...), int64_t blocks, int threads,
                    std::size_t smem_bytes, int device, cudaStream_t stream, A... args) {
   if (blocks == 0) return;
   HYDRA_CHECK(blocks <= INT_MAX, "{}: {} needs {} blocks, more than the grid limit {}", op, name, blocks, INT_MAX);
-  int optin = 0;
-  HYDRA_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  HYDRA_CHECK_ENV(smem_bytes <= static_cast<std::size_t>(optin),
-                  "{}: {} needs {} bytes of shared memory per block, the device allows {}", op, name, smem_bytes,
-                  optin);
-  HYDRA_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes)));
+  ensure_dynamic_smem(reinterpret_cast<const void*>(kernel), smem_bytes, device, op, name);
   kernel<<<static_cast<unsigned>(blocks), threads, smem_bytes, stream>>>(args...);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) throw_cuda_error(err, name, __FILE__, __LINE__);

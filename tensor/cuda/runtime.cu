@@ -570,4 +570,20 @@ Geom make_geom(const Tensor& t, const char* op) {
   return g;
 }
 
+void ensure_dynamic_smem(const void* kernel, std::size_t bytes, int device, const char* op, const char* name) {
+  constexpr std::size_t kDefault = 48 * 1024;  // what every kernel may use without opting in
+  if (bytes <= kDefault) return;
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, std::size_t> set;  // (kernel, device) → bytes opted into
+  std::lock_guard<std::mutex> lock(mu);
+  std::size_t& have = set[{kernel, device}];
+  if (have >= bytes) return;
+  int optin = 0;
+  HYDRA_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  HYDRA_CHECK_ENV(bytes <= static_cast<std::size_t>(optin),
+                  "{}: {} needs {} bytes of shared memory per block, the device allows {}", op, name, bytes, optin);
+  HYDRA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  have = bytes;
+}
+
 }  // namespace hydra::cuda

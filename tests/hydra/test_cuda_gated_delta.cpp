@@ -1,8 +1,8 @@
-// gpu-labelled: the gated delta rule on CUDA (hydra/mixers/gated_delta/gated_delta_cuda.cu): forward, backward and
+// gpu-labelled: the gated delta rule on CUDA (gated_delta_cuda.cu, gated_delta_mma.cu): forward, backward and
 // step against the float64 token-by-token reference gated_delta_ref, computed on the CPU from host64() of the very
 // inputs the GPU saw (for bfloat16: the rounded values, upcast); reference gradients by ag::backward through the
-// reference with the same upstream gradients. float32 runs the SIMT fp32 kernels, bfloat16 their tensor-core path
-// (also over long sequences, T = 4096). Also ag::gated_delta end to end on CUDA with mixed dtypes, T = 0,
+// reference with the same upstream gradients. float32 runs the SIMT fp32 kernels (chunk 32), bfloat16 the
+// tensor-core kernels of gated_delta_mma.cu (chunk 64; also over long sequences, T = 4096). Also ag::gated_delta end to end on CUDA with mixed dtypes, T = 0,
 // non-contiguous inputs, and the CUDA argument errors. Outputs are poisoned by the allocator (see gpu_available),
 // so an element a kernel forgets to write is NaN and fails its comparison.
 #include <cmath>
@@ -171,7 +171,7 @@ TEST_SUITE("gpu") {  // built into test_hydra_gpu (tests/CMakeLists.txt), ctest 
 
   TEST_CASE("gated delta cuda bfloat16 long sequences") {
     // The bfloat16 (tensor-core) path over many chunks, where the fp32 state is carried through hundreds of chunk
-    // updates whose products take it as a split bf16 operand: T = 4096 (128 chunks of the kernel) with K = V = 64,
+    // updates whose products take it as a bf16 operand: T = 4096 (128 chunks of the kernel) with K = V = 64,
     // in the model's gate regime and with alpha near 1 (long memory); and K = V = 128 (the largest shared-memory
     // layouts, four V tiles) over 1024 tokens. Forward, final state and every gradient against the reference.
     if (!gpu_available()) return;

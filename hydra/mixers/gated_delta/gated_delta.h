@@ -13,14 +13,16 @@
 // functions copy non-contiguous inputs):
 //  * CPU: float32 or float64, all inputs (and do, dfinal_state) one dtype; arithmetic and the state in that dtype;
 //    outputs and gradients in it too.
-//  * CUDA (gated_delta_cuda.cu): q, k, v and do float32 or bfloat16 (one dtype); alpha, beta, initial_state /
-//    state and dfinal_state float32 or q's dtype (the model passes float32 gates with bfloat16 q, k, v).
-//    Accumulation and the state are float32 in both cases. float32 inputs: true fp32 FFMA everywhere (no TF32, no
-//    tensor cores). bfloat16 inputs: the chunk's matrix products (Q Kᵀ, K Kᵀ, the WY/UT products, the state
-//    readouts and updates, and their adjoints) run on tensor cores (bf16 operands, fp32 accumulators); q, k, v, do
-//    enter the products exactly, and every float32 operand (the state tile, U, T, the decayed and gated matrices)
-//    is split into two bf16 halves hi + lo, which keeps the products near fp32 accuracy (~1e-5 relative) while the
-//    states themselves stay float32. The rest (the triangular solve, decays, per-token dots, the step) is fp32 SIMT.
+//  * CUDA (gated_delta_cuda.cu, gated_delta_mma.cu): q, k, v and do float32 or bfloat16 (one dtype); alpha, beta,
+//    initial_state / state and dfinal_state float32 or q's dtype (the model passes float32 gates with bfloat16 q, k,
+//    v). Accumulation and the state are float32 in both cases. float32 inputs run gated_delta_cuda.cu, unchanged:
+//    true fp32 FFMA everywhere (no TF32, no tensor cores), chunk length 32. bfloat16 inputs run
+//    gated_delta_mma.cu: chunk length 64, mma.sync m16n8k16 tensor cores with bf16 operands and fp32 accumulators;
+//    q, k, v, do enter the products exactly, the intermediate operands (T = (I + A)⁻¹ scaled by the gates, Wk, Uv,
+//    U, the chunk-start states and state gradients, dU, dW, the masked score matrices) are rounded to bf16 as MMA
+//    operands, and every accumulation and the carried state are fp32 (results well inside the bf16 tolerance of
+//    SPEC §0.1). The rest (the triangular solve, decays, per-token dots) is fp32 SIMT; the one-token step is fp32
+//    SIMT for both dtypes (gated_delta_cuda.cu).
 //    o is in q's dtype; the final state (forward and step) is float32; gradients come back in the dtype of their
 //    input. float64 or any other dtype on CUDA throws std::invalid_argument naming the op, the argument, the dtype
 //    and the supported set.
@@ -38,10 +40,11 @@
 //    included): it recomputes the per-chunk start states from the saved inputs (T/chunk states per head being
 //    processed, never one per token) and walks the chunks in reverse. Time O(T·(chunk·(K + V) + V·K)) per head.
 //    Arithmetic is in the input dtype. T = 0 is allowed (the final state is then the initial one).
-//    On CUDA the `chunk` argument is checked (≥ 1) but not used: the kernels use their own chunk length of 32 for
-//    both dtypes (again only the summation order changes). The CUDA backward recomputes the chunk-start states (one
-//    per 32 tokens per head, kept in an fp32 scratch tensor for the duration of the call) by re-running the
-//    forward's state pass, then walks the chunks in reverse; see gated_delta_cuda.cu for the kernel design.
+//    On CUDA the `chunk` argument is checked (≥ 1) but not used: the kernels use their own chunk length, 32 for
+//    float32 and 64 for bfloat16 (again only the summation order changes). The CUDA backward recomputes the
+//    chunk-start states (one per chunk per head, kept in a scratch tensor for the duration of the call) by
+//    re-running the forward's state pass, then walks the chunks in reverse; see gated_delta_cuda.cu (float32) and
+//    gated_delta_mma.cu (bfloat16) for the kernel design.
 //  * gated_delta_step: one token (decode), the recurrence applied once (CUDA: 16 lanes per state row).
 //  * gated_delta_ref (gated_delta_ref.cpp): the token-by-token recurrence in float64, for tests only. It is a
 //    composition of ag:: primitives: with inputs that require grad, ag::backward through it gives reference

@@ -17,8 +17,8 @@
 //   state  one block per (32 value rows of the state, b·h), sequential over the chunks: the fp32 state tile lives in
 //          the MMA accumulators of the 4 warps (32 × D); per chunk it is written as bf16 to the chunk-start scratch
 //          h (and to shared memory as the B operand of U = Uv − Wk S₀ᵀ), U is written over Uv (bf16), and
-//          S ← γ_{C−1} S + (diag(d) U)ᵀ K. The next chunk's Wk, Uv and K tiles arrive by cp.async while the
-//          current one is computed (double buffer).
+//          S ← γ_{C−1} S + (diag(d) U)ᵀ K. The Wk, Uv and K tiles of the next kStages − 1 chunks are in flight
+//          (cp.async ring) while the current one is computed.
 //   out    one block per (chunk, b·h), all chunks in parallel: P = (Q Kᵀ) ∘ D masked (MMA, registers), then
 //          O = γ ∘ (Q S₀ᵀ) + P U (MMA; P rounded to bf16 in registers, the flash-attention P·V form), o in bf16.
 // Precision: q, k, v enter the products exactly; T·diag(·), Wk, Uv, U, the chunk-start states S₀ (as operands) and P
@@ -51,6 +51,7 @@ constexpr int kBV = 32;                     // value rows of the state per state
 constexpr int kLdC = kC + 1;                // row stride of fp32 C×C matrices in shared memory
 constexpr int kLdU = kBV + 8;               // row stride of bf16 C×kBV tiles
 constexpr int kDl = 2 * kC;                 // per chunk in the dl scratch: d_s (s < C), then γ_t (t < C)
+constexpr int kStages = 3;                  // chunk tiles in flight in the sequential kernels (cp.async ring)
 static_assert(kC == 16 * kWarps, "one 16-row m-tile per warp");
 
 template <int D_>
@@ -147,8 +148,9 @@ struct PrepSmem {
 };
 
 // T = (I + A)⁻¹ (unit lower triangular, 64×64 fp32, row stride kLdC) from A (strictly lower; zeros elsewhere).
-// Diagonal 16×16 blocks: forward substitution, one thread per column. Then block diagonal d = 1, 2, 3:
-// X = Σ_{m=j}^{i−1} A_im T_mj (one contiguous range of 16·(i − j) columns), T_ij = −T_ii X. Ends with a barrier.
+// Diagonal 16×16 blocks: forward substitution in fp32, one thread per column. Then block diagonal d = 1, 2, 3:
+// X = Σ_{m=j}^{i−1} A_im T_mj (one contiguous range of 16·(i − j) columns), T_ij = −T_ii X, both products on tensor
+// cores with tf32 operands (T is rounded to bf16 as the operand of Wk and Uv anyway). Ends with a barrier.
 __device__ __forceinline__ void invert_unit_lower(const float* am, float* tm, float* x) {
   const int tid = threadIdx.x;
   if (tid < kC) {  // column j of its diagonal block, in registers (unrolled: static indices, pipelined loads)
@@ -170,28 +172,54 @@ __device__ __forceinline__ void invert_unit_lower(const float* am, float* tm, fl
     for (int i = 0; i < 16; ++i) tm[(lo + i) * kLdC + j] = col[i];
   }
   __syncthreads();
+  // Off-diagonal blocks on tensor cores (tf32 operands, fp32 accumulators), one warp per block pair (i, j): the
+  // pairs of one block diagonal are independent, the diagonals in sequence.
+  const int warp = tid >> 5, lane = tid & 31, g = lane >> 2, c = lane & 3;
 #pragma unroll 1
   for (int dd = 1; dd < 4; ++dd) {
-    const int np = 4 - dd;  // block pairs (i, j = i − dd), i = dd..3
-    for (int e = tid; e < np * 256; e += kThreads) {
-      const int p = e >> 8, r = (e >> 4) & 15, c = e & 15, i = dd + p, j = p;
-      float s[4] = {0.f, 0.f, 0.f, 0.f};
-      for (int m = j; m < i; ++m) {
-        const float* arow = am + (16 * i + r) * kLdC + 16 * m;
-        const float* tcol = tm + 16 * m * kLdC + 16 * j + c;
+    if (warp < 4 - dd) {
+      const int i = dd + warp, j = warp;
+      float acc[2][4] = {};
+      // X = Σ_{q ∈ [16j, 16i)} A[16i + ·][q] T[q][16j + ·]  (k-steps of 8)
+      for (int q0 = 16 * j; q0 < 16 * i; q0 += 8) {
+        const float* ar = am + (16 * i + g) * kLdC + q0 + c;
+        const uint32_t a[4] = {cuda::to_tf32(ar[0]), cuda::to_tf32(ar[8 * kLdC]), cuda::to_tf32(ar[4]),
+                               cuda::to_tf32(ar[8 * kLdC + 4])};
 #pragma unroll
-        for (int q = 0; q < 16; ++q) s[q & 3] = fmaf(arow[q], tcol[q * kLdC], s[q & 3]);
+        for (int nt = 0; nt < 2; ++nt) {
+          const float* tc = tm + (q0 + c) * kLdC + 16 * j + 8 * nt + g;
+          cuda::mma_1688_tf32(acc[nt], a, cuda::to_tf32(tc[0]), cuda::to_tf32(tc[4 * kLdC]));
+        }
       }
-      x[e] = (s[0] + s[1]) + (s[2] + s[3]);
-    }
-    __syncthreads();
-    for (int e = tid; e < np * 256; e += kThreads) {
-      const int p = e >> 8, r = (e >> 4) & 15, c = e & 15, i = dd + p, j = p;
-      const float* trow = tm + (16 * i + r) * kLdC + 16 * i;
-      float s[4] = {0.f, 0.f, 0.f, 0.f};
+      float* xw = x + warp * 256;  // X of the pair, 16 × 16 row-major
 #pragma unroll
-      for (int q = 0; q < 16; ++q) s[q & 3] = fmaf(trow[q], x[(p << 8) + q * 16 + c], s[q & 3]);
-      tm[(16 * i + r) * kLdC + 16 * j + c] = -((s[0] + s[1]) + (s[2] + s[3]));
+      for (int nt = 0; nt < 2; ++nt) {
+        xw[g * 16 + 8 * nt + 2 * c] = acc[nt][0];
+        xw[g * 16 + 8 * nt + 2 * c + 1] = acc[nt][1];
+        xw[(g + 8) * 16 + 8 * nt + 2 * c] = acc[nt][2];
+        xw[(g + 8) * 16 + 8 * nt + 2 * c + 1] = acc[nt][3];
+      }
+      __syncwarp();
+      // T_ij = −T_ii X
+      float out[2][4] = {};
+#pragma unroll
+      for (int k0 = 0; k0 < 16; k0 += 8) {
+        const float* tr = tm + (16 * i + g) * kLdC + 16 * i + k0 + c;
+        const uint32_t a[4] = {cuda::to_tf32(tr[0]), cuda::to_tf32(tr[8 * kLdC]), cuda::to_tf32(tr[4]),
+                               cuda::to_tf32(tr[8 * kLdC + 4])};
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+          cuda::mma_1688_tf32(out[nt], a, cuda::to_tf32(xw[(k0 + c) * 16 + 8 * nt + g]),
+                              cuda::to_tf32(xw[(k0 + c + 4) * 16 + 8 * nt + g]));
+      }
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        float* o = tm + (16 * i + g) * kLdC + 16 * j + 8 * nt + 2 * c;
+        o[0] = -out[nt][0];
+        o[1] = -out[nt][1];
+        o[8 * kLdC] = -out[nt][2];
+        o[8 * kLdC + 1] = -out[nt][3];
+      }
     }
     __syncthreads();
   }
@@ -294,18 +322,18 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const bf16* __restrict__
 
 template <int D>
 struct StateSmem {
-  // Double-buffered chunk tiles, buffer i through wb(i), kb(i), ub(i), dlb(i) (an array of pointers indexed at run
-  // time would live in local memory).
+  // kStages buffers of the chunk tiles, buffer i through wb(i), kb(i), ub(i), dlb(i) (an array of pointers indexed
+  // at run time would live in local memory).
   bf16 *w, *k, *u;
   float* dl;
     bf16 *s, *ud;
   __host__ __device__ static StateSmem carve(uintptr_t base, std::size_t* bytes = nullptr) {
     cuda::Carver c{base};
     StateSmem s;
-    s.w = c.take<bf16>(2 * kC * Cfg<D>::LD);
-    s.k = c.take<bf16>(2 * kC * Cfg<D>::LD);
-    s.u = c.take<bf16>(2 * kC * kLdU);
-    s.dl = c.take<float>(2 * kDl);
+    s.w = c.take<bf16>(kStages * kC * Cfg<D>::LD);
+    s.k = c.take<bf16>(kStages * kC * Cfg<D>::LD);
+    s.u = c.take<bf16>(kStages * kC * kLdU);
+    s.dl = c.take<float>(kStages * kDl);
     s.s = c.take<bf16>(kBV * Cfg<D>::LD);  // the state tile as a bf16 operand [value row][key]
     s.ud = c.take<bf16>(kC * kLdU);        // diag(d) U, [token][value row]
     if (bytes) *bytes = c.off;
@@ -338,7 +366,6 @@ __global__ void __launch_bounds__(kThreads) state_kernel(const bf16* __restrict_
     cuda::load_rows<D, kC, kThreads>(sm.kb(buf), kb, d.H * d.K, c * kC, d.T, d.K, d.vk);
     cuda::load_rows<kBV, kC, kThreads>(sm.ub(buf), u + (srow0 + c * kC) * D + j0, D, 0, kC, kBV, true);
     if (tid < kDl / 4) cuda::cp_async_16(sm.dlb(buf) + 4 * tid, dl + (bh * d.NC + c) * kDl + 4 * tid, 16);
-    cuda::cp_async_commit();
   };
 
   // The state tile (rows j0 + mrow + g (+8), columns kcol + 8n + c2 (+1)) in registers.
@@ -351,16 +378,22 @@ __global__ void __launch_bounds__(kThreads) state_kernel(const bf16* __restrict_
       st[n][e] = (s0 != nullptr && j < d.V && key < d.K) ? s0[(bh * d.V + j) * d.K + key] : 0.f;
     }
 
-  if (d.NC > 0) load_chunk(0, 0);
+  // A ring of kStages buffers: chunk c in buffer c % kStages, loaded kStages − 1 chunks ahead (one commit group per
+  // chunk, empty past the end, so that wait<kStages − 2> always means "chunk c has landed").
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (i < d.NC) load_chunk(i, i);
+    cuda::cp_async_commit();
+  }
   for (int64_t c = 0; c < d.NC; ++c) {
-    const int buf = static_cast<int>(c & 1);
+    const int buf = static_cast<int>(c % kStages);
     // S₀ of the chunk: bf16 operand in shared memory and the chunk-start scratch.
     bf16* hc = hs + ((bh * d.NC + c) * D + j0) * D;
     store_frag_bf16(sm.s, C::LD, mrow, kcol, st);
     store_frag_bf16(hc, D, mrow, kcol, st);
-    cuda::cp_async_wait<0>();
-    __syncthreads();  // the chunk's tiles and S₀ are visible; the other buffer is free
-    if (c + 1 < d.NC) load_chunk(c + 1, buf ^ 1);
+    cuda::cp_async_wait<kStages - 2>();
+    __syncthreads();  // the chunk's tiles and S₀ are visible; chunk c − 1's buffer is free
+    if (c + kStages - 1 < d.NC) load_chunk(c + kStages - 1, static_cast<int>((c + kStages - 1) % kStages));
+    cuda::cp_async_commit();
 
     // U = Uv − Wk S₀ᵀ for the warp's 16 tokens and the 32 value rows.
     {
@@ -705,18 +738,18 @@ __global__ void __launch_bounds__(kThreads) du_intra_kernel(const bf16* __restri
 // dS ← γ_{C−1} dS + (diag(γ) dO)ᵀ Q − dUᵀ Wk. At the end dS is the initial state's gradient.
 template <int D>
 struct StateBwdSmem {
-  bf16 *w, *k, *q, *g, *du;  // double-buffered (buffer i through the accessors)
+  bf16 *w, *k, *q, *g, *du;  // kStages buffers each (buffer i through the accessors)
   float* dl;
   bf16 *s, *gg, *dun;
   __host__ __device__ static StateBwdSmem carve(uintptr_t base, std::size_t* bytes = nullptr) {
     cuda::Carver c{base};
     StateBwdSmem s;
-    s.w = c.take<bf16>(2 * kC * Cfg<D>::LD);
-    s.k = c.take<bf16>(2 * kC * Cfg<D>::LD);
-    s.q = c.take<bf16>(2 * kC * Cfg<D>::LD);
-    s.g = c.take<bf16>(2 * kC * kLdU);   // dO, the block's 32 value columns
-    s.du = c.take<bf16>(2 * kC * kLdU);  // dU_intra, the block's 32 columns
-    s.dl = c.take<float>(2 * kDl);
+    s.w = c.take<bf16>(kStages * kC * Cfg<D>::LD);
+    s.k = c.take<bf16>(kStages * kC * Cfg<D>::LD);
+    s.q = c.take<bf16>(kStages * kC * Cfg<D>::LD);
+    s.g = c.take<bf16>(kStages * kC * kLdU);   // dO, the block's 32 value columns
+    s.du = c.take<bf16>(kStages * kC * kLdU);  // dU_intra, the block's 32 columns
+    s.dl = c.take<float>(kStages * kDl);
     s.s = c.take<bf16>(kBV * Cfg<D>::LD);  // dS as a bf16 operand [value row][key]
     s.gg = c.take<bf16>(kC * kLdU);        // diag(γ) dO  [token][value row]
     s.dun = c.take<bf16>(kC * kLdU);       // −dU        [token][value row]
@@ -759,7 +792,6 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(const bf16* __restr
     cuda::load_rows<kBV, kC, kThreads>(sm.gb(buf), gh, d.H * d.V, c * kC, d.T, vw, d.vv);
     cuda::load_rows<kBV, kC, kThreads>(sm.dub(buf), du + (srow0 + c * kC) * D + j0, D, 0, kC, kBV, true);
     if (tid < kDl / 4) cuda::cp_async_16(sm.dlb(buf) + 4 * tid, dl + (bh * d.NC + c) * kDl + 4 * tid, 16);
-    cuda::cp_async_commit();
   };
 
   float st[NS][4];
@@ -771,14 +803,19 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(const bf16* __restr
       st[n][e] = (ds_final != nullptr && j < d.V && key < d.K) ? ds_final[(bh * d.V + j) * d.K + key] : 0.f;
     }
 
-  if (d.NC > 0) load_chunk(d.NC - 1, 0);
+  // The forward state pass's ring of kStages buffers, walked in reverse: iteration it handles chunk NC − 1 − it.
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (i < d.NC) load_chunk(d.NC - 1 - i, i);
+    cuda::cp_async_commit();
+  }
   for (int64_t c = d.NC - 1, it = 0; c >= 0; --c, ++it) {
-    const int buf = static_cast<int>(it & 1);
+    const int buf = static_cast<int>(it % kStages);
     store_frag_bf16(sm.s, C::LD, mrow, kcol, st);
     store_frag_bf16(dhs + ((bh * d.NC + c) * D + j0) * D, D, mrow, kcol, st);
-    cuda::cp_async_wait<0>();
+    cuda::cp_async_wait<kStages - 2>();
     __syncthreads();
-    if (c > 0) load_chunk(c - 1, buf ^ 1);
+    if (c - (kStages - 1) >= 0) load_chunk(c - (kStages - 1), static_cast<int>((it + kStages - 1) % kStages));
+    cuda::cp_async_commit();
     const float* dlc = sm.dlb(buf);
     {  // dU = dU_intra + diag(d) K dSᵀ for the warp's 16 tokens; −dU and diag(γ) dO to shared memory.
       uint32_t ka[C::KS][4];

@@ -979,13 +979,8 @@ Dims make_dims(const Tensor& q, const Tensor& k, const Tensor& v, int64_t window
 // Opts the kernel into `bytes` of dynamic shared memory, naming the op when the device has less.
 template <typename Kernel>
 void set_smem(Kernel kernel, size_t bytes, const Tensor& q, const char* op, int D) {
-  int max_optin = 0;
-  HYDRA_CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, q.device().index));
-  HYDRA_CHECK_ENV(static_cast<int64_t>(bytes) <= max_optin,
-                  "{}: the head-dim-{} kernel needs {} bytes of shared memory per block, the device allows {}", op, D,
-                  bytes, max_optin);
-  HYDRA_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  const std::string name = fmt::format("the head-dim-{} kernel", D);
+  cuda::ensure_dynamic_smem(reinterpret_cast<const void*>(kernel), bytes, q.device().index, op, name.c_str());
 }
 
 unsigned grid_of(int64_t blocks, const char* op) {
