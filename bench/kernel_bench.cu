@@ -29,8 +29,9 @@
 //     the own chunk's causal part; with S = T every query has min(k, ⌊t/N⌋) candidates):
 //     fwd 2·B·H·n_c·(K + V);   bwd 2·B·H·n_c·(3K + 2V)  (as window attention);
 //     route 2·B·H·K·Σ_t ⌊t/N⌋  (one dot product per candidate chunk; the top-k selection not counted).
-//   gated delta rule, chunkwise form with C = 64 (SPEC dn_chunk_size, as fla's chunk_gated_delta_rule), per token and head, in multiply-adds, the
-//   causal C×C products counted as triangles (C²/2), the triangular solve as C³/6 per chunk:
+//   gated delta rule, chunkwise form with C = 64 (SPEC dn_chunk_size, as fla's chunk_gated_delta_rule), per token
+//   and head, in multiply-adds, the causal C×C products counted as triangles (C²/2), the triangular solve as C³/6
+//   per chunk:
 //     fwd  1.5·C·K + C·V + 3·K·V + C²/6:   K·Kᵀ (A), T·diag(βγ)·K (Wk), Q·Kᵀ: 3 × C²K/2;  T·diag(β)·V (Uv),
 //          (QKᵀ∘D)·U: 2 × C²V/2;  U = Uv − Wk·S₀ᵀ, S_end += Uᵀ·diag(D)·K, Q·S₀ᵀ: 3 × C·K·V;  (I + A)⁻¹: C³/6.
 //     bwd  3.5·C·K + 2.5·C·V + 8·K·V + C²/6:   recomputed K·Kᵀ, Wk, Q·Kᵀ, (G1∘D)·K, (G1∘D)ᵀ·Q: 5 × C²K/2,

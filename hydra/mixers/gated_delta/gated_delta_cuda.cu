@@ -970,9 +970,10 @@ __device__ __forceinline__ void load4(float* out, const BFloat16* p) {
   out[3] = b.y;
 }
 
-// One token (s0 may be null: zero state). One state row per 16 lanes (a half warp): the row (K ≤ 128 floats) is read once into registers, 4 consecutive
-// elements per lane and group of 64 (16-byte loads and stores when K % 4 == 0), S_j·k and the new row's ·q are sums
-// over the 16 lanes (4 xor shuffles); q and k are read with the same vector width. kStepRows rows per block.
+// One token (s0 may be null: zero state). One state row per 16 lanes (a half warp): the row (K ≤ 128 floats) is
+// read once into registers, 4 consecutive elements per lane and group of 64 (16-byte loads and stores when
+// K % 4 == 0), S_j·k and the new row's ·q are sums over the 16 lanes (4 xor shuffles); q and k are read with the same
+// vector width. kStepRows rows per block.
 constexpr int kStepLanes = 16, kStepRows = kThreads / kStepLanes;
 template <typename T>
 __global__ void __launch_bounds__(kThreads)

@@ -48,10 +48,20 @@ using bf16 = __nv_bfloat16;
 constexpr int kC = 64;                      // chunk length (tokens)
 constexpr int kWarps = 4, kThreads = 32 * kWarps;
 constexpr int kBV = 32;                     // value rows of the state per state-pass block
-constexpr int kLdC = kC + 1;                // row stride of fp32 C×C matrices in shared memory
+constexpr int kLdC = kC + 8;                // row stride of fp32 C×C matrices (fragment reads: ≤ 2-way conflicts)
 constexpr int kLdU = kBV + 8;               // row stride of bf16 C×kBV tiles
 constexpr int kDl = 2 * kC;                 // per chunk in the dl scratch: d_s (s < C), then γ_t (t < C)
 constexpr int kStages = 3;                  // chunk tiles in flight in the sequential kernels (cp.async ring)
+constexpr int kSeqThreads = 256;            // the sequential kernels: 8 warps share each chunk step's work
+
+// Warp roles in the sequential kernels (8 warps, a 32-row state tile of D columns):
+//  * the C × 32 products (U, resp. dU): warp w computes tokens 16·(w mod 4).. and value columns 16·(w / 4)..;
+//  * the 32 × D state update: kUpdWarps<D> warps, warp w rows 16·(w mod 2).., columns (w / 2)·cols.. with
+//    cols = kUpdCols<D> (D = 32: only 4 warps, so that each keeps whole 16-column pairs).
+template <int D>
+constexpr int kUpdWarps = D >= 64 ? 8 : 4;
+template <int D>
+constexpr int kUpdCols = D / (kUpdWarps<D> / 2);
 static_assert(kC == 16 * kWarps, "one 16-row m-tile per warp");
 
 template <int D_>
@@ -109,6 +119,12 @@ __device__ __forceinline__ void frag_lower(uint32_t (&a)[4], const float* m, con
   a[1] = cuda::pack_bf16(at(t0 + 8, s0), at(t0 + 8, s0 + 1));
   a[2] = cuda::pack_bf16(at(t0, s0 + 8), at(t0, s0 + 9));
   a[3] = cuda::pack_bf16(at(t0 + 8, s0 + 8), at(t0 + 8, s0 + 9));
+}
+
+template <int N>
+__device__ __forceinline__ void zero(float (&acc)[N][4]) {
+#pragma unroll
+  for (int n = 0; n < N; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
 }
 
 // Writes a warp's accumulator rows r0 + g (+8) of n-tiles 0..N−1 as bf16 to dst (row stride ld, column offset col0).
@@ -346,25 +362,27 @@ struct StateSmem {
 };
 
 template <int D>
-__global__ void __launch_bounds__(kThreads) state_kernel(const bf16* __restrict__ k, const bf16* __restrict__ w,
-                                                         bf16* __restrict__ u, const float* __restrict__ dl,
-                                                         const float* __restrict__ s0, bf16* __restrict__ hs,
-                                                         float* __restrict__ s_final, Dims d) {
+__global__ void __launch_bounds__(kSeqThreads) state_kernel(const bf16* __restrict__ k, const bf16* __restrict__ w,
+                                                            bf16* __restrict__ u, const float* __restrict__ dl,
+                                                            const float* __restrict__ s0, bf16* __restrict__ hs,
+                                                            float* __restrict__ s_final, Dims d) {
   using C = Cfg<D>;
-  constexpr int NS = D / 16;  // n-tiles of the warp's state columns (D / 2 keys)
+  constexpr int NS = kUpdCols<D> / 8;  // n-tiles of the warp's state columns
   extern __shared__ __align__(128) unsigned char smem[];
   const StateSmem<D> sm = StateSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
   const int64_t nvt = D / kBV, jt = blockIdx.x % nvt, bh = blockIdx.x / nvt, b = bh / d.H, h = bh % d.H;
   const int j0 = static_cast<int>(jt) * kBV;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c2 = (lane & 3) * 2;
-  const int mrow = 16 * (warp & 1), kcol = (warp >> 1) * (D / 2);  // the warp's state rows and first key column
+  const int mrow = 16 * (warp & 1), kcol = (warp >> 1) * kUpdCols<D>;  // the warp's state rows, first key column
+  const bool upd = warp < kUpdWarps<D>;
+  const int tw = 16 * (warp & 3), jw = 16 * (warp >> 2);  // the warp's tokens and value columns in U
   const bf16* kb = k + head_base(b, h, d, d.K);
   const int64_t srow0 = bh * d.NC * kC;  // first scratch row of the head
 
   auto load_chunk = [&](int64_t c, int buf) {
-    cuda::load_rows<D, kC, kThreads>(sm.wb(buf), w + (srow0 + c * kC) * D, D, 0, kC, D, true);
-    cuda::load_rows<D, kC, kThreads>(sm.kb(buf), kb, d.H * d.K, c * kC, d.T, d.K, d.vk);
-    cuda::load_rows<kBV, kC, kThreads>(sm.ub(buf), u + (srow0 + c * kC) * D + j0, D, 0, kC, kBV, true);
+    cuda::load_rows<D, kC, kSeqThreads>(sm.wb(buf), w + (srow0 + c * kC) * D, D, 0, kC, D, true);
+    cuda::load_rows<D, kC, kSeqThreads>(sm.kb(buf), kb, d.H * d.K, c * kC, d.T, d.K, d.vk);
+    cuda::load_rows<kBV, kC, kSeqThreads>(sm.ub(buf), u + (srow0 + c * kC) * D + j0, D, 0, kC, kBV, true);
     if (tid < kDl / 4) cuda::cp_async_16(sm.dlb(buf) + 4 * tid, dl + (bh * d.NC + c) * kDl + 4 * tid, 16);
   };
 
@@ -375,7 +393,7 @@ __global__ void __launch_bounds__(kThreads) state_kernel(const bf16* __restrict_
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int64_t j = j0 + mrow + g + 8 * (e >> 1), key = kcol + 8 * n + c2 + (e & 1);
-      st[n][e] = (s0 != nullptr && j < d.V && key < d.K) ? s0[(bh * d.V + j) * d.K + key] : 0.f;
+      st[n][e] = (upd && s0 != nullptr && j < d.V && key < d.K) ? s0[(bh * d.V + j) * d.K + key] : 0.f;
     }
 
   // A ring of kStages buffers: chunk c in buffer c % kStages, loaded kStages − 1 chunks ahead (one commit group per
@@ -388,37 +406,34 @@ __global__ void __launch_bounds__(kThreads) state_kernel(const bf16* __restrict_
     const int buf = static_cast<int>(c % kStages);
     // S₀ of the chunk: bf16 operand in shared memory and the chunk-start scratch.
     bf16* hc = hs + ((bh * d.NC + c) * D + j0) * D;
-    store_frag_bf16(sm.s, C::LD, mrow, kcol, st);
-    store_frag_bf16(hc, D, mrow, kcol, st);
+    if (upd) {
+      store_frag_bf16(sm.s, C::LD, mrow, kcol, st);
+      store_frag_bf16(hc, D, mrow, kcol, st);
+    }
     cuda::cp_async_wait<kStages - 2>();
     __syncthreads();  // the chunk's tiles and S₀ are visible; chunk c − 1's buffer is free
     if (c + kStages - 1 < d.NC) load_chunk(c + kStages - 1, static_cast<int>((c + kStages - 1) % kStages));
     cuda::cp_async_commit();
 
-    // U = Uv − Wk S₀ᵀ for the warp's 16 tokens and the 32 value rows.
+    // U = Uv − Wk S₀ᵀ for the warp's 16 tokens and 16 value rows.
     {
-      float acc[kBV / 8][4];
-#pragma unroll
-      for (int n = 0; n < kBV / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+      float acc[2][4];
+      zero(acc);
 #pragma unroll
       for (int ks = 0; ks < C::KS; ++ks) {
-        uint32_t a[4];
-        cuda::load_a(a, sm.wb(buf) + 16 * warp * C::LD, C::LD, 16 * ks);
-#pragma unroll
-        for (int nn = 0; nn < kBV / 16; ++nn) {
-          uint32_t bb[4];
-          cuda::load_b_nk(bb, sm.s, C::LD, 16 * nn, 16 * ks);
-          cuda::mma_16816(acc[2 * nn], a, bb[0], bb[1]);
-          cuda::mma_16816(acc[2 * nn + 1], a, bb[2], bb[3]);
-        }
+        uint32_t a[4], bb[4];
+        cuda::load_a(a, sm.wb(buf) + tw * C::LD, C::LD, 16 * ks);
+        cuda::load_b_nk(bb, sm.s, C::LD, jw, 16 * ks);
+        cuda::mma_16816(acc[0], a, bb[0], bb[1]);
+        cuda::mma_16816(acc[1], a, bb[2], bb[3]);
       }
       const float* dlc = sm.dlb(buf);
       bf16* uc = u + (srow0 + c * kC) * D + j0;
 #pragma unroll
-      for (int n = 0; n < kBV / 8; ++n)
+      for (int n = 0; n < 2; ++n)
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-          const int t = 16 * warp + g + 8 * half, j = 8 * n + c2;
+          const int t = tw + g + 8 * half, j = jw + 8 * n + c2;
           const float2 uv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(sm.ub(buf) + t * kLdU + j));
           const float x0 = uv.x - acc[n][2 * half], x1 = uv.y - acc[n][2 * half + 1];
           *reinterpret_cast<__nv_bfloat162*>(uc + t * D + j) = __floats2bfloat162_rn(x0, x1);
@@ -428,25 +443,27 @@ __global__ void __launch_bounds__(kThreads) state_kernel(const bf16* __restrict_
     __syncthreads();  // diag(d) U visible
 
     // S ← γ_{C−1} S + (diag(d) U)ᵀ K.
-    const float gl = sm.dlb(buf)[2 * kC - 1];  // γ_{C−1}
+    if (upd) {
+      const float gl = sm.dlb(buf)[2 * kC - 1];  // γ_{C−1}
 #pragma unroll
-    for (int n = 0; n < NS; ++n)
+      for (int n = 0; n < NS; ++n)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) st[n][e] *= gl;
+        for (int e = 0; e < 4; ++e) st[n][e] *= gl;
 #pragma unroll
-    for (int ks = 0; ks < kC / 16; ++ks) {
-      uint32_t a[4];
-      cuda::load_a_t(a, sm.ud, kLdU, mrow, 16 * ks);
+      for (int ks = 0; ks < kC / 16; ++ks) {
+        uint32_t a[4];
+        cuda::load_a_t(a, sm.ud, kLdU, mrow, 16 * ks);
 #pragma unroll
-      for (int nn = 0; nn < NS / 2; ++nn) {
-        uint32_t bb[4];
-        cuda::load_b_kn(bb, sm.kb(buf), C::LD, kcol + 16 * nn, 16 * ks);
-        cuda::mma_16816(st[2 * nn], a, bb[0], bb[1]);
-        cuda::mma_16816(st[2 * nn + 1], a, bb[2], bb[3]);
+        for (int nn = 0; nn < NS / 2; ++nn) {
+          uint32_t bb[4];
+          cuda::load_b_kn(bb, sm.kb(buf), C::LD, kcol + 16 * nn, 16 * ks);
+          cuda::mma_16816(st[2 * nn], a, bb[0], bb[1]);
+          cuda::mma_16816(st[2 * nn + 1], a, bb[2], bb[3]);
+        }
       }
     }
   }
-  if (s_final != nullptr) {
+  if (upd && s_final != nullptr) {
 #pragma unroll
     for (int n = 0; n < NS; ++n)
 #pragma unroll
@@ -611,12 +628,6 @@ __device__ __forceinline__ void gemm_regs_a(float (&acc)[N][4], const uint32_t (
   }
 }
 
-template <int N>
-__device__ __forceinline__ void zero(float (&acc)[N][4]) {
-#pragma unroll
-  for (int n = 0; n < N; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-}
-
 // The warp's 16 rows of x (row stride ld) as A fragments of KS k-steps.
 template <int KS>
 __device__ __forceinline__ void load_a_all(uint32_t (&a)[KS][4], const bf16* x, int ld) {
@@ -765,20 +776,24 @@ struct StateBwdSmem {
 };
 
 template <int D>
-__global__ void __launch_bounds__(kThreads) state_bwd_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
-                                                             const bf16* __restrict__ dout,
-                                                             const bf16* __restrict__ w, bf16* __restrict__ du,
-                                                             const float* __restrict__ dl,
-                                                             const float* __restrict__ ds_final,
-                                                             bf16* __restrict__ dhs, float* __restrict__ ds0, Dims d) {
+__global__ void __launch_bounds__(kSeqThreads) state_bwd_kernel(const bf16* __restrict__ q,
+                                                                const bf16* __restrict__ k,
+                                                                const bf16* __restrict__ dout,
+                                                                const bf16* __restrict__ w, bf16* __restrict__ du,
+                                                                const float* __restrict__ dl,
+                                                                const float* __restrict__ ds_final,
+                                                                bf16* __restrict__ dhs, float* __restrict__ ds0,
+                                                                Dims d) {
   using C = Cfg<D>;
-  constexpr int NS = D / 16;
+  constexpr int NS = kUpdCols<D> / 8;
   extern __shared__ __align__(128) unsigned char smem[];
   const StateBwdSmem<D> sm = StateBwdSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
   const int64_t nvt = D / kBV, jt = blockIdx.x % nvt, bh = blockIdx.x / nvt, b = bh / d.H, h = bh % d.H;
   const int j0 = static_cast<int>(jt) * kBV;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c2 = (lane & 3) * 2;
-  const int mrow = 16 * (warp & 1), kcol = (warp >> 1) * (D / 2);
+  const int mrow = 16 * (warp & 1), kcol = (warp >> 1) * kUpdCols<D>;
+  const bool upd = warp < kUpdWarps<D>;
+  const int tw = 16 * (warp & 3), jw = 16 * (warp >> 2);  // the warp's tokens and value columns in dU
   const bf16* kh = k + head_base(b, h, d, d.K);
   const bf16* qh = q + head_base(b, h, d, d.K);
   const bf16* gh = dout + head_base(b, h, d, d.V) + j0;
@@ -786,11 +801,11 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(const bf16* __restr
   const int64_t vw = std::min<int64_t>(kBV, d.V - j0);  // valid value columns of the block (may be ≤ 0: padding)
 
   auto load_chunk = [&](int64_t c, int buf) {
-    cuda::load_rows<D, kC, kThreads>(sm.wb(buf), w + (srow0 + c * kC) * D, D, 0, kC, D, true);
-    cuda::load_rows<D, kC, kThreads>(sm.kb(buf), kh, d.H * d.K, c * kC, d.T, d.K, d.vk);
-    cuda::load_rows<D, kC, kThreads>(sm.qb(buf), qh, d.H * d.K, c * kC, d.T, d.K, d.vk);
-    cuda::load_rows<kBV, kC, kThreads>(sm.gb(buf), gh, d.H * d.V, c * kC, d.T, vw, d.vv);
-    cuda::load_rows<kBV, kC, kThreads>(sm.dub(buf), du + (srow0 + c * kC) * D + j0, D, 0, kC, kBV, true);
+    cuda::load_rows<D, kC, kSeqThreads>(sm.wb(buf), w + (srow0 + c * kC) * D, D, 0, kC, D, true);
+    cuda::load_rows<D, kC, kSeqThreads>(sm.kb(buf), kh, d.H * d.K, c * kC, d.T, d.K, d.vk);
+    cuda::load_rows<D, kC, kSeqThreads>(sm.qb(buf), qh, d.H * d.K, c * kC, d.T, d.K, d.vk);
+    cuda::load_rows<kBV, kC, kSeqThreads>(sm.gb(buf), gh, d.H * d.V, c * kC, d.T, vw, d.vv);
+    cuda::load_rows<kBV, kC, kSeqThreads>(sm.dub(buf), du + (srow0 + c * kC) * D + j0, D, 0, kC, kBV, true);
     if (tid < kDl / 4) cuda::cp_async_16(sm.dlb(buf) + 4 * tid, dl + (bh * d.NC + c) * kDl + 4 * tid, 16);
   };
 
@@ -800,7 +815,7 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(const bf16* __restr
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int64_t j = j0 + mrow + g + 8 * (e >> 1), key = kcol + 8 * n + c2 + (e & 1);
-      st[n][e] = (ds_final != nullptr && j < d.V && key < d.K) ? ds_final[(bh * d.V + j) * d.K + key] : 0.f;
+      st[n][e] = (upd && ds_final != nullptr && j < d.V && key < d.K) ? ds_final[(bh * d.V + j) * d.K + key] : 0.f;
     }
 
   // The forward state pass's ring of kStages buffers, walked in reverse: iteration it handles chunk NC − 1 − it.
@@ -810,25 +825,32 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(const bf16* __restr
   }
   for (int64_t c = d.NC - 1, it = 0; c >= 0; --c, ++it) {
     const int buf = static_cast<int>(it % kStages);
-    store_frag_bf16(sm.s, C::LD, mrow, kcol, st);
-    store_frag_bf16(dhs + ((bh * d.NC + c) * D + j0) * D, D, mrow, kcol, st);
+    if (upd) {
+      store_frag_bf16(sm.s, C::LD, mrow, kcol, st);
+      store_frag_bf16(dhs + ((bh * d.NC + c) * D + j0) * D, D, mrow, kcol, st);
+    }
     cuda::cp_async_wait<kStages - 2>();
     __syncthreads();
     if (c - (kStages - 1) >= 0) load_chunk(c - (kStages - 1), static_cast<int>((it + kStages - 1) % kStages));
     cuda::cp_async_commit();
     const float* dlc = sm.dlb(buf);
-    {  // dU = dU_intra + diag(d) K dSᵀ for the warp's 16 tokens; −dU and diag(γ) dO to shared memory.
-      uint32_t ka[C::KS][4];
-      load_a_all(ka, sm.kb(buf) + 16 * warp * C::LD, C::LD);
-      float acc[kBV / 8][4];
+    {  // dU = dU_intra + diag(d) K dSᵀ for the warp's 16 tokens and 16 value rows; −dU and diag(γ) dO to shared.
+      float acc[2][4];
       zero(acc);
-      gemm_regs_a<false>(acc, ka, sm.s, C::LD);
+#pragma unroll
+      for (int ks = 0; ks < C::KS; ++ks) {
+        uint32_t a[4], bb[4];
+        cuda::load_a(a, sm.kb(buf) + tw * C::LD, C::LD, 16 * ks);
+        cuda::load_b_nk(bb, sm.s, C::LD, jw, 16 * ks);
+        cuda::mma_16816(acc[0], a, bb[0], bb[1]);
+        cuda::mma_16816(acc[1], a, bb[2], bb[3]);
+      }
       bf16* duc = du + (srow0 + c * kC) * D + j0;
 #pragma unroll
-      for (int n = 0; n < kBV / 8; ++n)
+      for (int n = 0; n < 2; ++n)
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-          const int t = 16 * warp + g + 8 * half, j = 8 * n + c2;
+          const int t = tw + g + 8 * half, j = jw + 8 * n + c2;
           const float2 di = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(sm.dub(buf) + t * kLdU + j));
           const float2 go = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(sm.gb(buf) + t * kLdU + j));
           const float x0 = fmaf(dlc[t], acc[n][2 * half], di.x), x1 = fmaf(dlc[t], acc[n][2 * half + 1], di.y);
@@ -839,29 +861,31 @@ __global__ void __launch_bounds__(kThreads) state_bwd_kernel(const bf16* __restr
         }
     }
     __syncthreads();
-    const float gl = dlc[2 * kC - 1];
+    if (upd) {
+      const float gl = dlc[2 * kC - 1];
 #pragma unroll
-    for (int n = 0; n < NS; ++n)
+      for (int n = 0; n < NS; ++n)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) st[n][e] *= gl;
+        for (int e = 0; e < 4; ++e) st[n][e] *= gl;
 #pragma unroll
-    for (int ks = 0; ks < kC / 16; ++ks) {
-      uint32_t a1[4], a2[4];
-      cuda::load_a_t(a1, sm.gg, kLdU, mrow, 16 * ks);
-      cuda::load_a_t(a2, sm.dun, kLdU, mrow, 16 * ks);
+      for (int ks = 0; ks < kC / 16; ++ks) {
+        uint32_t a1[4], a2[4];
+        cuda::load_a_t(a1, sm.gg, kLdU, mrow, 16 * ks);
+        cuda::load_a_t(a2, sm.dun, kLdU, mrow, 16 * ks);
 #pragma unroll
-      for (int nn = 0; nn < NS / 2; ++nn) {
-        uint32_t b1[4], b2[4];
-        cuda::load_b_kn(b1, sm.qb(buf), C::LD, kcol + 16 * nn, 16 * ks);
-        cuda::load_b_kn(b2, sm.wb(buf), C::LD, kcol + 16 * nn, 16 * ks);
-        cuda::mma_16816(st[2 * nn], a1, b1[0], b1[1]);
-        cuda::mma_16816(st[2 * nn + 1], a1, b1[2], b1[3]);
-        cuda::mma_16816(st[2 * nn], a2, b2[0], b2[1]);
-        cuda::mma_16816(st[2 * nn + 1], a2, b2[2], b2[3]);
+        for (int nn = 0; nn < NS / 2; ++nn) {
+          uint32_t b1[4], b2[4];
+          cuda::load_b_kn(b1, sm.qb(buf), C::LD, kcol + 16 * nn, 16 * ks);
+          cuda::load_b_kn(b2, sm.wb(buf), C::LD, kcol + 16 * nn, 16 * ks);
+          cuda::mma_16816(st[2 * nn], a1, b1[0], b1[1]);
+          cuda::mma_16816(st[2 * nn + 1], a1, b1[2], b1[3]);
+          cuda::mma_16816(st[2 * nn], a2, b2[0], b2[1]);
+          cuda::mma_16816(st[2 * nn + 1], a2, b2[2], b2[3]);
+        }
       }
     }
   }
-  if (ds0 != nullptr) {
+  if (upd && ds0 != nullptr) {
 #pragma unroll
     for (int n = 0; n < NS; ++n)
 #pragma unroll
@@ -1254,7 +1278,7 @@ void forward_d(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& 
                       s, bf(k), bf(v), alpha.data<float>(), beta.data<float>(), bf_mut(w), bf_mut(u),
                       dl.data<float>(), static_cast<bf16*>(nullptr), d);
   StateSmem<D>::carve(0, &bytes);
-  cuda::launch_kernel(op, "gated_delta state_kernel (bf16)", state_kernel<D>, (D / kBV) * d.BH, kThreads, bytes,
+  cuda::launch_kernel(op, "gated_delta state_kernel (bf16)", state_kernel<D>, (D / kBV) * d.BH, kSeqThreads, bytes,
                       dev.index, s, bf(k), bf(w), bf_mut(u), dl.data<float>(),
                       s0.defined() ? s0.data<float>() : nullptr, bf_mut(hs), out.final_state.data<float>(), d);
   OutSmem<D>::carve(0, &bytes);
@@ -1285,14 +1309,14 @@ void backward_d(const Tensor& dout, const Tensor& ds_final, const Tensor& q, con
   cuda::launch_kernel(op, "gated_delta prep_kernel (bf16)", prep_kernel<D>, d.NC * d.BH, kThreads, bytes, dev.index,
                       s, bf(k), bf(v), a32, beta.data<float>(), bf_mut(w), bf_mut(u), dl.data<float>(), bf_mut(tm), d);
   StateSmem<D>::carve(0, &bytes);
-  cuda::launch_kernel(op, "gated_delta state_kernel (bf16)", state_kernel<D>, (D / kBV) * d.BH, kThreads, bytes,
+  cuda::launch_kernel(op, "gated_delta state_kernel (bf16)", state_kernel<D>, (D / kBV) * d.BH, kSeqThreads, bytes,
                       dev.index, s, bf(k), bf(w), bf_mut(u), dl.data<float>(),
                       s0.defined() ? s0.data<float>() : nullptr, bf_mut(hs), static_cast<float*>(nullptr), d);
   DuSmem<D>::carve(0, &bytes);
   cuda::launch_kernel(op, "gated_delta du_intra_kernel (bf16)", du_intra_kernel<D>, d.NC * d.BH, kThreads, bytes,
                       dev.index, s, bf(q), bf(k), bf(dout), a32, bf_mut(du), d);
   StateBwdSmem<D>::carve(0, &bytes);
-  cuda::launch_kernel(op, "gated_delta state_bwd_kernel (bf16)", state_bwd_kernel<D>, (D / kBV) * d.BH, kThreads,
+  cuda::launch_kernel(op, "gated_delta state_bwd_kernel (bf16)", state_bwd_kernel<D>, (D / kBV) * d.BH, kSeqThreads,
                       bytes, dev.index, s, bf(q), bf(k), bf(dout), bf(w), bf_mut(du), dl.data<float>(),
                       ds_final.defined() ? ds_final.data<float>() : nullptr, bf_mut(dhs),
                       ds0.defined() ? ds0.data<float>() : nullptr, d);
