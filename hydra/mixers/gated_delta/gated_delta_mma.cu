@@ -75,12 +75,37 @@ struct Cfg {
 struct Dims {
   int64_t B, T, H, K, V, BH, NC;
   bool vk, vv;  // q/k rows (K % 8 == 0), v rows (V % 8 == 0): 16-byte copies
-  bool vo;      // o rows start at even elements (V even): 4-byte bf16 pair stores
 };
 
 // Element offset of token 0 of head (b, h) in a [B, T, H, X] tensor (tokens are H·X apart).
 __device__ __forceinline__ int64_t head_base(int64_t b, int64_t h, const Dims& d, int64_t X) {
   return (b * d.T * d.H + h) * X;
+}
+
+// The chunk and head of a chunk-parallel block (grid NC·BH, block id = bh·NC + c): chunk c of head bh = (b, h),
+// tokens t0 .. t0 + L − 1, first scratch row row0, first gate index a0 (of token t0 in a [B, T, H] tensor).
+struct ChunkPos {
+  int64_t c, bh, b, h, t0, row0, a0;
+  int L;
+};
+__device__ __forceinline__ ChunkPos chunk_pos(const Dims& d) {
+  ChunkPos p;
+  p.c = blockIdx.x % d.NC;
+  p.bh = blockIdx.x / d.NC;
+  p.b = p.bh / d.H;
+  p.h = p.bh % d.H;
+  p.t0 = p.c * kC;
+  p.row0 = (p.bh * d.NC + p.c) * kC;
+  p.a0 = (p.b * d.T + p.t0) * d.H + p.h;
+  p.L = static_cast<int>(std::min<int64_t>(kC, d.T - p.t0));
+  return p;
+}
+
+// The chunk's C tokens of a [B, T, H, X] tensor into the shared tile dst (D columns; zeros past T and X).
+template <int D>
+__device__ __forceinline__ void load_tokens(bf16* dst, const bf16* __restrict__ src, int64_t X, bool vec,
+                                            const ChunkPos& p, const Dims& d) {
+  cuda::load_rows<D, kC, kThreads>(dst, src + head_base(p.b, p.h, d, X), d.H * X, p.t0, d.T, X, vec);
 }
 
 // al[t] = α of token t0 + t (1 past the sequence), gam[t] = Π_{r ≤ t} al[r] and dm[t·kLdC + s] = Π_{r=s+1..t} al[r]
@@ -137,6 +162,34 @@ __device__ __forceinline__ void store_frag_bf16(bf16* dst, int64_t ld, int r0, i
     for (int half = 0; half < 2; ++half)
       *reinterpret_cast<__nv_bfloat162*>(dst + (r0 + g + 8 * half) * ld + col0 + 8 * n + c2) =
           __floats2bfloat162_rn(acc[n][2 * half], acc[n][2 * half + 1]);
+}
+
+// Writes the warp's accumulator rows r0 + g and r0 + g + 8 (times mul0, mul1) as bf16 rows of a tensor whose row r
+// starts at dst + r·stride; rows ≥ L and columns ≥ width are skipped. Even width and stride: 4-byte pair stores (the
+// callers' row starts are then even); otherwise element by element.
+template <int N>
+__device__ __forceinline__ void store_rows_bf16(bf16* dst, int64_t stride, int r0, int L, int64_t width,
+                                                const float (&acc)[N][4], float mul0 = 1.f, float mul1 = 1.f) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
+  const bool pairs = width % 2 == 0 && stride % 2 == 0;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int t = r0 + g + 8 * half;
+    if (t >= L) continue;
+    const float mul = half ? mul1 : mul0;
+    bf16* row = dst + t * stride;
+#pragma unroll
+    for (int n = 0; n < N; ++n) {
+      const int col = 8 * n + c2;
+      const float x0 = mul * acc[n][2 * half], x1 = mul * acc[n][2 * half + 1];
+      if (col + 1 < width && pairs) {
+        *reinterpret_cast<__nv_bfloat162*>(row + col) = __floats2bfloat162_rn(x0, x1);
+      } else {
+        if (col < width) row[col] = __float2bfloat16_rn(x0);
+        if (col + 1 < width) row[col + 1] = __float2bfloat16_rn(x1);
+      }
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -250,14 +303,14 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const bf16* __restrict__
   using C = Cfg<D>;
   extern __shared__ __align__(128) unsigned char smem[];
   const PrepSmem<D> sm = PrepSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
-  const int64_t c = blockIdx.x % d.NC, bh = blockIdx.x / d.NC, b = bh / d.H, h = bh % d.H;
-  const int64_t t0 = c * kC;
-  const int L = static_cast<int>(std::min<int64_t>(kC, d.T - t0));
+  const ChunkPos pos = chunk_pos(d);
+  const int64_t c = pos.c, bh = pos.bh, row0 = pos.row0;
+  const int L = pos.L;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c2 = (lane & 3) * 2;
-  cuda::load_rows<D, kC, kThreads>(sm.k, k + head_base(b, h, d, d.K), d.H * d.K, t0, d.T, d.K, d.vk);
-  cuda::load_rows<D, kC, kThreads>(sm.v, v + head_base(b, h, d, d.V), d.H * d.V, t0, d.T, d.V, d.vv);
+  load_tokens<D>(sm.k, k, d.K, d.vk, pos, d);
+  load_tokens<D>(sm.v, v, d.V, d.vv, pos, d);
   cuda::cp_async_commit();
-  const int64_t a0 = (b * d.T + t0) * d.H + h;
+  const int64_t a0 = pos.a0;
   if (tid < kC) sm.be[tid] = tid < L ? beta[a0 + tid * d.H] : 0.f;
   build_decays(alpha, a0, d.H, L, sm.al, sm.gam, sm.dm);
   float* dlc = dl + (bh * d.NC + c) * kDl;
@@ -321,7 +374,6 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const bf16* __restrict__
       cuda::mma_16816(uv[2 * dn + 1], au, bv[2], bv[3]);
     }
   }
-  const int64_t row0 = (bh * d.NC + c) * kC;  // first scratch row of the chunk
   store_frag_bf16(w + row0 * D, D, r0, 0, wk);
   store_frag_bf16(u + row0 * D, D, r0, 0, uv);
   if (t_out != nullptr) {  // T in bf16 (the backward's dW = Tᵀ dU), [t][s], zeros above the diagonal
@@ -330,6 +382,82 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const bf16* __restrict__
       const int t = e / kC, s = e - t * kC;
       tc[e] = __float2bfloat16_rn(s <= t ? sm.dm[t * kLdC + s] : 0.f);
     }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The two sequential kernels' shared pieces (state forward, state backward): a warp's 32 × D state tile in MMA
+// accumulators, rows j0 + mrow + g (+8) and columns kcol + 8n + c2 (+1) of head bh.
+
+// st = the warp's part of src ([BH, V, K] float32; zeros outside V × K, or everywhere when src is null).
+template <int NS>
+__device__ __forceinline__ void state_load(float (&st)[NS][4], const float* __restrict__ src, int64_t bh, int j0,
+                                           int mrow, int kcol, const Dims& d) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
+#pragma unroll
+  for (int n = 0; n < NS; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t j = j0 + mrow + g + 8 * (e >> 1), key = kcol + 8 * n + c2 + (e & 1);
+      st[n][e] = (src != nullptr && j < d.V && key < d.K) ? src[(bh * d.V + j) * d.K + key] : 0.f;
+    }
+}
+
+// The warp's part of dst ([BH, V, K] float32) = st, inside V × K.
+template <int NS>
+__device__ __forceinline__ void state_store(const float (&st)[NS][4], float* __restrict__ dst, int64_t bh, int j0,
+                                            int mrow, int kcol, const Dims& d) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, c2 = (lane & 3) * 2;
+#pragma unroll
+  for (int n = 0; n < NS; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t j = j0 + mrow + g + 8 * (e >> 1), key = kcol + 8 * n + c2 + (e & 1);
+      if (j < d.V && key < d.K) dst[(bh * d.V + j) * d.K + key] = st[n][e];
+    }
+}
+
+// acc = X Sᵀ for tokens tw.. of the C × D tile x and value rows jw..jw+15 of the bf16 state tile s (both row stride
+// D + 8): the C × 32 products of the sequential kernels (U = Uv − Wk S₀ᵀ, dU = … + K dSᵀ).
+template <int D>
+__device__ __forceinline__ void tokens_by_state(float (&acc)[2][4], const bf16* x, const bf16* s, int tw, int jw) {
+  zero(acc);
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    uint32_t a[4], bb[4];
+    cuda::load_a(a, x + tw * Cfg<D>::LD, Cfg<D>::LD, 16 * ks);
+    cuda::load_b_nk(bb, s, Cfg<D>::LD, jw, 16 * ks);
+    cuda::mma_16816(acc[0], a, bb[0], bb[1]);
+    cuda::mma_16816(acc[1], a, bb[2], bb[3]);
+  }
+}
+
+// st += Aᵀ B over the C tokens: A = at [token][value row] (row stride kLdU), B = b [token][key] (row stride D + 8):
+// the state updates S += (diag(d) U)ᵀ K, dS += (diag(γ) dO)ᵀ Q and dS += (−dU)ᵀ Wk.
+template <int D, int NS>
+__device__ __forceinline__ void state_accumulate(float (&st)[NS][4], const bf16* at, const bf16* b, int mrow,
+                                                 int kcol) {
+#pragma unroll
+  for (int ks = 0; ks < kC / 16; ++ks) {
+    uint32_t a[4];
+    cuda::load_a_t(a, at, kLdU, mrow, 16 * ks);
+#pragma unroll
+    for (int nn = 0; nn < NS / 2; ++nn) {
+      uint32_t bb[4];
+      cuda::load_b_kn(bb, b, Cfg<D>::LD, kcol + 16 * nn, 16 * ks);
+      cuda::mma_16816(st[2 * nn], a, bb[0], bb[1]);
+      cuda::mma_16816(st[2 * nn + 1], a, bb[2], bb[3]);
+    }
+  }
+}
+
+// The cp.async ring's start: chunks 0..kStages − 2 of the walk (load(i, buffer i)), one commit group each (empty past
+// the end), so that cp_async_wait<kStages − 2> at step i always means "step i's chunk has landed".
+template <class F>
+__device__ __forceinline__ void ring_start(int64_t steps, F&& load) {
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (i < steps) load(i, i);
+    cuda::cp_async_commit();
   }
 }
 
@@ -386,22 +514,10 @@ __global__ void __launch_bounds__(kSeqThreads) state_kernel(const bf16* __restri
     if (tid < kDl / 4) cuda::cp_async_16(sm.dlb(buf) + 4 * tid, dl + (bh * d.NC + c) * kDl + 4 * tid, 16);
   };
 
-  // The state tile (rows j0 + mrow + g (+8), columns kcol + 8n + c2 (+1)) in registers.
-  float st[NS][4];
-#pragma unroll
-  for (int n = 0; n < NS; ++n)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int64_t j = j0 + mrow + g + 8 * (e >> 1), key = kcol + 8 * n + c2 + (e & 1);
-      st[n][e] = (upd && s0 != nullptr && j < d.V && key < d.K) ? s0[(bh * d.V + j) * d.K + key] : 0.f;
-    }
-
-  // A ring of kStages buffers: chunk c in buffer c % kStages, loaded kStages − 1 chunks ahead (one commit group per
-  // chunk, empty past the end, so that wait<kStages − 2> always means "chunk c has landed").
-  for (int i = 0; i < kStages - 1; ++i) {
-    if (i < d.NC) load_chunk(i, i);
-    cuda::cp_async_commit();
-  }
+  float st[NS][4];  // the warp's part of the state (update warps only)
+  state_load(st, upd ? s0 : nullptr, bh, j0, mrow, kcol, d);
+  // A ring of kStages buffers: chunk c in buffer c % kStages, loaded kStages − 1 chunks ahead.
+  ring_start(d.NC, load_chunk);
   for (int64_t c = 0; c < d.NC; ++c) {
     const int buf = static_cast<int>(c % kStages);
     // S₀ of the chunk: bf16 operand in shared memory and the chunk-start scratch.
@@ -418,15 +534,7 @@ __global__ void __launch_bounds__(kSeqThreads) state_kernel(const bf16* __restri
     // U = Uv − Wk S₀ᵀ for the warp's 16 tokens and 16 value rows.
     {
       float acc[2][4];
-      zero(acc);
-#pragma unroll
-      for (int ks = 0; ks < C::KS; ++ks) {
-        uint32_t a[4], bb[4];
-        cuda::load_a(a, sm.wb(buf) + tw * C::LD, C::LD, 16 * ks);
-        cuda::load_b_nk(bb, sm.s, C::LD, jw, 16 * ks);
-        cuda::mma_16816(acc[0], a, bb[0], bb[1]);
-        cuda::mma_16816(acc[1], a, bb[2], bb[3]);
-      }
+      tokens_by_state<D>(acc, sm.wb(buf), sm.s, tw, jw);
       const float* dlc = sm.dlb(buf);
       bf16* uc = u + (srow0 + c * kC) * D + j0;
 #pragma unroll
@@ -449,29 +557,10 @@ __global__ void __launch_bounds__(kSeqThreads) state_kernel(const bf16* __restri
       for (int n = 0; n < NS; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) st[n][e] *= gl;
-#pragma unroll
-      for (int ks = 0; ks < kC / 16; ++ks) {
-        uint32_t a[4];
-        cuda::load_a_t(a, sm.ud, kLdU, mrow, 16 * ks);
-#pragma unroll
-        for (int nn = 0; nn < NS / 2; ++nn) {
-          uint32_t bb[4];
-          cuda::load_b_kn(bb, sm.kb(buf), C::LD, kcol + 16 * nn, 16 * ks);
-          cuda::mma_16816(st[2 * nn], a, bb[0], bb[1]);
-          cuda::mma_16816(st[2 * nn + 1], a, bb[2], bb[3]);
-        }
-      }
+      state_accumulate<D>(st, sm.ud, sm.kb(buf), mrow, kcol);
     }
   }
-  if (upd && s_final != nullptr) {
-#pragma unroll
-    for (int n = 0; n < NS; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t j = j0 + mrow + g + 8 * (e >> 1), key = kcol + 8 * n + c2 + (e & 1);
-        if (j < d.V && key < d.K) s_final[(bh * d.V + j) * d.K + key] = st[n][e];
-      }
-  }
+  if (upd && s_final != nullptr) state_store(st, s_final, bh, j0, mrow, kcol, d);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -504,17 +593,16 @@ __global__ void __launch_bounds__(kThreads) out_kernel(const bf16* __restrict__ 
   using C = Cfg<D>;
   extern __shared__ __align__(128) unsigned char smem[];
   const OutSmem<D> sm = OutSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
-  const int64_t c = blockIdx.x % d.NC, bh = blockIdx.x / d.NC, b = bh / d.H, h = bh % d.H;
-  const int64_t t0 = c * kC;
-  const int L = static_cast<int>(std::min<int64_t>(kC, d.T - t0));
+  const ChunkPos pos = chunk_pos(d);
+  const int64_t c = pos.c, bh = pos.bh, b = pos.b, h = pos.h, t0 = pos.t0, row0 = pos.row0;
+  const int L = pos.L;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c2 = (lane & 3) * 2;
-  const int64_t row0 = (bh * d.NC + c) * kC;
-  cuda::load_rows<D, kC, kThreads>(sm.q, q + head_base(b, h, d, d.K), d.H * d.K, t0, d.T, d.K, d.vk);
-  cuda::load_rows<D, kC, kThreads>(sm.k, k + head_base(b, h, d, d.K), d.H * d.K, t0, d.T, d.K, d.vk);
+  load_tokens<D>(sm.q, q, d.K, d.vk, pos, d);
+  load_tokens<D>(sm.k, k, d.K, d.vk, pos, d);
   cuda::load_rows<D, kC, kThreads>(sm.u, u + row0 * D, D, 0, kC, D, true);
   cuda::load_rows<D, D, kThreads>(sm.h, hs + (bh * d.NC + c) * D * D, D, 0, D, D, true);
   cuda::cp_async_commit();
-  build_decays(alpha, (b * d.T + t0) * d.H + h, d.H, L, sm.al, sm.gam, sm.dm);
+  build_decays(alpha, pos.a0, d.H, L, sm.al, sm.gam, sm.dm);
   cuda::cp_async_wait<0>();
   __syncthreads();
 
@@ -578,26 +666,7 @@ __global__ void __launch_bounds__(kThreads) out_kernel(const bf16* __restrict__ 
       cuda::mma_16816(acc[2 * dn + 1], a, bb[2], bb[3]);
     }
   }
-  bf16* ob = o + head_base(b, h, d, d.V);
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int t = r0 + g + 8 * half;
-    if (t >= L) continue;
-    bf16* orow = ob + (t0 + t) * d.H * d.V;
-#pragma unroll
-    for (int n = 0; n < C::ND; ++n) {
-      const int col = 8 * n + c2;
-      const float x0 = acc[n][2 * half], x1 = acc[n][2 * half + 1];
-      if (col + 1 < d.V && d.vo) {
-        *reinterpret_cast<__nv_bfloat162*>(orow + col) = __floats2bfloat162_rn(x0, x1);
-      } else if (col + 1 < d.V) {
-        orow[col] = __float2bfloat16_rn(x0);
-        orow[col + 1] = __float2bfloat16_rn(x1);
-      } else if (col < d.V) {
-        orow[col] = __float2bfloat16_rn(x0);
-      }
-    }
-  }
+  store_rows_bf16(o + head_base(b, h, d, d.V) + t0 * d.H * d.V, d.H * d.V, r0, L, d.V, acc);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -709,15 +778,15 @@ __global__ void __launch_bounds__(kThreads) du_intra_kernel(const bf16* __restri
   using C = Cfg<D>;
   extern __shared__ __align__(128) unsigned char smem[];
   const DuSmem<D> sm = DuSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
-  const int64_t c = blockIdx.x % d.NC, bh = blockIdx.x / d.NC, b = bh / d.H, h = bh % d.H;
-  const int64_t t0 = c * kC;
-  const int L = static_cast<int>(std::min<int64_t>(kC, d.T - t0));
+  const ChunkPos pos = chunk_pos(d);
+  const int64_t c = pos.c, bh = pos.bh;
+  const int L = pos.L;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c2 = (lane & 3) * 2;
-  cuda::load_rows<D, kC, kThreads>(sm.q, q + head_base(b, h, d, d.K), d.H * d.K, t0, d.T, d.K, d.vk);
-  cuda::load_rows<D, kC, kThreads>(sm.k, k + head_base(b, h, d, d.K), d.H * d.K, t0, d.T, d.K, d.vk);
-  cuda::load_rows<D, kC, kThreads>(sm.g, dout + head_base(b, h, d, d.V), d.H * d.V, t0, d.T, d.V, d.vv);
+  load_tokens<D>(sm.q, q, d.K, d.vk, pos, d);
+  load_tokens<D>(sm.k, k, d.K, d.vk, pos, d);
+  load_tokens<D>(sm.g, dout, d.V, d.vv, pos, d);
   cuda::cp_async_commit();
-  build_decays(alpha, (b * d.T + t0) * d.H + h, d.H, L, sm.al, sm.gam, sm.dm);
+  build_decays(alpha, pos.a0, d.H, L, sm.al, sm.gam, sm.dm);
   cuda::cp_async_wait<0>();
   __syncthreads();
   const int r0 = 16 * warp;
@@ -809,20 +878,10 @@ __global__ void __launch_bounds__(kSeqThreads) state_bwd_kernel(const bf16* __re
     if (tid < kDl / 4) cuda::cp_async_16(sm.dlb(buf) + 4 * tid, dl + (bh * d.NC + c) * kDl + 4 * tid, 16);
   };
 
-  float st[NS][4];
-#pragma unroll
-  for (int n = 0; n < NS; ++n)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int64_t j = j0 + mrow + g + 8 * (e >> 1), key = kcol + 8 * n + c2 + (e & 1);
-      st[n][e] = (upd && ds_final != nullptr && j < d.V && key < d.K) ? ds_final[(bh * d.V + j) * d.K + key] : 0.f;
-    }
-
-  // The forward state pass's ring of kStages buffers, walked in reverse: iteration it handles chunk NC − 1 − it.
-  for (int i = 0; i < kStages - 1; ++i) {
-    if (i < d.NC) load_chunk(d.NC - 1 - i, i);
-    cuda::cp_async_commit();
-  }
+  float st[NS][4];  // the warp's part of dS (update warps only)
+  state_load(st, upd ? ds_final : nullptr, bh, j0, mrow, kcol, d);
+  // The forward pass's ring, walked in reverse: step it handles chunk NC − 1 − it.
+  ring_start(d.NC, [&](int64_t it, int buf) { load_chunk(d.NC - 1 - it, buf); });
   for (int64_t c = d.NC - 1, it = 0; c >= 0; --c, ++it) {
     const int buf = static_cast<int>(it % kStages);
     if (upd) {
@@ -836,15 +895,7 @@ __global__ void __launch_bounds__(kSeqThreads) state_bwd_kernel(const bf16* __re
     const float* dlc = sm.dlb(buf);
     {  // dU = dU_intra + diag(d) K dSᵀ for the warp's 16 tokens and 16 value rows; −dU and diag(γ) dO to shared.
       float acc[2][4];
-      zero(acc);
-#pragma unroll
-      for (int ks = 0; ks < C::KS; ++ks) {
-        uint32_t a[4], bb[4];
-        cuda::load_a(a, sm.kb(buf) + tw * C::LD, C::LD, 16 * ks);
-        cuda::load_b_nk(bb, sm.s, C::LD, jw, 16 * ks);
-        cuda::mma_16816(acc[0], a, bb[0], bb[1]);
-        cuda::mma_16816(acc[1], a, bb[2], bb[3]);
-      }
+      tokens_by_state<D>(acc, sm.kb(buf), sm.s, tw, jw);
       bf16* duc = du + (srow0 + c * kC) * D + j0;
 #pragma unroll
       for (int n = 0; n < 2; ++n)
@@ -867,33 +918,11 @@ __global__ void __launch_bounds__(kSeqThreads) state_bwd_kernel(const bf16* __re
       for (int n = 0; n < NS; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) st[n][e] *= gl;
-#pragma unroll
-      for (int ks = 0; ks < kC / 16; ++ks) {
-        uint32_t a1[4], a2[4];
-        cuda::load_a_t(a1, sm.gg, kLdU, mrow, 16 * ks);
-        cuda::load_a_t(a2, sm.dun, kLdU, mrow, 16 * ks);
-#pragma unroll
-        for (int nn = 0; nn < NS / 2; ++nn) {
-          uint32_t b1[4], b2[4];
-          cuda::load_b_kn(b1, sm.qb(buf), C::LD, kcol + 16 * nn, 16 * ks);
-          cuda::load_b_kn(b2, sm.wb(buf), C::LD, kcol + 16 * nn, 16 * ks);
-          cuda::mma_16816(st[2 * nn], a1, b1[0], b1[1]);
-          cuda::mma_16816(st[2 * nn + 1], a1, b1[2], b1[3]);
-          cuda::mma_16816(st[2 * nn], a2, b2[0], b2[1]);
-          cuda::mma_16816(st[2 * nn + 1], a2, b2[2], b2[3]);
-        }
-      }
+      state_accumulate<D>(st, sm.gg, sm.qb(buf), mrow, kcol);
+      state_accumulate<D>(st, sm.dun, sm.wb(buf), mrow, kcol);
     }
   }
-  if (upd && ds0 != nullptr) {
-#pragma unroll
-    for (int n = 0; n < NS; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t j = j0 + mrow + g + 8 * (e >> 1), key = kcol + 8 * n + c2 + (e & 1);
-        if (j < d.V && key < d.K) ds0[(bh * d.V + j) * d.K + key] = st[n][e];
-      }
-  }
+  if (upd && ds0 != nullptr) state_store(st, ds0, bh, j0, mrow, kcol, d);
 }
 
 // grads_qk: the terms of the chunk's adjoint that use dO (X = dO S₀, G1 = dO Uᵀ) and dS (Z = U dS):
@@ -936,18 +965,18 @@ __global__ void __launch_bounds__(kThreads) grads_qk_kernel(const bf16* __restri
   constexpr int LDG = kC + 8;
   extern __shared__ __align__(128) unsigned char smem[];
   const GradsQkSmem<D> sm = GradsQkSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
-  const int64_t c = blockIdx.x % d.NC, bh = blockIdx.x / d.NC, b = bh / d.H, h = bh % d.H;
-  const int64_t t0 = c * kC, row0 = (bh * d.NC + c) * kC;
-  const int L = static_cast<int>(std::min<int64_t>(kC, d.T - t0));
+  const ChunkPos pos = chunk_pos(d);
+  const int64_t c = pos.c, bh = pos.bh, b = pos.b, h = pos.h, t0 = pos.t0, row0 = pos.row0;
+  const int L = pos.L;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c2 = (lane & 3) * 2;
-  cuda::load_rows<D, kC, kThreads>(sm.q, q + head_base(b, h, d, d.K), d.H * d.K, t0, d.T, d.K, d.vk);
-  cuda::load_rows<D, kC, kThreads>(sm.k, k + head_base(b, h, d, d.K), d.H * d.K, t0, d.T, d.K, d.vk);
-  cuda::load_rows<D, kC, kThreads>(sm.g, dout + head_base(b, h, d, d.V), d.H * d.V, t0, d.T, d.V, d.vv);
+  load_tokens<D>(sm.q, q, d.K, d.vk, pos, d);
+  load_tokens<D>(sm.k, k, d.K, d.vk, pos, d);
+  load_tokens<D>(sm.g, dout, d.V, d.vv, pos, d);
   cuda::load_rows<D, kC, kThreads>(sm.u, u + row0 * D, D, 0, kC, D, true);
   cuda::load_rows<D, D, kThreads>(sm.h, hs + (bh * d.NC + c) * D * D, D, 0, D, D, true);
   cuda::load_rows<D, D, kThreads>(sm.ds, dhs + (bh * d.NC + c) * D * D, D, 0, D, D, true);
   cuda::cp_async_commit();
-  const int64_t a0 = (b * d.T + t0) * d.H + h;
+  const int64_t a0 = pos.a0;
   build_decays(alpha, a0, d.H, L, sm.al, sm.gam, sm.dm);
   cuda::cp_async_wait<0>();
   __syncthreads();
@@ -1033,26 +1062,15 @@ __global__ void __launch_bounds__(kThreads) grads_qk_kernel(const bf16* __restri
       if (ks >= warp) cuda::load_a_t(a[ks], sm.gd, LDG, r0, 16 * ks);
     gemm_regs_a<true>(dka, a, sm.q, C::LD, warp, kC / 16);
   }
-  // dq (bf16, rows < L, columns < K) and dk₁ (fp32 scratch, all rows and columns).
-  bf16* dqb = dq + head_base(b, h, d, d.K);
+  // dk₁ (fp32 scratch, all rows and columns) and dq (bf16, rows < L, columns < K).
   float* dkb = dk1 + row0 * D;
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int t = r0 + g + 8 * half;
+  for (int half = 0; half < 2; ++half)
 #pragma unroll
-    for (int n = 0; n < C::ND; ++n) {
-      const int col = 8 * n + c2;
-      *reinterpret_cast<float2*>(dkb + t * D + col) = make_float2(dka[n][2 * half], dka[n][2 * half + 1]);
-      if (t >= L) continue;
-      bf16* out = dqb + (t0 + t) * d.H * d.K;
-      if (col + 1 < d.K && d.K % 2 == 0) {
-        *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(dqa[n][2 * half], dqa[n][2 * half + 1]);
-      } else {
-        if (col < d.K) out[col] = __float2bfloat16_rn(dqa[n][2 * half]);
-        if (col + 1 < d.K) out[col + 1] = __float2bfloat16_rn(dqa[n][2 * half + 1]);
-      }
-    }
-  }
+    for (int n = 0; n < C::ND; ++n)
+      *reinterpret_cast<float2*>(dkb + (r0 + g + 8 * half) * D + 8 * n + c2) =
+          make_float2(dka[n][2 * half], dka[n][2 * half + 1]);
+  store_rows_bf16(dq + head_base(b, h, d, d.K) + t0 * d.H * d.K, d.H * d.K, r0, L, d.K, dqa);
   // The end-of-chunk terms, then dα (first part: written).
   if (tid < kC) sm.dd[(kC - 1) * kLdC + tid] += sm.kz[tid];
   if (tid == kC) sm.dm1[kC - 1] += (sm.red[0] + sm.red[1]) + (sm.red[2] + sm.red[3]);
@@ -1101,18 +1119,18 @@ __global__ void __launch_bounds__(kThreads) grads_w_kernel(const bf16* __restric
   constexpr int LDT = kC + 8;
   extern __shared__ __align__(128) unsigned char smem[];
   const GradsWSmem<D> sm = GradsWSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
-  const int64_t c = blockIdx.x % d.NC, bh = blockIdx.x / d.NC, b = bh / d.H, h = bh % d.H;
-  const int64_t t0 = c * kC, row0 = (bh * d.NC + c) * kC;
-  const int L = static_cast<int>(std::min<int64_t>(kC, d.T - t0));
+  const ChunkPos pos = chunk_pos(d);
+  const int64_t c = pos.c, bh = pos.bh, b = pos.b, h = pos.h, t0 = pos.t0, row0 = pos.row0;
+  const int L = pos.L;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c2 = (lane & 3) * 2;
   cuda::load_rows<kC, kC, kThreads>(sm.t, tm + row0 * kC, kC, 0, kC, kC, true);
   cuda::load_rows<D, kC, kThreads>(sm.du, du + row0 * D, D, 0, kC, D, true);
-  cuda::load_rows<D, kC, kThreads>(sm.v, v + head_base(b, h, d, d.V), d.H * d.V, t0, d.T, d.V, d.vv);
+  load_tokens<D>(sm.v, v, d.V, d.vv, pos, d);
   cuda::load_rows<D, kC, kThreads>(sm.u, u + row0 * D, D, 0, kC, D, true);
-  cuda::load_rows<D, kC, kThreads>(sm.k, k + head_base(b, h, d, d.K), d.H * d.K, t0, d.T, d.K, d.vk);
+  load_tokens<D>(sm.k, k, d.K, d.vk, pos, d);
   cuda::load_rows<D, D, kThreads>(sm.h, hs + (bh * d.NC + c) * D * D, D, 0, D, D, true);
   cuda::cp_async_commit();
-  const int64_t a0 = (b * d.T + t0) * d.H + h;
+  const int64_t a0 = pos.a0;
   if (tid < kC) sm.be[tid] = tid < L ? beta[a0 + tid * d.H] : 0.f;
   build_decays(alpha, a0, d.H, L, sm.al, sm.gam, sm.dm);
   cuda::cp_async_wait<0>();
@@ -1132,27 +1150,7 @@ __global__ void __launch_bounds__(kThreads) grads_w_kernel(const bf16* __restric
     gemm_regs_a<true>(dw, a, sm.du, C::LD, warp, kC / 16);
   }
   float db0 = row_dot(dw, 0, sm.v + ta * C::LD), db1 = row_dot(dw, 1, sm.v + tb * C::LD);  // dW_t·v_t
-  {  // dv = β∘dW
-    bf16* dvb = dv + head_base(b, h, d, d.V);
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int t = half ? tb : ta;
-      if (t >= L) continue;
-      const float bt = half ? be1 : be0;
-      bf16* out = dvb + (t0 + t) * d.H * d.V;
-#pragma unroll
-      for (int n = 0; n < C::ND; ++n) {
-        const int col = 8 * n + c2;
-        const float x0 = bt * dw[n][2 * half], x1 = bt * dw[n][2 * half + 1];
-        if (col + 1 < d.V && d.V % 2 == 0) {
-          *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(x0, x1);
-        } else {
-          if (col < d.V) out[col] = __float2bfloat16_rn(x0);
-          if (col + 1 < d.V) out[col + 1] = __float2bfloat16_rn(x1);
-        }
-      }
-    }
-  }
+  store_rows_bf16(dv + head_base(b, h, d, d.V) + t0 * d.H * d.V, d.H * d.V, r0, L, d.V, dw, be0, be1);  // β∘dW
   uint32_t wa[C::KS][4];  // dW as the A operand (k = value index)
 #pragma unroll
   for (int ks = 0; ks < C::KS; ++ks) cuda::pack_a_from_c(wa[ks], dw[2 * ks], dw[2 * ks + 1]);
@@ -1230,25 +1228,15 @@ __global__ void __launch_bounds__(kThreads) grads_w_kernel(const bf16* __restric
   }
   {  // dk = dk₁ + the above (bf16, rows < L, columns < K)
     const float* dkb1 = dk1 + row0 * D;
-    bf16* dkb = dk + head_base(b, h, d, d.K);
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int t = half ? tb : ta;
-      if (t >= L) continue;
-      bf16* out = dkb + (t0 + t) * d.H * d.K;
+    for (int half = 0; half < 2; ++half)
 #pragma unroll
       for (int n = 0; n < C::ND; ++n) {
-        const int col = 8 * n + c2;
-        const float2 p = *reinterpret_cast<const float2*>(dkb1 + t * D + col);
-        const float x0 = dka[n][2 * half] + p.x, x1 = dka[n][2 * half + 1] + p.y;
-        if (col + 1 < d.K && d.K % 2 == 0) {
-          *reinterpret_cast<__nv_bfloat162*>(out + col) = __floats2bfloat162_rn(x0, x1);
-        } else {
-          if (col < d.K) out[col] = __float2bfloat16_rn(x0);
-          if (col + 1 < d.K) out[col + 1] = __float2bfloat16_rn(x1);
-        }
+        const float2 p = *reinterpret_cast<const float2*>(dkb1 + (r0 + g + 8 * half) * D + 8 * n + c2);
+        dka[n][2 * half] += p.x;
+        dka[n][2 * half + 1] += p.y;
       }
-    }
+    store_rows_bf16(dk + head_base(b, h, d, d.K) + t0 * d.H * d.K, d.H * d.K, r0, L, d.K, dka);
   }
   horner_dalpha(sm.dd, sm.dm1, sm.dm, sm.al, L, dalpha, a0, d.H, true);
 }
@@ -1341,7 +1329,6 @@ Dims make_dims(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& 
   d.NC = (d.T + kC - 1) / kC;
   d.vk = rows16(q, d.K) && rows16(k, d.K);
   d.vv = rows16(v, d.V) && (!dout.defined() || rows16(dout, d.V));
-  d.vo = d.V % 2 == 0;
   return d;
 }
 
