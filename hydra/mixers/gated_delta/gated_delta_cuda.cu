@@ -52,8 +52,8 @@
 //                                writes dinitial_state at the end.
 //   gated_delta_grads_kernel     one block per (chunk, b·h), all of K and V (V walked in 32-wide tiles): dv, the
 //                                contractions over V into shared accumulators, then dq, dk, dα, dβ.
-//   gated_delta_step_kernel      16 lanes per state row (b·h, j), the row in registers (16-byte accesses): S_j·k,
-//                                u_j, the new row, o_j (sums over the 16 lanes). float32 and bfloat16 q, k, v.
+//   gated_delta_step_kernel      16 lanes per state row (b·h, j), 4 rows per 16 lanes, the rows in registers
+//                                (16-byte accesses): S_j·k, u_j, the new row, o_j (sums over the 16 lanes). float32 and bfloat16 q, k, v.
 // There are no atomics: every output element has one writer, so results are deterministic run to run. The chunk
 // length is C = 32 (one warp lane per token of a chunk; the state tiles are 32 value rows).
 //
@@ -970,76 +970,84 @@ __device__ __forceinline__ void load4(float* out, const BFloat16* p) {
   out[3] = b.y;
 }
 
-// One token (s0 may be null: zero state). One state row per 16 lanes (a half warp): the row (K ≤ 128 floats) is
-// read once into registers, 4 consecutive elements per lane and group of 64 (16-byte loads and stores when
-// K % 4 == 0), S_j·k and the new row's ·q are sums over the 16 lanes (4 xor shuffles); q and k are read with the same
-// vector width. kStepRows rows per block.
-constexpr int kStepLanes = 16, kStepRows = kThreads / kStepLanes;
+// Elements 64m + 4l + c (m < 2, c < 4) of a row of K ≤ 128 values into out[4m + c] (zeros past K or when !ok): 4-wide
+// vector loads when vec.
+template <typename T>
+__device__ __forceinline__ void load_row8(float (&out)[8], const T* row, int l, int64_t K, bool ok, bool vec) {
+#pragma unroll
+  for (int m = 0; m < 2; ++m) {
+    const int64_t i0 = 64 * m + 4 * l;
+    if (vec && ok && i0 < K) {
+      load4(out + 4 * m, row + i0);
+    } else {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) out[4 * m + c] = ok && i0 + c < K ? to_f(row[i0 + c]) : 0.f;
+    }
+  }
+}
+
+// One token (s0 may be null: zero state). 16 lanes (a half warp) per state row, kStepRowsPerGroup rows per half
+// warp: the rows (K ≤ 128 floats each) are read into registers first, all of them before any arithmetic (several
+// loads in flight per thread), 4 consecutive elements per lane and group of 64 (16-byte loads and stores when
+// K % 4 == 0); S_j·k and the new row's ·q are sums over the 16 lanes (4 xor shuffles). q and k are read once per
+// thread. A block covers kStepRows rows of one head; group i takes rows i, i + 16, i + 32, i + 48 of them.
+constexpr int kStepLanes = 16, kStepGroups = kThreads / kStepLanes, kStepRowsPerGroup = 4;
+constexpr int kStepRows = kStepGroups * kStepRowsPerGroup;
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     gated_delta_step_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                             const float* __restrict__ alpha, const float* __restrict__ beta,
                             const float* __restrict__ s0, T* __restrict__ o, float* __restrict__ s_new, int64_t K,
                             int64_t V, bool vec) {
+  constexpr int R = kStepRowsPerGroup;
   const int64_t nb = (V + kStepRows - 1) / kStepRows;
   const int64_t bh = blockIdx.x / nb;
-  const int64_t j = (blockIdx.x % nb) * kStepRows + threadIdx.x / kStepLanes;
+  const int64_t j0 = (blockIdx.x % nb) * kStepRows + threadIdx.x / kStepLanes;
   const int l = threadIdx.x % kStepLanes;
-  const bool row_ok = j < V;  // lanes of a missing row still take part in the shuffles (full-warp masks)
   const float a = alpha[bh], be = beta[bh];
-  const float* Sj = s0 ? s0 + (bh * V + j) * K : nullptr;
-  const T* qh = q + bh * K;
-  const T* kh = k + bh * K;
-  float sr[8], kr[8], qr[8];  // elements 64m + 4l + c (m < 2, c < 4)
+  float kr[8], qr[8], sr[R][8], vr[R];
+  load_row8(kr, k + bh * K, l, K, true, vec);
+  load_row8(qr, q + bh * K, l, K, true, vec);
 #pragma unroll
-  for (int m = 0; m < 2; ++m) {
-    const int64_t i0 = 64 * m + 4 * l;
-    if (vec && row_ok && i0 < K) {
-      const float4 x = Sj ? *reinterpret_cast<const float4*>(Sj + i0) : make_float4(0.f, 0.f, 0.f, 0.f);
-      sr[4 * m] = x.x;
-      sr[4 * m + 1] = x.y;
-      sr[4 * m + 2] = x.z;
-      sr[4 * m + 3] = x.w;
-      load4(kr + 4 * m, kh + i0);
-      load4(qr + 4 * m, qh + i0);
-    } else {
+  for (int r = 0; r < R; ++r) {
+    const int64_t j = j0 + r * kStepGroups;
+    const bool ok = j < V;
+    load_row8(sr[r], s0 ? s0 + (bh * V + j) * K : s0, l, K, ok && s0 != nullptr, vec);
+    vr[r] = ok ? to_f(v[bh * V + j]) : 0.f;
+  }
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const bool ok = row_ok && i0 + c < K;
-        sr[4 * m + c] = ok && Sj ? Sj[i0 + c] : 0.f;
-        kr[4 * m + c] = ok ? to_f(kh[i0 + c]) : 0.f;
-        qr[4 * m + c] = ok ? to_f(qh[i0 + c]) : 0.f;
+  for (int r = 0; r < R; ++r) {
+    const int64_t j = j0 + r * kStepGroups;
+    float sk = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sk = fmaf(sr[r][e], kr[e], sk);
+#pragma unroll
+    for (int off = kStepLanes / 2; off > 0; off >>= 1) sk += __shfl_xor_sync(0xffffffffu, sk, off);
+    const float uj = be * (vr[r] - a * sk);  // u_j = β (v_j − α (S k)_j)
+    float oj = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      sr[r][e] = fmaf(a, sr[r][e], uj * kr[e]);  // S_j ← α S_j + u_j k
+      oj = fmaf(sr[r][e], qr[e], oj);
+    }
+#pragma unroll
+    for (int off = kStepLanes / 2; off > 0; off >>= 1) oj += __shfl_xor_sync(0xffffffffu, oj, off);
+    if (j >= V) continue;  // (after the shuffles, which every lane takes part in)
+    float* Nj = s_new + (bh * V + j) * K;
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {
+      const int64_t i0 = 64 * m + 4 * l;
+      if (vec && i0 < K) {
+        *reinterpret_cast<float4*>(Nj + i0) =
+            make_float4(sr[r][4 * m], sr[r][4 * m + 1], sr[r][4 * m + 2], sr[r][4 * m + 3]);
+      } else {
+#pragma unroll
+        for (int c = 0; c < 4; ++c)
+          if (i0 + c < K) Nj[i0 + c] = sr[r][4 * m + c];
       }
     }
+    if (l == 0) o[bh * V + j] = from_f<T>(oj);
   }
-  float sk = 0.f;
-#pragma unroll
-  for (int e = 0; e < 8; ++e) sk = fmaf(sr[e], kr[e], sk);
-#pragma unroll
-  for (int off = kStepLanes / 2; off > 0; off >>= 1) sk += __shfl_xor_sync(0xffffffffu, sk, off);
-  const float uj = row_ok ? be * (to_f(v[bh * V + j]) - a * sk) : 0.f;  // u_j = β (v_j − α (S k)_j)
-  float oj = 0.f;
-#pragma unroll
-  for (int e = 0; e < 8; ++e) {
-    sr[e] = fmaf(a, sr[e], uj * kr[e]);  // S_j ← α S_j + u_j k
-    oj = fmaf(sr[e], qr[e], oj);
-  }
-#pragma unroll
-  for (int off = kStepLanes / 2; off > 0; off >>= 1) oj += __shfl_xor_sync(0xffffffffu, oj, off);
-  if (!row_ok) return;
-  float* Nj = s_new + (bh * V + j) * K;
-#pragma unroll
-  for (int m = 0; m < 2; ++m) {
-    const int64_t i0 = 64 * m + 4 * l;
-    if (vec && i0 < K) {
-      *reinterpret_cast<float4*>(Nj + i0) = make_float4(sr[4 * m], sr[4 * m + 1], sr[4 * m + 2], sr[4 * m + 3]);
-    } else {
-#pragma unroll
-      for (int c = 0; c < 4; ++c)
-        if (i0 + c < K) Nj[i0 + c] = sr[4 * m + c];
-    }
-  }
-  if (l == 0) o[bh * V + j] = from_f<T>(oj);
 }
 
 // ---------------------------------------------------------------------------------------------------------
