@@ -15,19 +15,21 @@
 //    outputs and gradients in it too.
 //  * CUDA (gated_delta_cuda.cu, gated_delta_mma.cu): q, k, v and do float32 or bfloat16 (one dtype); alpha, beta,
 //    initial_state / state and dfinal_state float32 or q's dtype (the model passes float32 gates with bfloat16 q, k,
-//    v). Accumulation and the state are float32 in both cases. float32 inputs run gated_delta_cuda.cu, unchanged:
+//    v). Accumulation and the state are float32 in both cases. float32 inputs run gated_delta_cuda.cu:
 //    true fp32 FFMA everywhere (no TF32, no tensor cores), chunk length 32. bfloat16 inputs run
 //    gated_delta_mma.cu: chunk length 64, mma.sync m16n8k16 tensor cores with bf16 operands and fp32 accumulators;
 //    q, k, v, do enter the products exactly, the intermediate operands (T = (I + A)⁻¹ scaled by the gates, Wk, Uv,
 //    U, the chunk-start states and state gradients, dU, dW, the masked score matrices) are rounded to bf16 as MMA
 //    operands, and every accumulation and the carried state are fp32 (results well inside the bf16 tolerance of
-//    SPEC §0.1). The rest (the triangular solve, decays, per-token dots) is fp32 SIMT; the one-token step is fp32
-//    SIMT for both dtypes (gated_delta_cuda.cu).
+//    SPEC §0.1). T's diagonal 16×16 blocks are solved in fp32 SIMT and its off-diagonal blocks use tf32 MMAs; the
+//    decays, the Horner sums for dα and the per-token dots are fp32 SIMT; the one-token step is fp32 SIMT for both
+//    dtypes (gated_delta_cuda.cu).
 //    o is in q's dtype; the final state (forward and step) is float32; gradients come back in the dtype of their
 //    input. float64 or any other dtype on CUDA throws std::invalid_argument naming the op, the argument, the dtype
 //    and the supported set.
-//    Head dims K and V: 1 to 128 each (padded to a multiple of 32 inside the kernels), else std::invalid_argument
-//    naming the range. Any B and any T ≥ 0; initial state and dfinal_state optional.
+//    Head dims K and V: 1 to 128 each (padded with zeros inside the kernels: float32 to multiples of 32, bfloat16
+//    to one D ∈ {32, 64, 128} ≥ max(K, V)), else std::invalid_argument naming the range. Any B and any T ≥ 0;
+//    initial state and dfinal_state optional.
 //  * Not fused (done by the model before / after the call, on every device): the L2 normalisation of q and k, the
 //    computation of the gates alpha = σ(·) and beta = σ(·), and the output gate.
 //
