@@ -1,35 +1,43 @@
-// Gated delta rule, bfloat16 forward on tensor cores (mma.sync m16n8k16 through tensor/cuda/mma.cuh; declared in
-// gated_delta_mma.h, called by gated_delta_forward_cuda for bfloat16 q, k, v). The math and the chunk form are those
-// of gated_delta_cuda.cu's header comment, here with chunk length C = 64:
+// Gated delta rule, bfloat16 forward and backward on tensor cores (mma.sync m16n8k16 through tensor/cuda/mma.cuh;
+// declared in gated_delta_mma.h, called by gated_delta_forward_cuda / gated_delta_backward_cuda for bfloat16 q, k, v).
+// The math, the chunk form and its adjoint are those of gated_delta_cuda.cu's header comment, here with chunk length
+// C = 64:
 //   per chunk (start state S₀, D_{t,s} = Π_{r=s+1..t} α_r, γ_t = Π_{r≤t} α_r, d_s = D_{C−1,s}):
 //   A_{t,s} = β_t D_{t,s} k_t·k_s (s < t),  T = (I + A)⁻¹,  Wk = T diag(βγ) K,  Uv = T diag(β) V
 //   U = Uv − Wk S₀ᵀ,  S_end = γ_{C−1} S₀ + Uᵀ diag(d) K,  O = diag(γ) Q S₀ᵀ + (QKᵀ ∘ D) U  (D masked to s ≤ t).
-// Tokens past T are padded with k = v = q = 0, α = 1, β = 0 (they change nothing), and the head dims are padded with
-// zeros to D ∈ {32, 64, 128} (D ≥ max(K, V)), so every tile is full.
+// Tokens past T are padded with k = v = q = do = 0, α = 1, β = 0 (they change nothing), and the head dims are padded
+// with zeros to D ∈ {32, 64, 128} (D ≥ max(K, V)), so every tile is full.
 //
-// Three kernels, 4 warps (128 threads) each; warp w owns rows 16w..16w+15 of a chunk (tokens) and keeps its matrix
-// products in registers:
-//   prep   one block per (chunk, b·h), all chunks in parallel: the decays (running products: no logs, no division,
-//          α may be 0), A = β∘D∘(K Kᵀ) (MMA), T = (I + A)⁻¹ in fp32 (the four 16×16 diagonal blocks by forward
-//          substitution, then the off-diagonal blocks by block diagonals, T_ij = −T_ii Σ_m A_im T_mj), then
-//          Wk and Uv (MMA with T·diag(βγ), T·diag(β) rounded to bf16 as the A operand) → bf16 scratch w, u, and
-//          d, γ_{C−1} → fp32 scratch.
-//   state  one block per (32 value rows of the state, b·h), sequential over the chunks: the fp32 state tile lives in
-//          the MMA accumulators of the 4 warps (32 × D); per chunk it is written as bf16 to the chunk-start scratch
-//          h (and to shared memory as the B operand of U = Uv − Wk S₀ᵀ), U is written over Uv (bf16), and
-//          S ← γ_{C−1} S + (diag(d) U)ᵀ K. The Wk, Uv and K tiles of the next kStages − 1 chunks are in flight
-//          (cp.async ring) while the current one is computed.
-//   out    one block per (chunk, b·h), all chunks in parallel: P = (Q Kᵀ) ∘ D masked (MMA, registers), then
-//          O = γ ∘ (Q S₀ᵀ) + P U (MMA; P rounded to bf16 in registers, the flash-attention P·V form), o in bf16.
-// Precision: q, k, v enter the products exactly; T·diag(·), Wk, Uv, U, the chunk-start states S₀ (as operands) and P
-// are rounded to bf16 as MMA operands; every accumulation and the carried state are fp32. (Against the float64
-// reference this is well inside the bf16 tolerance of SPEC §0.1; tests/hydra/test_cuda_gated_delta.cpp.)
-// No atomics: every output element has one writer (deterministic).
+// Chunk-parallel kernels: one block per (chunk, b·h), 4 warps; warp w owns rows 16w..16w+15 of the chunk (tokens)
+// and keeps its matrix products in registers. Sequential kernels: one block per (32 value rows of the state, b·h),
+// 8 warps, walking the chunks with the tiles of the next kStages − 1 chunks in flight (cp.async ring); the fp32 state
+// (or state gradient) tile, 32 × D, lives in the MMA accumulators.
+// Forward:
+//   prep   the decays (running products: no logs, no division, α may be 0), A = β∘D∘(K Kᵀ) (MMA), T = (I + A)⁻¹ in
+//          fp32 (the four 16×16 diagonal blocks by forward substitution, then the off-diagonal blocks by block
+//          diagonals, T_ij = −T_ii Σ_m A_im T_mj, on tf32 MMAs), then Wk and Uv (MMA with T·diag(βγ), T·diag(β)
+//          rounded to bf16 as the A operand) → bf16 scratch w, u; d_s and γ_t → fp32 scratch dl; optionally T (bf16).
+//   state  per chunk: S₀ as bf16 to the chunk-start scratch h (and to shared memory as the B operand of
+//          U = Uv − Wk S₀ᵀ), U written over Uv (bf16), S ← γ_{C−1} S + (diag(d) U)ᵀ K.
+//   out    P = (Q Kᵀ) ∘ D masked (MMA, registers), then O = γ ∘ (Q S₀ᵀ) + P U (MMA; P rounded to bf16 in registers,
+//          the flash-attention P·V form), o in bf16.
+// Backward (recomputes prep, with T, and the state pass):
+//   du_intra   dU_intra = ((Q Kᵀ) ∘ D)ᵀ dO.
+//   state_bwd  reverse over the chunks: dS (the chunk's end-state gradient) as bf16 to the scratch dhs,
+//              dU = dU_intra + diag(d) K dSᵀ (written over dU_intra), dS ← γ_{C−1} dS + (diag(γ) dO)ᵀ Q − dUᵀ Wk;
+//              the last dS is dinitial_state.
+//   grads_qk   the terms through dO and dS: dq, dk₁ (fp32 scratch), the first part of dα.
+//   grads_w    the terms through dW = Tᵀ dU: dv, dk = dk₁ + …, dβ, the second part of dα (dα is linear in the decay
+//              adjoint; each part runs its own Horner pass, without division by α).
+// Precision: q, k, v, do enter the products exactly; T·diag(·), Wk, Uv, U, the chunk states and state gradients, dU,
+// dW and the masked score matrices are rounded to bf16 as MMA operands; every accumulation and the carried state are
+// fp32. (Against the float64 reference this is well inside the bf16 tolerance of SPEC §0.1;
+// tests/hydra/test_cuda_gated_delta.cpp.) No atomics: every output element has one writer (deterministic).
 //
-// Work per chunk and head (multiply-adds, C = 64, causal triangles halved): prep C²·D/2 (A) + C²·D (Wk, Uv; causal
-// k-steps skipped) + ~C³/6 (T); state 2·C·D·32 per 32 value rows (= 2·C·D² for all rows); out C²·D/2 + C·D² + C²·D/2.
-// Bytes per token and head: prep reads k, v and writes w, u (4·D·2); state reads w, k and the U slice, writes U and
-// (per chunk) the bf16 state; out reads q, k, U, the chunk state, writes o.
+// Forward work per chunk and head (multiply-adds, C = 64, causal triangles halved): prep C²·D/2 (A) + C²·D (Wk, Uv;
+// causal k-steps skipped) + ~C³/6 (T); state 2·C·D² over all value rows; out C²·D/2 + C·D² + C²·D/2. Bytes per token
+// and head: prep reads k, v and writes w, u (4·D·2); state reads w, k and the U slice, writes U and (per chunk) the
+// bf16 state; out reads q, k, U, the chunk state, writes o. Timings and profiles: bench/NOTES.md.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
