@@ -730,29 +730,44 @@ __device__ __forceinline__ float row_dot(const float (&acc)[N][4], int half, con
 
 // dα from the chunk's decay adjoint (one part of it; the parts add): dd[t·kLdC + s] = ∂ℓ/∂D_{t,s} (s < t, the rest
 // ignored) and dm1[t] = ∂ℓ/∂γ_t. Horner, no division by α: Y_{t,0} = dm1[t], Y_{t,r} = dd[t][r−1] + α_{r−1} Y_{t,r−1},
-// dα_r = Σ_{t ≥ r} D_{t,r} Y_{t,r} (dd is overwritten with the terms). Written (add: += into) dalpha for r < L.
-// Every thread calls it; it starts and ends with a barrier.
-__device__ __forceinline__ void horner_dalpha(float* dd, const float* dm1, const float* dm, const float* al, int L,
+// dα_r = Σ_{t ≥ r} D_{t,r} Y_{t,r} (dd is overwritten with Y, dm1 with partial sums). Written (add: += into) dalpha
+// for r < L. Every thread calls it; it starts and ends with a barrier.
+__device__ __forceinline__ void horner_dalpha(float* dd, float* dm1, const float* dm, const float* al, int L,
                                               float* __restrict__ dalpha, int64_t a0, int64_t H, bool add) {
   const int tid = threadIdx.x;
   __syncthreads();
-  if (tid < kC) {
+  if (tid < kC) {  // row t in registers (16-byte accesses; a thread per row would hit one bank 8 times per word)
     const int t = tid;
+    float row[kC];
+#pragma unroll
+    for (int r = 0; r < kC; r += 4) {
+      const float4 x = *reinterpret_cast<const float4*>(dd + t * kLdC + r);
+      row[r] = x.x;
+      row[r + 1] = x.y;
+      row[r + 2] = x.z;
+      row[r + 3] = x.w;
+    }
     float y = dm1[t], prev = 0.f;
 #pragma unroll
-    for (int r = 0; r < kC; ++r) {
-      if (r <= t) {
-        if (r > 0) y = fmaf(al[r - 1], y, prev);
-        prev = dd[t * kLdC + r];
-        dd[t * kLdC + r] = dm[t * kLdC + r] * y;
-      }
+    for (int r = 0; r < kC; ++r) {  // row[r] ← Y_{t,r} (r ≤ t), 0 beyond
+      if (r > 0) y = fmaf(al[r - 1], y, prev);
+      prev = row[r];
+      row[r] = r <= t ? y : 0.f;
     }
+#pragma unroll
+    for (int r = 0; r < kC; r += 4)
+      *reinterpret_cast<float4*>(dd + t * kLdC + r) = make_float4(row[r], row[r + 1], row[r + 2], row[r + 3]);
   }
   __syncthreads();
-  if (tid < L) {
-    const int r = tid;
-    float s = 0.f;
-    for (int t = r; t < kC; ++t) s += dd[t * kLdC + r];
+  // dα_r = Σ_{t ≥ r} D_{t,r} Y_{t,r}: the column split between two threads (odd / even t), partials through dm1.
+  const int r = tid % kC, half = tid / kC;
+  float s = 0.f;
+  if (half < 2)
+    for (int t = r + half; t < kC; t += 2) s = fmaf(dm[t * kLdC + r], dd[t * kLdC + r], s);
+  if (half == 1) dm1[r] = s;
+  __syncthreads();
+  if (half == 0 && r < L) {
+    s += dm1[r];
     float* p = dalpha + a0 + r * H;
     *p = add ? *p + s : s;
   }
