@@ -336,19 +336,49 @@ double conv_xp(const T* x, const T* cache, const ConvDims& d, int64_t b, int64_t
   return to_double(x[(b * d.T + (s - Km1)) * d.C + c]);
 }
 
+// The kernels below walk rows (b, s) of xp and keep the channel loop innermost and contiguous (x, y, gy are [B, T, C]),
+// so it vectorises; accumulation in double, per channel in a fixed order (j, then (b, t)) as before.
+
+// w [C, K] transposed to wt[j·C + c] in double.
+template <typename T>
+std::vector<double> conv_weight_t(const T* w, const ConvDims& d) {
+  std::vector<double> wt(static_cast<std::size_t>(d.K * d.C));
+  for (int64_t c = 0; c < d.C; ++c)
+    for (int64_t j = 0; j < d.K; ++j) wt[j * d.C + c] = to_double(w[c * d.K + j]);
+  return wt;
+}
+
+// Channels [c0, c1) of row s of xp for batch b into row[c0..c1): x[b, s − K + 1, :] for s ≥ K − 1, else the cache
+// column s (zeros without a cache).
+template <typename T>
+void conv_xp_row(const T* x, const T* cache, const ConvDims& d, int64_t b, int64_t s, double* row, int64_t c0,
+                 int64_t c1) {
+  const int64_t Km1 = d.K - 1;
+  if (s >= Km1) {
+    const T* xr = x + (b * d.T + (s - Km1)) * d.C;
+    for (int64_t c = c0; c < c1; ++c) row[c] = to_double(xr[c]);
+  } else {
+    for (int64_t c = c0; c < c1; ++c) row[c] = cache ? to_double(cache[(b * d.C + c) * Km1 + s]) : 0.0;
+  }
+}
+
 template <typename T>
 void causal_conv1d_fwd_kernel(const T* x, const T* w, const T* bias, const T* cache, T* y, T* new_cache,
                               const ConvDims& d) {
-  const int64_t Km1 = d.K - 1;
+  const int64_t Km1 = d.K - 1, C = d.C;
+  const std::vector<double> wt = conv_weight_t(w, d);
   cpu::parallel_for(d.B * d.T, d.C * d.K, [&](int64_t r0, int64_t r1) {
+    std::vector<double> acc(static_cast<std::size_t>(C)), xr(static_cast<std::size_t>(C));
     for (int64_t bt = r0; bt < r1; ++bt) {
       const int64_t b = bt / d.T, t = bt % d.T;
-      T* yr = y + bt * d.C;
-      for (int64_t c = 0; c < d.C; ++c) {
-        double acc = bias ? to_double(bias[c]) : 0.0;
-        for (int64_t j = 0; j < d.K; ++j) acc += to_double(w[c * d.K + j]) * conv_xp(x, cache, d, b, c, t + j);
-        yr[c] = from_double<T>(acc);
+      for (int64_t c = 0; c < C; ++c) acc[c] = bias ? to_double(bias[c]) : 0.0;
+      for (int64_t j = 0; j < d.K; ++j) {
+        conv_xp_row(x, cache, d, b, t + j, xr.data(), 0, C);
+        const double* wj = wt.data() + j * C;
+        for (int64_t c = 0; c < C; ++c) acc[c] += wj[c] * xr[c];
       }
+      T* yr = y + bt * C;
+      for (int64_t c = 0; c < C; ++c) yr[c] = from_double<T>(acc[c]);
     }
   });
   if (new_cache) {
@@ -362,44 +392,55 @@ void causal_conv1d_fwd_kernel(const T* x, const T* w, const T* bias, const T* ca
 template <typename T>
 void causal_conv1d_bwd_kernel(const T* gy, const T* gnc, const T* x, const T* w, const T* cache, T* dx, T* dw, T* dbias,
                               T* dcache, const ConvDims& d) {
-  const int64_t Km1 = d.K - 1;
-  // dxp[b, c, s] = Σ_j w[c, j] gy[b, s − j, c] (0 ≤ s − j < T) + gnc[b, c, s − T] (s ≥ T).
-  auto dxp = [&](int64_t b, int64_t c, int64_t s) {
-    double acc = 0.0;
+  const int64_t Km1 = d.K - 1, C = d.C;
+  const std::vector<double> wt = conv_weight_t(w, d);
+  // dxp[b, s, :] = Σ_j w[:, j] gy[b, s − j, :] (0 ≤ s − j < T) + gnc[b, :, s − T] (s ≥ T), into out[0..C).
+  auto dxp_row = [&](int64_t b, int64_t s, double* out) {
+    for (int64_t c = 0; c < C; ++c) out[c] = 0.0;
     for (int64_t j = 0; j < d.K; ++j) {
       const int64_t tt = s - j;
-      if (tt >= 0 && tt < d.T) acc += to_double(w[c * d.K + j]) * to_double(gy[(b * d.T + tt) * d.C + c]);
+      if (tt < 0 || tt >= d.T) continue;
+      const T* gr = gy + (b * d.T + tt) * C;
+      const double* wj = wt.data() + j * C;
+      for (int64_t c = 0; c < C; ++c) out[c] += wj[c] * to_double(gr[c]);
     }
-    if (gnc && s >= d.T) acc += to_double(gnc[(b * d.C + c) * Km1 + (s - d.T)]);
-    return acc;
+    if (gnc && s >= d.T)
+      for (int64_t c = 0; c < C; ++c) out[c] += to_double(gnc[(b * C + c) * Km1 + (s - d.T)]);
   };
   cpu::parallel_for(d.B * d.T, d.C * d.K, [&](int64_t r0, int64_t r1) {
+    std::vector<double> row(static_cast<std::size_t>(C));
     for (int64_t bt = r0; bt < r1; ++bt) {
       const int64_t b = bt / d.T, t = bt % d.T;
-      for (int64_t c = 0; c < d.C; ++c) dx[bt * d.C + c] = from_double<T>(dxp(b, c, t + Km1));
+      dxp_row(b, t + Km1, row.data());
+      for (int64_t c = 0; c < C; ++c) dx[bt * C + c] = from_double<T>(row[c]);
     }
   });
   if (dcache) {
+    std::vector<double> row(static_cast<std::size_t>(C));
     for (int64_t b = 0; b < d.B; ++b)
-      for (int64_t c = 0; c < d.C; ++c)
-        for (int64_t s = 0; s < Km1; ++s) dcache[(b * d.C + c) * Km1 + s] = from_double<T>(dxp(b, c, s));
+      for (int64_t s = 0; s < Km1; ++s) {
+        dxp_row(b, s, row.data());
+        for (int64_t c = 0; c < C; ++c) dcache[(b * C + c) * Km1 + s] = from_double<T>(row[c]);
+      }
   }
   // dw, dbias: one block of channels per task, (b, t) summed in order.
   cpu::parallel_for(d.C, d.B * d.T * d.K, [&](int64_t c0, int64_t c1) {
     const int64_t nc = c1 - c0;
     std::vector<double> aw(static_cast<std::size_t>(nc * d.K), 0.0), ab(static_cast<std::size_t>(nc), 0.0);
+    std::vector<double> xr(static_cast<std::size_t>(C));
     for (int64_t b = 0; b < d.B; ++b) {
       for (int64_t t = 0; t < d.T; ++t) {
-        const T* gr = gy + (b * d.T + t) * d.C;
-        for (int64_t c = c0; c < c1; ++c) {
-          const double g = to_double(gr[c]);
-          ab[c - c0] += g;
-          for (int64_t j = 0; j < d.K; ++j) aw[(c - c0) * d.K + j] += g * conv_xp(x, cache, d, b, c, t + j);
+        const T* gr = gy + (b * d.T + t) * C;
+        for (int64_t c = c0; c < c1; ++c) ab[c - c0] += to_double(gr[c]);
+        for (int64_t j = 0; j < d.K; ++j) {
+          conv_xp_row(x, cache, d, b, t + j, xr.data(), c0, c1);
+          double* awj = aw.data() + j * nc;
+          for (int64_t c = c0; c < c1; ++c) awj[c - c0] += to_double(gr[c]) * xr[c];
         }
       }
     }
     for (int64_t c = c0; c < c1; ++c) {
-      for (int64_t j = 0; j < d.K; ++j) dw[c * d.K + j] = from_double<T>(aw[(c - c0) * d.K + j]);
+      for (int64_t j = 0; j < d.K; ++j) dw[c * d.K + j] = from_double<T>(aw[j * nc + (c - c0)]);
       if (dbias) dbias[c] = from_double<T>(ab[c - c0]);
     }
   });
