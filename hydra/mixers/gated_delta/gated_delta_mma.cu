@@ -1273,72 +1273,90 @@ bool rows16(const Tensor& t, int64_t X) {
   return X % 8 == 0 && reinterpret_cast<uintptr_t>(t.data<BFloat16>()) % 16 == 0;
 }
 
+// The forward's state stages, shared by forward and backward: prep (w, u = Uv, dl and, when with_t, T) and the state
+// pass (U over Uv, the chunk-start states hs, the final state into s_final when given).
+struct StateScratch {
+  Tensor w, u, dl, hs, tm;
+};
+template <int D>
+StateScratch run_state_stages(const char* op, const Tensor& k, const Tensor& v, const Tensor& alpha,
+                              const Tensor& beta, const Tensor& s0, float* s_final, bool with_t, const Dims& d) {
+  const Device dev = k.device();
+  cudaStream_t s = cuda::stream_of(k);
+  const int64_t rows = d.NC * kC;
+  StateScratch sc{empty({d.BH, rows, D}, DType::BFloat16, dev), empty({d.BH, rows, D}, DType::BFloat16, dev),
+                  empty({d.BH, d.NC, kDl}, DType::Float32, dev), empty({d.BH, d.NC, D, D}, DType::BFloat16, dev),
+                  with_t ? empty({d.BH, rows, kC}, DType::BFloat16, dev) : Tensor()};
+  std::size_t bytes = 0;
+  PrepSmem<D>::carve(0, &bytes);
+  cuda::launch_kernel(op, "gated_delta prep_kernel (bf16)", prep_kernel<D>, d.NC * d.BH, kThreads, bytes, dev.index,
+                      s, bf(k), bf(v), alpha.data<float>(), beta.data<float>(), bf_mut(sc.w), bf_mut(sc.u),
+                      sc.dl.data<float>(), with_t ? bf_mut(sc.tm) : nullptr, d);
+  StateSmem<D>::carve(0, &bytes);
+  cuda::launch_kernel(op, "gated_delta state_kernel (bf16)", state_kernel<D>, (D / kBV) * d.BH, kSeqThreads, bytes,
+                      dev.index, s, bf(k), bf(sc.w), bf_mut(sc.u), sc.dl.data<float>(),
+                      s0.defined() ? s0.data<float>() : nullptr, bf_mut(sc.hs), s_final, d);
+  return sc;
+}
+
 template <int D>
 void forward_d(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& alpha, const Tensor& beta,
                const Tensor& s0, GatedDeltaOutput& out, const Dims& d) {
   const char* op = "gated_delta_forward";
-  const Device dev = q.device();
-  cudaStream_t s = cuda::stream_of(q);
-  const Tensor w = empty({d.BH, d.NC * kC, D}, DType::BFloat16, dev);
-  const Tensor u = empty({d.BH, d.NC * kC, D}, DType::BFloat16, dev);
-  const Tensor dl = empty({d.BH, d.NC, kDl}, DType::Float32, dev);
-  const Tensor hs = empty({d.BH, d.NC, D, D}, DType::BFloat16, dev);
+  const StateScratch sc =
+      run_state_stages<D>(op, k, v, alpha, beta, s0, out.final_state.data<float>(), /*with_t=*/false, d);
   std::size_t bytes = 0;
-  PrepSmem<D>::carve(0, &bytes);
-  cuda::launch_kernel(op, "gated_delta prep_kernel (bf16)", prep_kernel<D>, d.NC * d.BH, kThreads, bytes, dev.index,
-                      s, bf(k), bf(v), alpha.data<float>(), beta.data<float>(), bf_mut(w), bf_mut(u),
-                      dl.data<float>(), static_cast<bf16*>(nullptr), d);
-  StateSmem<D>::carve(0, &bytes);
-  cuda::launch_kernel(op, "gated_delta state_kernel (bf16)", state_kernel<D>, (D / kBV) * d.BH, kSeqThreads, bytes,
-                      dev.index, s, bf(k), bf(w), bf_mut(u), dl.data<float>(),
-                      s0.defined() ? s0.data<float>() : nullptr, bf_mut(hs), out.final_state.data<float>(), d);
   OutSmem<D>::carve(0, &bytes);
-  cuda::launch_kernel(op, "gated_delta out_kernel (bf16)", out_kernel<D>, d.NC * d.BH, kThreads, bytes, dev.index, s,
-                      bf(q), bf(k), bf(u), bf(hs), alpha.data<float>(), bf_mut(out.o), d);
+  cuda::launch_kernel(op, "gated_delta out_kernel (bf16)", out_kernel<D>, d.NC * d.BH, kThreads, bytes,
+                      q.device().index, cuda::stream_of(q), bf(q), bf(k), bf(sc.u), bf(sc.hs), alpha.data<float>(),
+                      bf_mut(out.o), d);
 }
 
+// gr: dq, dk, dv, dalpha, dbeta allocated; dinitial_state allocated when s0 is defined.
 template <int D>
 void backward_d(const Tensor& dout, const Tensor& ds_final, const Tensor& q, const Tensor& k, const Tensor& v,
-                const Tensor& alpha, const Tensor& beta, const Tensor& s0, GatedDeltaGrads& gr, const Tensor& da,
-                const Tensor& db, const Tensor& ds0, const Dims& d) {
+                const Tensor& alpha, const Tensor& beta, const Tensor& s0, GatedDeltaGrads& gr, const Dims& d) {
   const char* op = "gated_delta_backward";
   const Device dev = q.device();
   cudaStream_t s = cuda::stream_of(q);
   const int64_t rows = d.NC * kC;
-  const Tensor w = empty({d.BH, rows, D}, DType::BFloat16, dev);
-  const Tensor u = empty({d.BH, rows, D}, DType::BFloat16, dev);
-  const Tensor dl = empty({d.BH, d.NC, kDl}, DType::Float32, dev);
-  const Tensor hs = empty({d.BH, d.NC, D, D}, DType::BFloat16, dev);
-  const Tensor tm = empty({d.BH, rows, kC}, DType::BFloat16, dev);
+  // Recompute the forward's stages (with T), then the state gradients in reverse, then the gradients.
+  const StateScratch sc = run_state_stages<D>(op, k, v, alpha, beta, s0, nullptr, /*with_t=*/true, d);
   const Tensor du = empty({d.BH, rows, D}, DType::BFloat16, dev);
   const Tensor dhs = empty({d.BH, d.NC, D, D}, DType::BFloat16, dev);
   const Tensor dk1 = empty({d.BH, rows, D}, DType::Float32, dev);
   const float* a32 = alpha.data<float>();
   std::size_t bytes = 0;
-  // Recompute the forward's stages (with T), then the state gradients in reverse, then the gradients.
-  PrepSmem<D>::carve(0, &bytes);
-  cuda::launch_kernel(op, "gated_delta prep_kernel (bf16)", prep_kernel<D>, d.NC * d.BH, kThreads, bytes, dev.index,
-                      s, bf(k), bf(v), a32, beta.data<float>(), bf_mut(w), bf_mut(u), dl.data<float>(), bf_mut(tm), d);
-  StateSmem<D>::carve(0, &bytes);
-  cuda::launch_kernel(op, "gated_delta state_kernel (bf16)", state_kernel<D>, (D / kBV) * d.BH, kSeqThreads, bytes,
-                      dev.index, s, bf(k), bf(w), bf_mut(u), dl.data<float>(),
-                      s0.defined() ? s0.data<float>() : nullptr, bf_mut(hs), static_cast<float*>(nullptr), d);
   DuSmem<D>::carve(0, &bytes);
   cuda::launch_kernel(op, "gated_delta du_intra_kernel (bf16)", du_intra_kernel<D>, d.NC * d.BH, kThreads, bytes,
                       dev.index, s, bf(q), bf(k), bf(dout), a32, bf_mut(du), d);
   StateBwdSmem<D>::carve(0, &bytes);
   cuda::launch_kernel(op, "gated_delta state_bwd_kernel (bf16)", state_bwd_kernel<D>, (D / kBV) * d.BH, kSeqThreads,
-                      bytes, dev.index, s, bf(q), bf(k), bf(dout), bf(w), bf_mut(du), dl.data<float>(),
+                      bytes, dev.index, s, bf(q), bf(k), bf(dout), bf(sc.w), bf_mut(du), sc.dl.data<float>(),
                       ds_final.defined() ? ds_final.data<float>() : nullptr, bf_mut(dhs),
-                      ds0.defined() ? ds0.data<float>() : nullptr, d);
+                      gr.dinitial_state.defined() ? gr.dinitial_state.data<float>() : nullptr, d);
   GradsQkSmem<D>::carve(0, &bytes);
   cuda::launch_kernel(op, "gated_delta grads_qk_kernel (bf16)", grads_qk_kernel<D>, d.NC * d.BH, kThreads, bytes,
-                      dev.index, s, bf(q), bf(k), bf(dout), bf(u), bf(hs), bf(dhs), a32, bf_mut(gr.dq),
-                      dk1.data<float>(), da.data<float>(), d);
+                      dev.index, s, bf(q), bf(k), bf(dout), bf(sc.u), bf(sc.hs), bf(dhs), a32, bf_mut(gr.dq),
+                      dk1.data<float>(), gr.dalpha.data<float>(), d);
   GradsWSmem<D>::carve(0, &bytes);
   cuda::launch_kernel(op, "gated_delta grads_w_kernel (bf16)", grads_w_kernel<D>, d.NC * d.BH, kThreads, bytes,
-                      dev.index, s, bf(k), bf(v), bf(tm), bf(du), bf(u), bf(hs), a32, beta.data<float>(),
-                      dk1.data<float>(), bf_mut(gr.dk), bf_mut(gr.dv), da.data<float>(), db.data<float>(), d);
+                      dev.index, s, bf(k), bf(v), bf(sc.tm), bf(du), bf(sc.u), bf(sc.hs), a32, beta.data<float>(),
+                      dk1.data<float>(), bf_mut(gr.dk), bf_mut(gr.dv), gr.dalpha.data<float>(),
+                      gr.dbeta.data<float>(), d);
+}
+
+// f.template operator()<D>() with D ∈ {32, 64, 128} the padded head dim for max(K, V).
+template <typename F>
+void with_head_dim(const Dims& d, F&& f) {
+  const int64_t m = std::max(d.K, d.V);
+  if (m <= 32) {
+    f.template operator()<32>();
+  } else if (m <= 64) {
+    f.template operator()<64>();
+  } else {
+    f.template operator()<128>();
+  }
 }
 
 Dims make_dims(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout) {
@@ -1370,15 +1388,7 @@ GatedDeltaGrads gated_delta_backward_mma(const Tensor& dout, const Tensor& dfina
                     empty(beta.shape(), DType::Float32, dev),
                     initial_state.defined() ? empty(initial_state.shape(), DType::Float32, dev) : Tensor()};
   if (d.BH == 0) return g;
-  const int64_t m = std::max(d.K, d.V);
-  if (m <= 32) {
-    backward_d<32>(dout, dfinal_state, q, k, v, alpha, beta, initial_state, g, g.dalpha, g.dbeta, g.dinitial_state, d);
-  } else if (m <= 64) {
-    backward_d<64>(dout, dfinal_state, q, k, v, alpha, beta, initial_state, g, g.dalpha, g.dbeta, g.dinitial_state, d);
-  } else {
-    backward_d<128>(dout, dfinal_state, q, k, v, alpha, beta, initial_state, g, g.dalpha, g.dbeta, g.dinitial_state,
-                    d);
-  }
+  with_head_dim(d, [&]<int D>() { backward_d<D>(dout, dfinal_state, q, k, v, alpha, beta, initial_state, g, d); });
   return g;
 }
 
@@ -1390,14 +1400,7 @@ GatedDeltaOutput gated_delta_forward_mma(const Tensor& q, const Tensor& k, const
   GatedDeltaOutput out{empty({d.B, d.T, d.H, d.V}, DType::BFloat16, dev),
                        empty({d.B, d.H, d.V, d.K}, DType::Float32, dev)};
   if (d.BH == 0) return out;  // (T = 0: no chunks; the state pass still writes the final state = the initial one)
-  const int64_t m = std::max(d.K, d.V);
-  if (m <= 32) {
-    forward_d<32>(q, k, v, alpha, beta, initial_state, out, d);
-  } else if (m <= 64) {
-    forward_d<64>(q, k, v, alpha, beta, initial_state, out, d);
-  } else {
-    forward_d<128>(q, k, v, alpha, beta, initial_state, out, d);
-  }
+  with_head_dim(d, [&]<int D>() { forward_d<D>(q, k, v, alpha, beta, initial_state, out, d); });
   return out;
 }
 
