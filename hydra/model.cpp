@@ -457,8 +457,13 @@ Tensor lm_loss(const Tensor& logits, const Tensor& ids) {
               "lm_loss: logits {} and ids {} must be (B, T, V) and (B, T)", shape_str(logits.shape()),
               shape_str(ids.shape()));
   HYDRA_CHECK(ids.size(1) >= 2, "lm_loss: need at least 2 tokens per row, got {}", ids.size(1));
+  // Targets ids[:, 1:] with the last position ignored: the cross-entropy runs on the full contiguous logits (a
+  // sliced view would be copied to contiguous in the forward and again in the backward, and its gradient scattered
+  // back into a zero tensor of the full size: four logits-sized passes, ~13 ms per step at 8 x 2048 x 32000).
   const int64_t T = ids.size(1);
-  return ag::cross_entropy(ag::slice(logits, 1, 0, T - 1), ids.to(logits.device()).slice(1, 1, T));
+  const Tensor d = ids.to(logits.device());
+  const Tensor last = full({ids.size(0), 1}, static_cast<double>(kDefaultIgnoreIndex), d.dtype(), d.device());
+  return ag::cross_entropy(logits, concat({d.slice(1, 1, T), last}, 1));
 }
 
 std::string resolve_model_device(const std::string& requested, const std::string& what) {

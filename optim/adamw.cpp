@@ -5,7 +5,7 @@
 
 #include "autograd/node.h"
 #include "tensor/check.h"
-#include "tensor/ops/elementwise.h"
+#include "tensor/ops/fused.h"
 
 namespace hydra::optim {
 
@@ -61,20 +61,20 @@ void AdamW::step() {
     const double lr = current_lr(gi);
     for (std::size_t pi = 0; pi < grp.params.size(); ++pi) {
       const Tensor& p = grp.params[pi].second;
-      const Tensor g = detail::grad_in_state_dtype(p);
+      const Tensor g = ag::grad(p);
       if (!g.defined()) continue;
       ParamState& s = state_[gi][pi];
       s.step += 1;
       const double t = static_cast<double>(s.step);
-      if (grp.weight_decay != 0.0) detail::scale_param(p, 1.0 - lr * grp.weight_decay);
-      mul_(s.exp_avg, grp.beta1);
-      add_(s.exp_avg, g, 1.0 - grp.beta1);
-      mul_(s.exp_avg_sq, grp.beta2);
-      add_(s.exp_avg_sq, square(g), 1.0 - grp.beta2);
-      const double bc1 = 1.0 - std::pow(grp.beta1, t);
-      const double bc2_sqrt = std::sqrt(1.0 - std::pow(grp.beta2, t));
-      const Tensor denom = add(div(sqrt(s.exp_avg_sq), bc2_sqrt), grp.eps);
-      detail::add_update(p, div(s.exp_avg, denom), -(lr / bc1));
+      AdamWCoefs c;
+      c.decay = 1.0 - lr * grp.weight_decay;
+      c.beta1 = grp.beta1;
+      c.beta2 = grp.beta2;
+      c.eps = grp.eps;
+      c.step_size = lr / (1.0 - std::pow(grp.beta1, t));
+      c.bc2_sqrt = std::sqrt(1.0 - std::pow(grp.beta2, t));
+      // one fused pass over p, g, m, v (tensor/ops/fused.h); the gradient in the parameter's dtype
+      adamw_step_(p.detach(), g.to(p.dtype()).contiguous(), s.exp_avg, s.exp_avg_sq, c);
     }
   }
   ++step_count_;

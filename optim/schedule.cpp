@@ -49,16 +49,20 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
     if (std::none_of(unique.begin(), unique.end(), [&](const Tensor& q) { return q.is_same(p); }))
       unique.push_back(p);
   }
+  // The squared norms are summed in float64 on the gradients' device, in parameter order, and read back once (one
+  // device sync per step instead of one per parameter).
   std::vector<Tensor> grads;
-  double sumsq = 0.0;
+  Tensor sumsq;
   for (const auto& p : unique) {
     Tensor g = ag::grad(p);
     if (!g.defined()) continue;
-    const double n = norm(g).item();
-    sumsq += n * n;
+    Tensor n = norm(g).to(DType::Float64);
+    if (sumsq.defined()) n = n.to(sumsq.device());
+    const Tensor sq = mul(n, n);
+    sumsq = sumsq.defined() ? add(sumsq, sq) : sq;
     grads.push_back(g);
   }
-  const double total = std::sqrt(sumsq);
+  const double total = sumsq.defined() ? std::sqrt(sumsq.item()) : 0.0;
   const double coef = max_norm / (total + 1e-6);
   if (coef < 1.0) {
     for (auto& g : grads) mul_(g, coef);

@@ -64,7 +64,8 @@ struct Geom {
   int64_t size[kMaxDims] = {};
   int64_t stride[kMaxDims] = {};
 };
-// Geometry of `t` viewed in `shape` (t must already be expanded to it). Throws naming `op` when rank > kMaxDims.
+// Geometry of `t` (already expanded to the shape it is read in), collapsed to the fewest dims with the same row-major
+// order (size-1 dims dropped, mergeable neighbours merged). Throws naming `op` when rank > kMaxDims.
 Geom make_geom(const Tensor& t, const char* op);
 // Storage offset (elements) of the element at row-major linear index `i` of the geometry.
 __host__ __device__ inline int64_t geom_offset(const Geom& g, int64_t i) {

@@ -1,9 +1,14 @@
 // Elementwise kernels: copy/cast, fill, unary, binary, compare, where, random fill.
 //
-// Every kernel is a grid-stride loop over the output's elements (row-major linear index i). The output is
-// contiguous; each input is either contiguous (read at i) or strided (read at geom_offset(geom, i)), decided
-// once per launch. Contiguous launches whose pointers are 16-byte aligned move 16-byte packs (8 bf16, 4 float,
-// 2 double elements per load and store); the unaligned remainder goes through a 4-elements-per-thread kernel.
+// Every kernel is a grid-stride loop over the output's elements (row-major linear index i). Three layouts, decided
+// once per launch:
+//  * all operands contiguous: 16-byte packs (8 bf16, 4 float, 2 double elements per load and store) when the
+//    pointers are aligned; the unaligned remainder goes through a 4-elements-per-thread kernel;
+//  * "rows": every operand is rows × cols with unit column stride, element (r, c) at p[r·rs + c] — a last-dim
+//    slice (the halves of a fused projection), a row-broadcast (rs = 0) or contiguous (rs = cols); packs when cols,
+//    every rs and every base pointer allow them, else one element per thread. One 64-bit division per pack;
+//  * anything else: geom_offset over the operand's collapsed geometry, one element per thread.
+// A strided output (copy_ into a view) takes the rows or the geometry path the same way.
 // Math runs in compute_t<T> (float for bfloat16) through the same host/device functors as the CPU kernels.
 // Bytes moved per call: each input read once plus the output written once (the benchmark counts this).
 // Reference: the CPU kernels, which tests compare against the float64 loops.
@@ -116,6 +121,115 @@ __global__ void map2_pack_kernel(TO* out, const TA* a, const TB* b, int64_t npac
   }
 }
 
+// An operand as rows × cols with unit column stride: element (r, c) at p[r·rs + c].
+template <typename T>
+struct Rows {
+  T* p;
+  int64_t rs;
+};
+
+// Grid-stride over rows·pcols packs of N elements (pcols = cols / N); N = 1 is the element-wise form.
+template <int N, typename TO, typename TI, typename F>
+__global__ void map1_rows_kernel(Rows<TO> out, Rows<const TI> a, int64_t rows, int64_t pcols, F f) {
+  const int64_t n = rows * pcols;
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n; p += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = p / pcols, c = (p - r * pcols) * N;
+    const Pack<TI, N> x = *reinterpret_cast<const Pack<TI, N>*>(a.p + r * a.rs + c);
+    Pack<TO, N> y;
+#pragma unroll
+    for (int j = 0; j < N; ++j) y.v[j] = f(x.v[j]);
+    *reinterpret_cast<Pack<TO, N>*>(out.p + r * out.rs + c) = y;
+  }
+}
+
+template <int N, typename TO, typename TA, typename TB, typename F>
+__global__ void map2_rows_kernel(Rows<TO> out, Rows<const TA> a, Rows<const TB> b, int64_t rows, int64_t pcols,
+                                 F f) {
+  const int64_t n = rows * pcols;
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n; p += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = p / pcols, c = (p - r * pcols) * N;
+    const Pack<TA, N> x = *reinterpret_cast<const Pack<TA, N>*>(a.p + r * a.rs + c);
+    const Pack<TB, N> z = *reinterpret_cast<const Pack<TB, N>*>(b.p + r * b.rs + c);
+    Pack<TO, N> y;
+#pragma unroll
+    for (int j = 0; j < N; ++j) y.v[j] = f(x.v[j], z.v[j]);
+    *reinterpret_cast<Pack<TO, N>*>(out.p + r * out.rs + c) = y;
+  }
+}
+
+// The rows layout shared by every operand (see the file comment): cols from the strided operands' collapsed
+// geometries (all must agree), each operand's row stride in rs[]. False when some operand does not fit.
+bool rows_layout(std::initializer_list<const Tensor*> ts, int64_t& rows, int64_t& cols, int64_t* rs,
+                 const char* op) {
+  const int64_t n = (*ts.begin())->numel();
+  cols = 0;
+  int i = 0;
+  for (const Tensor* t : ts) {
+    rs[i] = -1;  // contiguous: set once cols is known
+    if (!t->is_contiguous()) {
+      const Geom g = make_geom(*t, op);
+      if (g.ndim <= 1 && (g.ndim == 0 || g.stride[0] == 1)) {  // contiguous up to size-1 dims
+        ++i;
+        continue;
+      }
+      if (g.ndim != 2 || g.stride[1] != 1 || (cols != 0 && cols != g.size[1])) return false;
+      cols = g.size[1];
+      rs[i] = g.stride[0];
+    }
+    ++i;
+  }
+  if (cols == 0) return false;  // all contiguous: the contiguous path
+  rows = n / cols;
+  for (int j = 0; j < i; ++j)
+    if (rs[j] < 0) rs[j] = cols;
+  return true;
+}
+
+// Pack width N for the rows layout: the type's pack when cols, every row stride and every base pointer allow it.
+template <int N>
+bool rows_packable(int64_t cols, std::initializer_list<std::pair<const void*, std::size_t>> ptr_elem,
+                   const int64_t* rs) {
+  if (cols % N != 0) return false;
+  int i = 0;
+  for (const auto& [p, esize] : ptr_elem) {
+    if (!aligned_to(p, esize * N) || rs[i++] % N != 0) return false;
+  }
+  return true;
+}
+
+// The rows layout (file comment) for out = f(a); false when the operands do not fit it. `out` may be strided.
+template <typename TO, typename TI, typename F>
+bool launch_map1_rows(const Tensor& out, const Tensor& a, F f, const char* op, cudaStream_t s) {
+  int64_t rows = 0, cols = 0, rs[2];
+  if (!rows_layout({&out, &a}, rows, cols, rs, op)) return false;
+  const Rows<TO> o{static_cast<TO*>(out.raw_data()), rs[0]};
+  const Rows<const TI> x{static_cast<const TI*>(a.raw_data()), rs[1]};
+  constexpr int N = pack_width<TO, TI>();
+  if (rows_packable<N>(cols, {{o.p, sizeof(TO)}, {x.p, sizeof(TI)}}, rs)) {
+    map1_rows_kernel<N, TO, TI><<<grid_for(rows * (cols / N), kThreads), kThreads, 0, s>>>(o, x, rows, cols / N, f);
+  } else {
+    map1_rows_kernel<1, TO, TI><<<grid_for(rows * cols, kThreads), kThreads, 0, s>>>(o, x, rows, cols, f);
+  }
+  return true;
+}
+
+template <typename TO, typename TA, typename TB, typename F>
+bool launch_map2_rows(const Tensor& out, const Tensor& a, const Tensor& b, F f, const char* op, cudaStream_t s) {
+  int64_t rows = 0, cols = 0, rs[3];
+  if (!rows_layout({&out, &a, &b}, rows, cols, rs, op)) return false;
+  const Rows<TO> o{static_cast<TO*>(out.raw_data()), rs[0]};
+  const Rows<const TA> x{static_cast<const TA*>(a.raw_data()), rs[1]};
+  const Rows<const TB> z{static_cast<const TB*>(b.raw_data()), rs[2]};
+  constexpr int N = pack_width<TO, TA, TB>();
+  if (rows_packable<N>(cols, {{o.p, sizeof(TO)}, {x.p, sizeof(TA)}, {z.p, sizeof(TB)}}, rs)) {
+    map2_rows_kernel<N, TO, TA, TB><<<grid_for(rows * (cols / N), kThreads), kThreads, 0, s>>>(o, x, z, rows,
+                                                                                              cols / N, f);
+  } else {
+    map2_rows_kernel<1, TO, TA, TB><<<grid_for(rows * cols, kThreads), kThreads, 0, s>>>(o, x, z, rows, cols, f);
+  }
+  return true;
+}
+
 template <typename TO, typename TI, typename F>
 void launch_map1(const Tensor& out, const Tensor& a, F f, const char* op) {
   const int64_t n = out.numel();
@@ -134,7 +248,7 @@ void launch_map1(const Tensor& out, const Tensor& a, F f, const char* op) {
     }
     if (done < n)
       map1_contig_kernel<TO, TI><<<grid_for(n - done, kThreads, 4), kThreads, 0, s>>>(o + done, pa + done, n - done, f);
-  } else {
+  } else if (!launch_map1_rows<TO, TI>(out, a, f, op, s)) {
     map1_kernel<TO, TI><<<grid_for(n, kThreads), kThreads, 0, s>>>(o, make_in<TI>(a, op), n, f);
   }
   HYDRA_CUDA_CHECK_LAUNCH("elementwise");
@@ -160,7 +274,7 @@ void launch_map2(const Tensor& out, const Tensor& a, const Tensor& b, F f, const
     if (done < n)
       map2_contig_kernel<TO, TA, TB><<<grid_for(n - done, kThreads, 4), kThreads, 0, s>>>(o + done, pa + done,
                                                                                         pb + done, n - done, f);
-  } else {
+  } else if (!launch_map2_rows<TO, TA, TB>(out, a, b, f, op, s)) {
     map2_kernel<TO, TA, TB><<<grid_for(n, kThreads), kThreads, 0, s>>>(o, make_in<TA>(a, op), make_in<TB>(b, op), n,
                                                                       f);
   }
@@ -217,6 +331,10 @@ void copy(const Tensor& dst, const Tensor& src) {
       const int64_t n = dst.numel();
       if (n == 0) return;
       DeviceGuard guard(dst.device().index);
+      if (launch_map1_rows<D, S>(dst, s, Convert<D, S>{}, "copy_", stream_of(dst))) {
+        HYDRA_CUDA_CHECK_LAUNCH("copy_");
+        return;
+      }
       copy_strided_kernel<D, S><<<grid_for(n, kThreads), kThreads, 0, stream_of(dst)>>>(
           static_cast<D*>(dst.raw_data()), make_geom(dst, "copy_"), make_in<S>(s, "copy_"), n);
       HYDRA_CUDA_CHECK_LAUNCH("copy_");

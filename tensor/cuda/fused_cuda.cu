@@ -22,8 +22,9 @@
 //
 // Rotary: the cos/sin table (T, D/2) is built once per call by a small kernel (inv_freq computed on the host with
 // the CPU path's exact float32 formula and uploaded, so θ = float(p)·inv_freq is bitwise the CPU's), then one
-// thread per (row, VEC pairs) applies the rotation. Conv1d: one thread per output element, channels fastest
-// (coalesced); the K taps re-read neighbouring x rows from L1/L2.
+// thread per (row, VEC pairs) applies the rotation. Conv1d: a thread owns one pack of channels for a run of 16
+// tokens and slides a register window over time, so each x (and gy) row is read once per run (+K−1 halo rows);
+// the backward computes dx and the dw/dbias block partials in the same pass (column sums as above, chunk = block).
 //
 // Bytes moved per call (S = sizeof(T), s = sizeof(A); the benchmark divides by time for GB/s; N rows, D/V width):
 //   rms_norm_forward      2·N·D·S + D·S + N·s                      (x read, y written, w, rstd)
@@ -36,7 +37,7 @@
 //   l2_normalize_forward  2·N·D·S + N·s;  backward 3·N·D·S + N·s
 //   rotary                2·numel·S + T·D·s (table)
 //   causal_conv1d_forward 2·B·T·C·S + C·K·S + C·S + 2·B·C·(K−1)·S
-//   causal_conv1d_backward 2·B·T·C·S (dx) + (K+1)·2·B·T·C·S (dw/dbias pass, mostly L2 hits) + small
+//   causal_conv1d_backward 3·B·T·C·S (gy, x read, dx written) + partials 4·(B·T/128)·(K+1)·C + small
 // FLOPs are negligible (bandwidth-bound); cross-entropy does ~1 exp per logit in each direction.
 //
 // Reference: the CPU kernels of tensor/ops/fused.cpp; tests/tensor/test_cuda_fused.cpp compares each op, forward
@@ -815,6 +816,71 @@ __global__ void l2_normalize_bwd_kernel(const T* __restrict__ gy, const T* __res
   }
 }
 
+// Short rows (≤ 32 packs, e.g. one 64-wide head vector in 8 packs): a group of G lanes per row (G a power of two
+// ≥ the packs), 256 / G rows per block, one row per group (no grid stride, so every lane reaches the shuffles), sums
+// by a butterfly inside the group. The same formulas as the block kernels above.
+template <typename T, int VEC, int G>
+__global__ void __launch_bounds__(256) l2_normalize_fwd_group_kernel(const T* __restrict__ x, T* __restrict__ y,
+                                                                     acc_t<T>* __restrict__ norm, int64_t N,
+                                                                     int64_t D, double eps) {
+  using A = acc_t<T>;
+  using P = Pack<T, VEC>;
+  const int64_t r = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / G;
+  const int lane = threadIdx.x % G;
+  const bool live = r < N && lane < D / VEC;
+  P p{};
+  A ss = 0;
+  if (live) {
+    p = reinterpret_cast<const P*>(x + r * D)[lane];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) ss += to_acc(p.v[k]) * to_acc(p.v[k]);
+  }
+#pragma unroll
+  for (int o = G / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o, G);
+  const double nrm = ::sqrt(static_cast<double>(ss));
+  if (r < N && lane == 0) norm[r] = static_cast<A>(nrm);
+  if (!live) return;
+  const A inv = static_cast<A>(1.0 / (nrm > eps ? nrm : eps));
+  P o;
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) o.v[k] = from_acc<T>(to_acc(p.v[k]) * inv);
+  reinterpret_cast<P*>(y + r * D)[lane] = o;
+}
+
+template <typename T, int VEC, int G>
+__global__ void __launch_bounds__(256) l2_normalize_bwd_group_kernel(const T* __restrict__ gy,
+                                                                     const T* __restrict__ y,
+                                                                     const acc_t<T>* __restrict__ norm,
+                                                                     T* __restrict__ dx, int64_t N, int64_t D,
+                                                                     double eps) {
+  using A = acc_t<T>;
+  using P = Pack<T, VEC>;
+  const int64_t r = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / G;
+  const int lane = threadIdx.x % G;
+  const bool live = r < N && lane < D / VEC;
+  P g{}, yv{};
+  A dot = 0;
+  if (live) {
+    g = reinterpret_cast<const P*>(gy + r * D)[lane];
+    yv = reinterpret_cast<const P*>(y + r * D)[lane];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) dot += to_acc(g.v[k]) * to_acc(yv.v[k]);
+  }
+#pragma unroll
+  for (int o = G / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o, G);
+  if (!live) return;
+  const double nrm = static_cast<double>(norm[r]);
+  const bool clamped = !(nrm > eps);
+  const A inv = static_cast<A>(1.0 / (clamped ? eps : nrm));
+  P o;
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) {
+    const A gk = to_acc(g.v[k]);
+    o.v[k] = from_acc<T>(clamped ? gk * inv : (gk - to_acc(yv.v[k]) * dot) * inv);
+  }
+  reinterpret_cast<P*>(dx + r * D)[lane] = o;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // kernels: rotary
 
@@ -895,15 +961,76 @@ __device__ __forceinline__ acc_t<T> conv_dxp(const T* gy, const T* gnc, const T*
   return acc;
 }
 
-template <typename T>
-__global__ void conv_fwd_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-                                const T* __restrict__ cache, T* __restrict__ y, ConvDims d) {
-  const int64_t n = d.B * d.T * d.C;
-  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n; idx += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = idx % d.C, bt = idx / d.C, t = bt % d.T, b = bt / d.T;
-    acc_t<T> acc = bias ? to_acc(bias[c]) : acc_t<T>(0);
-    for (int64_t j = 0; j < d.K; ++j) acc += to_acc(w[c * d.K + j]) * conv_xp(x, cache, d, b, c, t + j);
-    y[idx] = from_acc<T>(acc);
+// Forward and backward tile: a thread owns V channels (one pack) and a run of kConvRun consecutive tokens of one
+// batch row; a block is kConvPacks channel packs (x, consecutive lanes read consecutive packs) × kConvRuns runs (y).
+// The K taps sit in a KM-row register window (KM ≥ K, compile-time, so the window shifts by renaming); taps beyond
+// K get weight 0, which keeps K a run-time value.
+constexpr int kConvRun = 16;
+constexpr int kConvPacks = 32;
+constexpr int kConvRuns = 8;
+
+template <typename T, int V>
+__device__ __forceinline__ void load_pack(acc_t<T> (&out)[V], const T* p) {
+  const Pack<T, V> v = *reinterpret_cast<const Pack<T, V>*>(p);
+#pragma unroll
+  for (int i = 0; i < V; ++i) out[i] = to_acc(v.v[i]);
+}
+
+// xp[b, s, c..c+V−1] (s < K−1: the cache, channel-major; else x row s − K + 1); zeros outside [0, K−1+T).
+template <typename T, int V>
+__device__ __forceinline__ void load_xp(acc_t<T> (&out)[V], const T* x, const T* cache, const ConvDims& d,
+                                        int64_t b, int64_t c, int64_t s) {
+  const int64_t Km1 = d.K - 1;
+  if (s >= Km1 && s < Km1 + d.T) {
+    load_pack<T, V>(out, x + (b * d.T + (s - Km1)) * d.C + c);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = (s >= 0 && s < Km1 && cache) ? to_acc(cache[(b * d.C + c + i) * Km1 + s]) : 0;
+  }
+}
+
+// wr[i][v] = w[c + v, K − KM + i] (0 for i < KM − K): taps aligned to the newest row of a right-aligned window.
+template <typename T, int V, int KM>
+__device__ __forceinline__ void load_taps(acc_t<T> (&wr)[KM][V], const T* w, int64_t c, int64_t K) {
+#pragma unroll
+  for (int i = 0; i < KM; ++i)
+#pragma unroll
+    for (int v = 0; v < V; ++v) wr[i][v] = i >= KM - K ? to_acc(w[(c + v) * K + (K - KM + i)]) : acc_t<T>(0);
+}
+
+// y[b, t, c] = bias[c] + Σ_j w[c, j] xp[b, t + j, c]   (xp = [cache | x] along time).
+template <typename T, int V, int KM>
+__global__ void __launch_bounds__(kConvPacks * kConvRuns) conv_fwd_kernel(const T* __restrict__ x,
+    const T* __restrict__ w, const T* __restrict__ bias, const T* __restrict__ cache, T* __restrict__ y, ConvDims d) {
+  using A = acc_t<T>;
+  const int64_t c = (blockIdx.x * int64_t(kConvPacks) + threadIdx.x) * V, b = blockIdx.z;
+  const int64_t t0 = (blockIdx.y * int64_t(kConvRuns) + threadIdx.y) * kConvRun;
+  if (c >= d.C || t0 >= d.T) return;
+  A wr[KM][V], win[KM][V], bv[V];
+  load_taps<T, V, KM>(wr, w, c, d.K);
+#pragma unroll
+  for (int v = 0; v < V; ++v) bv[v] = bias ? to_acc(bias[c + v]) : A(0);
+  // window row i holds xp[t + K − KM + i] for output t; prefill rows 1..KM−1 for t = t0
+#pragma unroll
+  for (int i = 1; i < KM; ++i) load_xp<T, V>(win[i], x, cache, d, b, c, t0 + d.K - KM + i - 1);
+#pragma unroll
+  for (int r = 0; r < kConvRun; ++r) {
+    const int64_t t = t0 + r;
+    if (t >= d.T) break;
+#pragma unroll
+    for (int i = 0; i + 1 < KM; ++i)
+#pragma unroll
+      for (int v = 0; v < V; ++v) win[i][v] = win[i + 1][v];
+    load_xp<T, V>(win[KM - 1], x, cache, d, b, c, t + d.K - 1);
+    Pack<T, V> out;
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      A acc = bv[v];
+#pragma unroll
+      for (int i = 0; i < KM; ++i) acc += wr[i][v] * win[i][v];
+      out.v[v] = from_acc<T>(acc);
+    }
+    *reinterpret_cast<Pack<T, V>*>(y + (b * d.T + t) * d.C + c) = out;
   }
 }
 
@@ -919,16 +1046,6 @@ __global__ void conv_new_cache_kernel(const T* __restrict__ x, const T* __restri
 }
 
 template <typename T>
-__global__ void conv_bwd_dx_kernel(const T* __restrict__ gy, const T* __restrict__ gnc, const T* __restrict__ w,
-                                   T* __restrict__ dx, ConvDims d) {
-  const int64_t n = d.B * d.T * d.C;
-  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n; idx += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = idx % d.C, bt = idx / d.C, t = bt % d.T, b = bt / d.T;
-    dx[idx] = from_acc<T>(conv_dxp(gy, gnc, w, d, b, c, t + d.K - 1));
-  }
-}
-
-template <typename T>
 __global__ void conv_bwd_dcache_kernel(const T* __restrict__ gy, const T* __restrict__ gnc, const T* __restrict__ w,
                                        T* __restrict__ dcache, ConvDims d) {
   const int64_t Km1 = d.K - 1, n = d.B * d.C * Km1;
@@ -938,35 +1055,93 @@ __global__ void conv_bwd_dcache_kernel(const T* __restrict__ gy, const T* __rest
   }
 }
 
-// partial[chunk, j, c] = Σ_{bt in chunk} gy[bt, c] · (j < K ? xp[b, c, t + j] : 1).
-// Block (kColTile, kColLanes), grid (⌈C/32⌉, chunks, taps) with taps = K (+1 for dbias).
-template <typename T>
-__global__ void conv_dw_partial_kernel(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ cache,
-                                       acc_t<T>* __restrict__ partial, ConvDims d, int64_t rows_per_chunk) {
+// dx and the dw/dbias partials in one pass, tiled as the forward:
+//   dx[b, t, c] = Σ_j w[c, j] gy[b, t + K − 1 − j, c] (rows < T) + gnc[b, c, t + K − 1 − T] (t + K − 1 ≥ T);
+//   partial[chunk, j, c] = Σ_{t in the block's runs} gy[b, t, c] · (j < K ? xp[b, t + j, c] : 1), chunk =
+//   b · gridDim.y + blockIdx.y, summed over the block's runs in run order through shared memory (deterministic).
+// gy sits in a left-aligned window (row i = gy[t + i], tap weight w[K − 1 − i]); xp in the forward's window.
+template <typename T, int V, int KM>
+__global__ void __launch_bounds__(kConvPacks * kConvRuns) conv_bwd_kernel(const T* __restrict__ gy,
+    const T* __restrict__ gnc, const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ cache,
+    T* __restrict__ dx, acc_t<T>* __restrict__ partial, ConvDims d, int taps) {
   using A = acc_t<T>;
-  __shared__ A sh[kColLanes][kColTile + 1];
-  const int64_t c = blockIdx.x * int64_t(kColTile) + threadIdx.x;
-  const int64_t j = blockIdx.z, rows = d.B * d.T;
-  const int64_t r0 = blockIdx.y * rows_per_chunk, r1 = min(rows, r0 + rows_per_chunk);
-  A acc = 0;
-  if (c < d.C) {
-    for (int64_t bt = r0 + threadIdx.y; bt < r1; bt += kColLanes) {
-      const A g = to_acc(gy[bt * d.C + c]);
-      if (j == d.K) {
-        acc += g;
+  __shared__ A red[kConvRuns][kConvPacks * V];
+  const int64_t c = (blockIdx.x * int64_t(kConvPacks) + threadIdx.x) * V, b = blockIdx.z;
+  const int64_t t0 = (blockIdx.y * int64_t(kConvRuns) + threadIdx.y) * kConvRun;
+  const bool live = c < d.C && t0 < d.T;
+  A acc[KM + 1][V] = {};  // acc[i]: Σ gy[t] xp-window row i; acc[KM]: Σ gy[t]
+  if (live) {
+    A wr[KM][V], wl[KM][V], xw[KM][V], gw[KM][V];
+    load_taps<T, V, KM>(wr, w, c, d.K);
+#pragma unroll
+    for (int i = 0; i < KM; ++i)
+#pragma unroll
+      for (int v = 0; v < V; ++v) wl[i][v] = wr[KM - 1 - i][v];  // w[K − 1 − i], 0 for i ≥ K
+    const auto load_gy = [&](A (&out)[V], int64_t u) {
+      if (u < d.T) {
+        load_pack<T, V>(out, gy + (b * d.T + u) * d.C + c);
       } else {
-        const int64_t b = bt / d.T, t = bt % d.T;
-        acc += g * conv_xp(x, cache, d, b, c, t + j);
+#pragma unroll
+        for (int v = 0; v < V; ++v) out[v] = 0;
       }
+    };
+#pragma unroll
+    for (int i = 1; i < KM; ++i) load_xp<T, V>(xw[i], x, cache, d, b, c, t0 + d.K - KM + i - 1);
+#pragma unroll
+    for (int i = 0; i + 1 < KM; ++i) load_gy(gw[i], t0 + i);
+#pragma unroll
+    for (int r = 0; r < kConvRun; ++r) {
+      const int64_t t = t0 + r;
+      if (t >= d.T) break;
+#pragma unroll
+      for (int i = 0; i + 1 < KM; ++i)
+#pragma unroll
+        for (int v = 0; v < V; ++v) xw[i][v] = xw[i + 1][v];
+      load_xp<T, V>(xw[KM - 1], x, cache, d, b, c, t + d.K - 1);
+      load_gy(gw[KM - 1], t + KM - 1);
+      const int64_t tail = t + d.K - 1 - d.T;  // ≥ 0: x[t] also feeds new_cache[tail]
+      Pack<T, V> out;
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        A g = 0;
+#pragma unroll
+        for (int i = 0; i < KM; ++i) g += wl[i][v] * gw[i][v];
+        if (gnc && tail >= 0) g += to_acc(gnc[(b * d.C + c + v) * (d.K - 1) + tail]);
+        out.v[v] = from_acc<T>(g);
+#pragma unroll
+        for (int i = 0; i < KM; ++i) acc[i][v] += gw[0][v] * xw[i][v];
+        acc[KM][v] += gw[0][v];
+      }
+      *reinterpret_cast<Pack<T, V>*>(dx + (b * d.T + t) * d.C + c) = out;
+#pragma unroll
+      for (int i = 0; i + 1 < KM; ++i)
+#pragma unroll
+        for (int v = 0; v < V; ++v) gw[i][v] = gw[i + 1][v];
     }
   }
-  sh[threadIdx.y][threadIdx.x] = acc;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < d.C) {
-    A s = 0;
+  // taps j < K are window rows KM − K + j; tap K (when taps > K) is the bias
+  const int64_t chunk = b * gridDim.y + blockIdx.y;
+  for (int j = 0; j < taps; ++j) {
+    const int row = j < d.K ? static_cast<int>(KM - d.K + j) : KM;
 #pragma unroll
-    for (int k = 0; k < kColLanes; ++k) s += sh[k][threadIdx.x];
-    partial[(blockIdx.y * int64_t(gridDim.z) + j) * d.C + c] = s;
+    for (int v = 0; v < V; ++v) {
+      A val = 0;
+#pragma unroll
+      for (int i = 0; i <= KM; ++i) val = i == row ? acc[i][v] : val;
+      red[threadIdx.y][threadIdx.x * V + v] = val;
+    }
+    __syncthreads();
+    if (threadIdx.y == 0) {
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        if (c + v >= d.C) break;
+        A sum = 0;
+#pragma unroll
+        for (int y = 0; y < kConvRuns; ++y) sum += red[y][threadIdx.x * V + v];
+        partial[(chunk * taps + j) * d.C + c + v] = sum;
+      }
+    }
+    __syncthreads();
   }
 }
 
@@ -985,6 +1160,29 @@ __global__ void conv_dw_finalize_kernel(const acc_t<T>* __restrict__ partial, T*
     } else {
       dbias[c] = from_acc<T>(s);
     }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// kernels: AdamW update (one pass over p, g, m, v; packs of VEC parameters when everything is aligned)
+
+template <typename T, int VEC>
+__global__ void adamw_kernel(T* __restrict__ p, const T* __restrict__ g, acc_t<T>* __restrict__ m,
+                             acc_t<T>* __restrict__ v, int64_t npacks, AdamWElem<acc_t<T>> f) {
+  using A = acc_t<T>;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < npacks; i += int64_t(gridDim.x) * blockDim.x) {
+    Pack<T, VEC> pp = reinterpret_cast<Pack<T, VEC>*>(p)[i];
+    const Pack<T, VEC> gp = reinterpret_cast<const Pack<T, VEC>*>(g)[i];
+    Pack<A, VEC> mp = reinterpret_cast<Pack<A, VEC>*>(m)[i], vp = reinterpret_cast<Pack<A, VEC>*>(v)[i];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      A pv = to_acc(pp.v[k]);
+      f(pv, to_acc(gp.v[k]), mp.v[k], vp.v[k]);
+      pp.v[k] = from_acc<T>(pv);
+    }
+    reinterpret_cast<Pack<T, VEC>*>(p)[i] = pp;
+    reinterpret_cast<Pack<A, VEC>*>(m)[i] = mp;
+    reinterpret_cast<Pack<A, VEC>*>(v)[i] = vp;
   }
 }
 
@@ -1010,6 +1208,22 @@ void with_vec(bool use_vec, F&& f) {
   } else {
     f.template operator()<1>();
   }
+}
+
+// The group-per-row launch of short rows (packs ≤ 32): calls f.template operator()<G>(grid) with G lanes per row
+// (8, 16 or 32) and one 256-thread block per 256 / G rows; false (nothing launched) for longer rows.
+template <typename F>
+bool with_row_group(int64_t N, int64_t packs, F&& f) {
+  if (packs > 32 || N > (int64_t{1} << 31) / 32 * 8) return false;
+  const auto go = [&]<int G>() { f.template operator()<G>(static_cast<unsigned>((N * G + 255) / 256)); };
+  if (packs <= 8) {
+    go.template operator()<8>();
+  } else if (packs <= 16) {
+    go.template operator()<16>();
+  } else {
+    go.template operator()<32>();
+  }
+  return true;
 }
 
 struct RowLaunch {
@@ -1249,6 +1463,14 @@ void launch_l2_normalize_forward(const Tensor& x, const Tensor& y, const Tensor&
   if (N == 0) return;
   const bool v = vec_ok<T>(D, {x.raw_data(), y.raw_data()});
   cudaStream_t s = stream_of(x);
+  if (v && with_row_group(N, D / kVec<T>, [&]<int G>(unsigned grid) {
+        l2_normalize_fwd_group_kernel<T, kVec<T>, G><<<grid, 256, 0, s>>>(
+            static_cast<const T*>(x.raw_data()), static_cast<T*>(y.raw_data()), static_cast<A*>(norm.raw_data()), N,
+            D, eps);
+      })) {
+    HYDRA_CUDA_CHECK_LAUNCH("l2_normalize_forward");
+    return;
+  }
   with_vec<T>(v, [&]<int VEC>() {
     const RowLaunch l = row_launch(N, D / VEC, D, sizeof(T), 1);
     l2_normalize_fwd_kernel<T, VEC><<<l.grid, l.threads, l.smem, s>>>(static_cast<const T*>(x.raw_data()),
@@ -1268,6 +1490,14 @@ void launch_l2_normalize_backward(const Tensor& gy, const Tensor& y, const Tenso
   if (N == 0) return;
   const bool v = vec_ok<T>(D, {gy.raw_data(), y.raw_data(), dx.raw_data()});
   cudaStream_t s = stream_of(y);
+  if (v && with_row_group(N, D / kVec<T>, [&]<int G>(unsigned grid) {
+        l2_normalize_bwd_group_kernel<T, kVec<T>, G><<<grid, 256, 0, s>>>(
+            static_cast<const T*>(gy.raw_data()), static_cast<const T*>(y.raw_data()),
+            static_cast<const A*>(norm.raw_data()), static_cast<T*>(dx.raw_data()), N, D, eps);
+      })) {
+    HYDRA_CUDA_CHECK_LAUNCH("l2_normalize_backward");
+    return;
+  }
   with_vec<T>(v, [&]<int VEC>() {
     const RowLaunch l = row_launch(N, D / VEC, D, sizeof(T), 2);
     l2_normalize_bwd_kernel<T, VEC><<<l.grid, l.threads, l.smem, s>>>(
@@ -1333,6 +1563,39 @@ void check_contiguous_all(std::initializer_list<const Tensor*> ts, const char* o
                 shape_str(t->shape()));
 }
 
+// Calls f.template operator()<V, KM>() with the conv tile for K taps: KM the window rows (4, 8 or 16), V channels
+// per thread (a PackBytes-wide pack for KM = 4, narrower for longer windows to keep the windows in registers; 1 when
+// C or a base pointer does not allow the pack). The backward holds two windows and the dw sums: 8-byte packs keep it
+// at ~128 registers (16-byte packs: 223).
+template <typename T, int PackBytes, typename F>
+void with_conv_tile(const ConvDims& d, std::initializer_list<const void*> ptrs, const char* op, F&& f) {
+  HYDRA_CHECK(d.K <= 16, "{} (cuda): kernel size K = {} exceeds the supported 16", op, d.K);
+  const auto go = [&]<int KM>() {
+    constexpr int V = std::max(1, static_cast<int>(PackBytes / sizeof(T)) * 4 / KM);
+    bool pack = d.C % V == 0;
+    for (const void* p : ptrs) pack = pack && (!p || reinterpret_cast<uintptr_t>(p) % (sizeof(T) * V) == 0);
+    if (pack) {
+      f.template operator()<V, KM>();
+    } else {
+      f.template operator()<1, KM>();
+    }
+  };
+  if (d.K <= 4) {
+    go.template operator()<4>();
+  } else if (d.K <= 8) {
+    go.template operator()<8>();
+  } else {
+    go.template operator()<16>();
+  }
+}
+
+template <int V>
+dim3 conv_grid(const ConvDims& d) {
+  const int64_t packs = d.C / V, runs = (d.T + kConvRun - 1) / kConvRun;
+  return dim3(static_cast<unsigned>((packs + kConvPacks - 1) / kConvPacks),
+              static_cast<unsigned>((runs + kConvRuns - 1) / kConvRuns), static_cast<unsigned>(d.B));
+}
+
 template <typename T>
 void launch_causal_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& cache,
                                   const Tensor& y, const Tensor& new_cache) {
@@ -1340,18 +1603,20 @@ void launch_causal_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor
   check_contiguous_all({&x, &w, &bias, &cache, &y, &new_cache}, "causal_conv1d_forward");
   cudaStream_t s = stream_of(x);
   const T* cp = d.K > 1 ? cptr_or_null<T>(cache) : nullptr;
-  const int64_t n = d.B * d.T * d.C;
-  if (n > 0) {
-    conv_fwd_kernel<T><<<grid_for(n, kElemThreads), kElemThreads, 0, s>>>(
-        static_cast<const T*>(x.raw_data()), static_cast<const T*>(w.raw_data()), cptr_or_null<T>(bias), cp,
-        static_cast<T*>(y.raw_data()), d);
+  const T* xp = static_cast<const T*>(x.raw_data());
+  T* yp = static_cast<T*>(y.raw_data());
+  if (d.B * d.T * d.C > 0) {
+    HYDRA_CHECK(d.B <= 65535, "causal_conv1d_forward (cuda): batch {} exceeds 65535", d.B);
+    with_conv_tile<T, 16>(d, {xp, yp}, "causal_conv1d_forward", [&]<int V, int KM>() {
+      conv_fwd_kernel<T, V, KM><<<conv_grid<V>(d), dim3(kConvPacks, kConvRuns), 0, s>>>(
+          xp, static_cast<const T*>(w.raw_data()), cptr_or_null<T>(bias), cp, yp, d);
+    });
     HYDRA_CUDA_CHECK_LAUNCH("causal_conv1d_forward");
   }
   T* ncp = ptr_or_null<T>(new_cache);
   const int64_t nn = d.B * d.C * (d.K - 1);
   if (ncp && nn > 0) {
-    conv_new_cache_kernel<T><<<grid_for(nn, kElemThreads), kElemThreads, 0, s>>>(static_cast<const T*>(x.raw_data()),
-                                                                                cp, ncp, d);
+    conv_new_cache_kernel<T><<<grid_for(nn, kElemThreads), kElemThreads, 0, s>>>(xp, cp, ncp, d);
     HYDRA_CUDA_CHECK_LAUNCH("causal_conv1d_forward (new_cache)");
   }
 }
@@ -1368,12 +1633,6 @@ void launch_causal_conv1d_backward(const Tensor& gy, const Tensor& gnc, const Te
   const T* gp = d.K > 1 ? cptr_or_null<T>(gnc) : nullptr;
   const T* wp = static_cast<const T*>(w.raw_data());
   const T* gyp = static_cast<const T*>(gy.raw_data());
-  const int64_t n = d.B * d.T * d.C;
-  if (n > 0) {
-    conv_bwd_dx_kernel<T><<<grid_for(n, kElemThreads), kElemThreads, 0, s>>>(gyp, gp, wp,
-                                                                            static_cast<T*>(dx.raw_data()), d);
-    HYDRA_CUDA_CHECK_LAUNCH("causal_conv1d_backward (dx)");
-  }
   T* dcp = ptr_or_null<T>(dcache);
   const int64_t nc = d.B * d.C * (d.K - 1);
   if (dcp && nc > 0) {
@@ -1382,24 +1641,26 @@ void launch_causal_conv1d_backward(const Tensor& gy, const Tensor& gnc, const Te
   }
   if (d.C == 0) return;
   T* dbp = ptr_or_null<T>(dbias);
-  const int64_t taps = d.K + (dbp ? 1 : 0);
-  const int64_t rows = d.B * d.T;
-  if (rows == 0) {  // sums over no (b, t)
+  const int taps = static_cast<int>(d.K) + (dbp ? 1 : 0);
+  if (d.B * d.T == 0) {  // sums over no (b, t)
     fill(dw, 0.0);
     if (dbp) fill(dbias, 0.0);
     return;
   }
-  HYDRA_CHECK(taps <= 65535, "causal_conv1d_backward (cuda): K = {} exceeds the supported 65534", d.K);
-  const int64_t chunks = col_chunks(rows), rpc = (rows + chunks - 1) / chunks;
-  Tensor partial = empty({chunks, taps, d.C}, stat_dtype_of(x.dtype()), x.device());
-  const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks),
-                  static_cast<unsigned>(taps));
-  conv_dw_partial_kernel<T><<<grid, dim3(kColTile, kColLanes), 0, s>>>(gyp, static_cast<const T*>(x.raw_data()), cp,
-                                                                      static_cast<A*>(partial.raw_data()), d, rpc);
-  HYDRA_CUDA_CHECK_LAUNCH("causal_conv1d_backward (dw partial)");
-  conv_dw_finalize_kernel<T><<<grid_for(taps * d.C, kElemThreads), kElemThreads, 0, s>>>(
-      static_cast<const A*>(partial.raw_data()), static_cast<T*>(dw.raw_data()), dbp, chunks, taps, d);
-  HYDRA_CUDA_CHECK_LAUNCH("causal_conv1d_backward (dw finalize)");
+  HYDRA_CHECK(d.B <= 65535, "causal_conv1d_backward (cuda): batch {} exceeds 65535", d.B);
+  const T* xp = static_cast<const T*>(x.raw_data());
+  T* dxp = static_cast<T*>(dx.raw_data());
+  with_conv_tile<T, 8>(d, {xp, gyp, dxp}, "causal_conv1d_backward", [&]<int V, int KM>() {
+    const dim3 grid = conv_grid<V>(d);
+    const int64_t chunks = int64_t(grid.y) * grid.z;
+    Tensor partial = empty({chunks, taps, d.C}, stat_dtype_of(x.dtype()), x.device());
+    conv_bwd_kernel<T, V, KM><<<grid, dim3(kConvPacks, kConvRuns), 0, s>>>(
+        gyp, gp, xp, wp, cp, dxp, static_cast<A*>(partial.raw_data()), d, taps);
+    HYDRA_CUDA_CHECK_LAUNCH("causal_conv1d_backward");
+    conv_dw_finalize_kernel<T><<<grid_for(taps * d.C, kElemThreads), kElemThreads, 0, s>>>(
+        static_cast<const A*>(partial.raw_data()), static_cast<T*>(dw.raw_data()), dbp, chunks, taps, d);
+    HYDRA_CUDA_CHECK_LAUNCH("causal_conv1d_backward (dw finalize)");
+  });
 }
 
 }  // namespace
@@ -1472,6 +1733,31 @@ void causal_conv1d_backward(const Tensor& gy, const Tensor& g_new_cache, const T
   dispatch_floating(x.dtype(), "causal_conv1d_backward", [&]<typename T>() {
     launch_causal_conv1d_backward<T>(gy, g_new_cache, x, w, cache, dx, dw, dbias, dcache);
   });
+}
+
+void adamw_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWCoefs& c) {
+  DeviceGuard guard(p.device().index);
+  const int64_t n = p.numel();
+  if (n == 0) return;
+  cudaStream_t s = stream_of(p);
+  dispatch_floating(p.dtype(), "adamw_step_", [&]<typename T>() {
+    using A = acc_t<T>;
+    constexpr int V = 16 / sizeof(A);  // 4 floats (float32 and bfloat16 parameters), 2 doubles
+    T* pp = static_cast<T*>(p.raw_data());
+    const T* gp = static_cast<const T*>(g.raw_data());
+    A* mp = static_cast<A*>(m.raw_data());
+    A* vp = static_cast<A*>(v.raw_data());
+    const AdamWElem<A> f(c);
+    const bool vec = n % V == 0 && aligned16(mp) && aligned16(vp) &&
+                     reinterpret_cast<uintptr_t>(pp) % (sizeof(T) * V) == 0 &&
+                     reinterpret_cast<uintptr_t>(gp) % (sizeof(T) * V) == 0;
+    if (vec) {
+      adamw_kernel<T, V><<<grid_for(n / V, kElemThreads), kElemThreads, 0, s>>>(pp, gp, mp, vp, n / V, f);
+    } else {
+      adamw_kernel<T, 1><<<grid_for(n, kElemThreads), kElemThreads, 0, s>>>(pp, gp, mp, vp, n, f);
+    }
+  });
+  HYDRA_CUDA_CHECK_LAUNCH("adamw_step_");
 }
 
 }  // namespace hydra::cuda

@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 
+#include "tensor/ops/fused.h"
 #include "tensor/tensor_core.h"
 
 namespace hydra::cuda {
@@ -44,5 +45,8 @@ void causal_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias,
 void causal_conv1d_backward(const Tensor& gy, const Tensor& g_new_cache, const Tensor& x, const Tensor& w,
                             const Tensor& cache, const Tensor& dx, const Tensor& dw, const Tensor& dbias,
                             const Tensor& dcache);
+
+// One fused AdamW step (tensor/ops/fused.h), all operands contiguous and checked by the caller.
+void adamw_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWCoefs& c);
 
 }  // namespace hydra::cuda

@@ -37,4 +37,8 @@ void causal_conv1d_backward(const Tensor&, const Tensor&, const Tensor&, const T
   no_cuda("causal_conv1d_backward");
 }
 
+void adamw_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const AdamWCoefs&) {
+  no_cuda("adamw_step");
+}
+
 }  // namespace hydra::cuda

@@ -561,11 +561,20 @@ float Event::elapsed_ms(const Event& end) const {
 Geom make_geom(const Tensor& t, const char* op) {
   HYDRA_CHECK(t.dim() <= kMaxDims, "{}: CUDA kernels take tensors of rank <= {}, got shape {}", op, kMaxDims,
               shape_str(t.shape()));
+  // The same row-major order in fewer dims (cheaper geom_offset): size-1 dims are dropped, and a dim merges into
+  // the one before it when stepping over all of it lands on the previous dim's next element (stride[p] ==
+  // stride[d]·size[d]); e.g. a last-dim slice (B, T, F) of (B, T, 2F) becomes (B·T, F) with strides (2F, 1).
   Geom g;
-  g.ndim = static_cast<int>(t.dim());
-  for (int d = 0; d < g.ndim; ++d) {
-    g.size[d] = t.size(d);
-    g.stride[d] = t.stride(d);
+  for (int d = 0; d < t.dim(); ++d) {
+    if (t.size(d) == 1) continue;
+    if (g.ndim > 0 && g.stride[g.ndim - 1] == t.stride(d) * t.size(d)) {
+      g.size[g.ndim - 1] *= t.size(d);
+      g.stride[g.ndim - 1] = t.stride(d);
+      continue;
+    }
+    g.size[g.ndim] = t.size(d);
+    g.stride[g.ndim] = t.stride(d);
+    ++g.ndim;
   }
   return g;
 }

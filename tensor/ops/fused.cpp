@@ -788,4 +788,42 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& gy, const Tensor& g_new_c
   return g;
 }
 
+void adamw_step_(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWCoefs& c) {
+  const char* op = "adamw_step_";
+  check_defined(p, op, "param");
+  check_defined(g, op, "grad");
+  check_floating(p, op);
+  check_same_dtype(p, g, op);
+  const DType sd = stat_dtype(p.dtype());
+  for (const Tensor* t : {&g, &m, &v}) {
+    check_same_device(p, *t, op);
+    HYDRA_CHECK(t->shape() == p.shape(), "{}: grad/state shape {} differs from the parameter's {}", op,
+                shape_str(t->shape()), shape_str(p.shape()));
+  }
+  HYDRA_CHECK(m.dtype() == sd && v.dtype() == sd, "{}: the moments must be {} for a {} parameter, got {} and {}", op,
+              dtype_name(sd), dtype_name(p.dtype()), dtype_name(m.dtype()), dtype_name(v.dtype()));
+  HYDRA_CHECK(p.is_contiguous() && g.is_contiguous() && m.is_contiguous() && v.is_contiguous(),
+              "{}: parameter, grad and moments must be contiguous (parameter shape {})", op, shape_str(p.shape()));
+  switch (p.device().type) {
+    case DeviceType::CPU:
+      dispatch_floating(p.dtype(), op, [&]<typename T>() {
+        using A = stat_t<T>;
+        const AdamWElem<A> f(c);
+        T* pp = p.data<T>();
+        const T* gp = g.data<T>();
+        A* mp = m.data<A>();
+        A* vp = v.data<A>();
+        for (int64_t i = 0, n = p.numel(); i < n; ++i) {
+          A pv = static_cast<A>(pp[i]);
+          f(pv, static_cast<A>(gp[i]), mp[i], vp[i]);
+          pp[i] = static_cast<T>(pv);
+        }
+      });
+      break;
+    case DeviceType::CUDA:
+      cuda::adamw_step(p, g, m, v, c);
+      break;
+  }
+}
+
 }  // namespace hydra

@@ -1,7 +1,7 @@
 #pragma once
-// Fused hot-path ops: RMSNorm, cross-entropy from logits, L2 normalisation, rotary embedding and the causal
-// depthwise conv1d. Each op has a raw forward and a raw backward (both plain tensor -> tensor functions, no graph);
-// the differentiable wrappers live in autograd/functions/fused.h.
+// Fused hot-path ops: RMSNorm, cross-entropy from logits, L2 normalisation, rotary embedding, the causal
+// depthwise conv1d, and the AdamW parameter update. Each differentiable op has a raw forward and a raw backward
+// (both plain tensor -> tensor functions, no graph); the differentiable wrappers live in autograd/functions/fused.h.
 //
 // Common rules:
 //  * Floating inputs are float32, float64 or bfloat16 and must share one dtype and device. The CPU kernels
@@ -11,8 +11,10 @@
 //    float64 for float64 inputs (per-row statistics saved for backward).
 //  * Shape letters: N rows (all leading dims flattened), D the normalised/rotated dim, V vocabulary, B batch,
 //    T time, C channels, K conv kernel width.
+#include <cmath>
 #include <cstdint>
 
+#include "tensor/dtype.h"
 #include "tensor/tensor_core.h"
 
 namespace hydra {
@@ -116,5 +118,35 @@ struct CausalConv1dGrads {
 CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& cache);
 CausalConv1dGrads causal_conv1d_backward(const Tensor& gy, const Tensor& g_new_cache, const Tensor& x, const Tensor& w,
                                          const Tensor& cache, bool has_bias);
+
+// ---------------------------------------------------------------------------------------------------------
+// One AdamW step on one parameter, in place (SPEC §7.3; the optimizer in optim/adamw.cpp calls this):
+//   p ← p · (1 − lr·wd);  m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²;
+//   p ← p − (lr / bc1) · m / (sqrt(v) / bc2_sqrt + eps)          bc1 = 1 − β1^t, bc2_sqrt = sqrt(1 − β2^t)
+// p and g: one floating dtype (float32, float64, bfloat16), same shape and device; m and v: the state dtype
+// (float64 for float64 parameters, else float32). All contiguous. The math runs in the state dtype and a bfloat16
+// parameter is rounded once, at the end. One pass over p, g, m, v (CPU and CUDA run adamw_element below).
+struct AdamWCoefs {
+  double decay = 1;  // 1 − lr·wd
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double step_size = 0;  // lr / bc1
+  double bc2_sqrt = 1;
+};
+void adamw_step_(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWCoefs& c);
+
+// The per-element update of adamw_step_ in accumulation type A (shared by the CPU and the CUDA kernel).
+template <typename A>
+struct AdamWElem {
+  A decay, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size, bc2_sqrt;
+  explicit AdamWElem(const AdamWCoefs& c)
+      : decay(static_cast<A>(c.decay)), beta1(static_cast<A>(c.beta1)), one_minus_beta1(static_cast<A>(1 - c.beta1)),
+        beta2(static_cast<A>(c.beta2)), one_minus_beta2(static_cast<A>(1 - c.beta2)), eps(static_cast<A>(c.eps)),
+        step_size(static_cast<A>(c.step_size)), bc2_sqrt(static_cast<A>(c.bc2_sqrt)) {}
+  HYDRA_HD void operator()(A& p, A g, A& m, A& v) const {
+    m = m * beta1 + one_minus_beta1 * g;
+    v = v * beta2 + one_minus_beta2 * (g * g);
+    p = p * decay - step_size * (m / (std::sqrt(v) / bc2_sqrt + eps));
+  }
+};
 
 }  // namespace hydra

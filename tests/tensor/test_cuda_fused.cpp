@@ -267,7 +267,10 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
         {2, 7, 5, 4, true, true, true, false},    {1, 1, 3, 1, false, false, false, false},
         {2, 2, 6, 5, true, true, true, false},    {2, 2, 6, 5, false, false, false, false},
         {3, 33, 64, 4, true, false, true, true},  {1, 1, 70, 4, true, true, false, false},
-        {2, 129, 96, 4, false, true, true, true}, {1, 3, 2, 1, true, false, false, true}};
+        {2, 129, 96, 4, false, true, true, true}, {1, 3, 2, 1, true, false, false, true},
+        // the register-window tiles: K < window rows (3 of 4), the 8- and 16-row windows, several 128-token blocks
+        {2, 300, 64, 3, true, true, true, false}, {1, 150, 40, 8, true, false, true, false},
+        {2, 37, 16, 12, true, true, true, false}, {1, 260, 24, 6, false, true, true, false}};
     for (DType dt : kDts) {
       const Tolerance tol = tolerance_for(dt);
       for (const Case& c : cases) {
@@ -296,6 +299,9 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
         CHECK(g2.dw.to(kCPU).to_vector<double>() == g.dw.to(kCPU).to_vector<double>());
       }
     }
+    const Tensor x = randn_t({1, 4, 8}, DType::Float32).to(kGpu), w = randn_t({8, 17}, DType::Float32).to(kGpu);
+    CHECK_THROWS_WITH(causal_conv1d_forward(x, w, Tensor(), Tensor()),
+                      doctest::Contains("kernel size K = 17 exceeds the supported 16"));
   }
 
   TEST_CASE("cuda fused autograd wrappers give the float64 cpu gradients") {
@@ -355,5 +361,33 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
           return std::vector<Tensor>{ag::cross_entropy(in[0], in[0].is_cuda() ? tg.to(kGpu) : tg)};
         },
         {mul(randn_t({8, 1000}), 2.0)}, {scalar_tensor(1.5, DType::Float64)});
+  }
+
+  TEST_CASE("cuda adamw_step_ matches the CPU update over several steps (packed and odd sizes, every dtype)") {
+    if (!gpu_available()) return;
+    for (DType dt : kDts) {
+      const DType sd = dt == DType::Float64 ? DType::Float64 : DType::Float32;
+      for (int64_t n : {1, 7, 64, 1000, 4099}) {
+        INFO(dtype_name(dt) << " n=" << n);
+        Tensor p = randn_t({n}, dt), m = zeros({n}, sd), v = zeros({n}, sd);
+        Tensor pg = p.to(kGpu), mg = m.to(kGpu), vg = v.to(kGpu);
+        for (int t = 1; t <= 3; ++t) {
+          AdamWCoefs c;
+          c.decay = 1.0 - 1e-2 * 0.1;
+          c.beta1 = 0.9;
+          c.beta2 = 0.95;
+          c.eps = 1e-8;
+          c.step_size = 1e-2 / (1.0 - std::pow(0.9, t));
+          c.bc2_sqrt = std::sqrt(1.0 - std::pow(0.95, t));
+          const Tensor g = randn_t({n}, dt);
+          adamw_step_(p, g, m, v, c);
+          adamw_step_(pg, g.to(kGpu), mg, vg, c);
+        }
+        const Tolerance tol = tolerance_for(dt);
+        check_close(pg.to(kCPU).to(DType::Float64), p.to(DType::Float64), tol, "param");
+        check_close(mg.to(kCPU).to(DType::Float64), m.to(DType::Float64), tolerance_for(sd), "exp_avg");
+        check_close(vg.to(kCPU).to(DType::Float64), v.to(DType::Float64), tolerance_for(sd), "exp_avg_sq");
+      }
+    }
   }
 }
