@@ -60,8 +60,7 @@ SwiGLU::SwiGLU(int64_t dim, int64_t hidden, Generator& gen)
 }
 
 Tensor SwiGLU::forward(const Tensor& x) const {
-  const std::vector<Tensor> ga = ag::split(w_fused.forward(x), {hidden_, hidden_}, -1);
-  return w_down.forward(ag::mul(ag::silu(ga[0]), ga[1]));
+  return w_down.forward(ag::swiglu(w_fused.forward(x)));  // silu(g) ⊙ a of [g | a] in one fused op
 }
 
 ShortConv::ShortConv(int64_t channels, int64_t kernel, Generator& gen) : channels_(channels), kernel_(kernel) {

@@ -47,6 +47,16 @@ Tensor rotary(const Tensor& x, int64_t position_offset, double base) {
   return y;
 }
 
+Tensor swiglu(const Tensor& u) {
+  Tensor y = hydra::swiglu_forward(u);
+  if (!any_requires_grad({u})) return y;
+  const Tensor us = u.detach();
+  record("swiglu", {u}, {y}, [us](const std::vector<Tensor>& g, const Node&) -> std::vector<Tensor> {
+    return {hydra::swiglu_backward(g[0], us)};
+  });
+  return y;
+}
+
 CausalConv1dOutput causal_conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& cache) {
   CausalConv1dOutput out = hydra::causal_conv1d_forward(x, w, bias, cache);
   if (!any_requires_grad({x, w, bias, cache})) return out;

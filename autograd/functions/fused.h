@@ -22,6 +22,8 @@ Tensor l2_normalize(const Tensor& x, double eps = kDefaultL2Eps);
 
 // Rotary embedding of x (..., T, D) at positions position_offset + t (SPEC §2.9). Gradient: x. Saves nothing.
 Tensor rotary(const Tensor& x, int64_t position_offset, double base);
+// SwiGLU gating of the fused projection u = [g | a] (tensor/ops/fused.h): silu(g) ⊙ a.
+Tensor swiglu(const Tensor& u);
 
 // Causal depthwise conv1d (no SiLU): returns {y (B, T, C), new_cache (B, C, K−1), undefined when K = 1}.
 // Gradients: x, w, bias and cache (each when defined and requiring grad); both outputs are differentiable

@@ -4,9 +4,10 @@
 // once per launch:
 //  * all operands contiguous: 16-byte packs (8 bf16, 4 float, 2 double elements per load and store) when the
 //    pointers are aligned; the unaligned remainder goes through a 4-elements-per-thread kernel;
-//  * "rows": every operand is rows × cols with unit column stride, element (r, c) at p[r·rs + c] — a last-dim
-//    slice (the halves of a fused projection), a row-broadcast (rs = 0) or contiguous (rs = cols); packs when cols,
-//    every rs and every base pointer allow them, else one element per thread. One 64-bit division per pack;
+//  * "rows": every operand is rows × cols with unit column stride, element (r, c) at p[offset(r) + c], offset(r)
+//    from up to 3 outer dims with their own strides — a last-dim slice (the thirds of a fused projection), a
+//    head transpose (B, T, H, D) ↔ (B, H, T, D), a row broadcast (stride 0) or contiguous; packs when cols, every
+//    outer stride and every base pointer allow them, else one element per thread. A few integer divisions per pack;
 //  * anything else: geom_offset over the operand's collapsed geometry, one element per thread.
 // A strided output (copy_ into a view) takes the rows or the geometry path the same way.
 // Math runs in compute_t<T> (float for bfloat16) through the same host/device functors as the CPU kernels.
@@ -121,11 +122,27 @@ __global__ void map2_pack_kernel(TO* out, const TA* a, const TB* b, int64_t npac
   }
 }
 
-// An operand as rows × cols with unit column stride: element (r, c) at p[r·rs + c].
+// Row r's offset in an operand: up to kMaxOuter outer dims (row-major over r), each with its own stride.
+constexpr int kMaxOuter = 3;
+struct Outer {
+  int n = 0;
+  int64_t size[kMaxOuter] = {}, stride[kMaxOuter] = {};
+  __device__ __forceinline__ int64_t offset(int64_t r) const {
+    if (n == 1) return r * stride[0];
+    int64_t off = 0;
+    for (int d = n - 1; d >= 0; --d) {
+      off += (r % size[d]) * stride[d];
+      r /= size[d];
+    }
+    return off;
+  }
+};
+
+// An operand as rows × cols with unit column stride: element (r, c) at p[outer.offset(r) + c].
 template <typename T>
 struct Rows {
   T* p;
-  int64_t rs;
+  Outer outer;
 };
 
 // Grid-stride over rows·pcols packs of N elements (pcols = cols / N); N = 1 is the element-wise form.
@@ -134,11 +151,11 @@ __global__ void map1_rows_kernel(Rows<TO> out, Rows<const TI> a, int64_t rows, i
   const int64_t n = rows * pcols;
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n; p += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = p / pcols, c = (p - r * pcols) * N;
-    const Pack<TI, N> x = *reinterpret_cast<const Pack<TI, N>*>(a.p + r * a.rs + c);
+    const Pack<TI, N> x = *reinterpret_cast<const Pack<TI, N>*>(a.p + a.outer.offset(r) + c);
     Pack<TO, N> y;
 #pragma unroll
     for (int j = 0; j < N; ++j) y.v[j] = f(x.v[j]);
-    *reinterpret_cast<Pack<TO, N>*>(out.p + r * out.rs + c) = y;
+    *reinterpret_cast<Pack<TO, N>*>(out.p + out.outer.offset(r) + c) = y;
   }
 }
 
@@ -148,51 +165,58 @@ __global__ void map2_rows_kernel(Rows<TO> out, Rows<const TA> a, Rows<const TB> 
   const int64_t n = rows * pcols;
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n; p += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = p / pcols, c = (p - r * pcols) * N;
-    const Pack<TA, N> x = *reinterpret_cast<const Pack<TA, N>*>(a.p + r * a.rs + c);
-    const Pack<TB, N> z = *reinterpret_cast<const Pack<TB, N>*>(b.p + r * b.rs + c);
+    const Pack<TA, N> x = *reinterpret_cast<const Pack<TA, N>*>(a.p + a.outer.offset(r) + c);
+    const Pack<TB, N> z = *reinterpret_cast<const Pack<TB, N>*>(b.p + b.outer.offset(r) + c);
     Pack<TO, N> y;
 #pragma unroll
     for (int j = 0; j < N; ++j) y.v[j] = f(x.v[j], z.v[j]);
-    *reinterpret_cast<Pack<TO, N>*>(out.p + r * out.rs + c) = y;
+    *reinterpret_cast<Pack<TO, N>*>(out.p + out.outer.offset(r) + c) = y;
   }
 }
 
-// The rows layout shared by every operand (see the file comment): cols from the strided operands' collapsed
-// geometries (all must agree), each operand's row stride in rs[]. False when some operand does not fit.
-bool rows_layout(std::initializer_list<const Tensor*> ts, int64_t& rows, int64_t& cols, int64_t* rs,
+// The rows layout shared by every operand (see the file comment): cols = the innermost collapsed dim of the strided
+// operands (unit stride, the same length for all), their other dims (≤ kMaxOuter) as Outer; contiguous operands
+// get one outer dim of stride cols. False when some operand does not fit (or every operand is contiguous).
+bool rows_layout(std::initializer_list<const Tensor*> ts, int64_t& rows, int64_t& cols, Outer* outer,
                  const char* op) {
   const int64_t n = (*ts.begin())->numel();
   cols = 0;
   int i = 0;
   for (const Tensor* t : ts) {
-    rs[i] = -1;  // contiguous: set once cols is known
+    outer[i].n = 0;  // contiguous: set once cols is known
     if (!t->is_contiguous()) {
       const Geom g = make_geom(*t, op);
-      if (g.ndim <= 1 && (g.ndim == 0 || g.stride[0] == 1)) {  // contiguous up to size-1 dims
+      if (g.ndim == 0 || (g.ndim == 1 && g.stride[0] == 1)) {  // contiguous up to size-1 dims
         ++i;
         continue;
       }
-      if (g.ndim != 2 || g.stride[1] != 1 || (cols != 0 && cols != g.size[1])) return false;
-      cols = g.size[1];
-      rs[i] = g.stride[0];
+      const int last = g.ndim - 1;
+      if (g.stride[last] != 1 || last > kMaxOuter || (cols != 0 && cols != g.size[last])) return false;
+      cols = g.size[last];
+      outer[i].n = last;
+      for (int d = 0; d < last; ++d) outer[i].size[d] = g.size[d], outer[i].stride[d] = g.stride[d];
     }
     ++i;
   }
-  if (cols == 0) return false;  // all contiguous: the contiguous path
+  if (cols == 0) return false;
   rows = n / cols;
-  for (int j = 0; j < i; ++j)
-    if (rs[j] < 0) rs[j] = cols;
+  for (int j = 0; j < i; ++j) {
+    if (outer[j].n == 0) outer[j].n = 1, outer[j].size[0] = rows, outer[j].stride[0] = cols;
+  }
   return true;
 }
 
-// Pack width N for the rows layout: the type's pack when cols, every row stride and every base pointer allow it.
+// Pack width N for the rows layout: when cols, every outer stride and every base pointer allow it.
 template <int N>
 bool rows_packable(int64_t cols, std::initializer_list<std::pair<const void*, std::size_t>> ptr_elem,
-                   const int64_t* rs) {
+                   const Outer* outer) {
   if (cols % N != 0) return false;
   int i = 0;
   for (const auto& [p, esize] : ptr_elem) {
-    if (!aligned_to(p, esize * N) || rs[i++] % N != 0) return false;
+    if (!aligned_to(p, esize * N)) return false;
+    for (int d = 0; d < outer[i].n; ++d)
+      if (outer[i].stride[d] % N != 0) return false;
+    ++i;
   }
   return true;
 }
@@ -200,12 +224,13 @@ bool rows_packable(int64_t cols, std::initializer_list<std::pair<const void*, st
 // The rows layout (file comment) for out = f(a); false when the operands do not fit it. `out` may be strided.
 template <typename TO, typename TI, typename F>
 bool launch_map1_rows(const Tensor& out, const Tensor& a, F f, const char* op, cudaStream_t s) {
-  int64_t rows = 0, cols = 0, rs[2];
-  if (!rows_layout({&out, &a}, rows, cols, rs, op)) return false;
-  const Rows<TO> o{static_cast<TO*>(out.raw_data()), rs[0]};
-  const Rows<const TI> x{static_cast<const TI*>(a.raw_data()), rs[1]};
+  int64_t rows = 0, cols = 0;
+  Outer g[2];
+  if (!rows_layout({&out, &a}, rows, cols, g, op)) return false;
+  const Rows<TO> o{static_cast<TO*>(out.raw_data()), g[0]};
+  const Rows<const TI> x{static_cast<const TI*>(a.raw_data()), g[1]};
   constexpr int N = pack_width<TO, TI>();
-  if (rows_packable<N>(cols, {{o.p, sizeof(TO)}, {x.p, sizeof(TI)}}, rs)) {
+  if (rows_packable<N>(cols, {{o.p, sizeof(TO)}, {x.p, sizeof(TI)}}, g)) {
     map1_rows_kernel<N, TO, TI><<<grid_for(rows * (cols / N), kThreads), kThreads, 0, s>>>(o, x, rows, cols / N, f);
   } else {
     map1_rows_kernel<1, TO, TI><<<grid_for(rows * cols, kThreads), kThreads, 0, s>>>(o, x, rows, cols, f);
@@ -215,13 +240,14 @@ bool launch_map1_rows(const Tensor& out, const Tensor& a, F f, const char* op, c
 
 template <typename TO, typename TA, typename TB, typename F>
 bool launch_map2_rows(const Tensor& out, const Tensor& a, const Tensor& b, F f, const char* op, cudaStream_t s) {
-  int64_t rows = 0, cols = 0, rs[3];
-  if (!rows_layout({&out, &a, &b}, rows, cols, rs, op)) return false;
-  const Rows<TO> o{static_cast<TO*>(out.raw_data()), rs[0]};
-  const Rows<const TA> x{static_cast<const TA*>(a.raw_data()), rs[1]};
-  const Rows<const TB> z{static_cast<const TB*>(b.raw_data()), rs[2]};
+  int64_t rows = 0, cols = 0;
+  Outer g[3];
+  if (!rows_layout({&out, &a, &b}, rows, cols, g, op)) return false;
+  const Rows<TO> o{static_cast<TO*>(out.raw_data()), g[0]};
+  const Rows<const TA> x{static_cast<const TA*>(a.raw_data()), g[1]};
+  const Rows<const TB> z{static_cast<const TB*>(b.raw_data()), g[2]};
   constexpr int N = pack_width<TO, TA, TB>();
-  if (rows_packable<N>(cols, {{o.p, sizeof(TO)}, {x.p, sizeof(TA)}, {z.p, sizeof(TB)}}, rs)) {
+  if (rows_packable<N>(cols, {{o.p, sizeof(TO)}, {x.p, sizeof(TA)}, {z.p, sizeof(TB)}}, g)) {
     map2_rows_kernel<N, TO, TA, TB><<<grid_for(rows * (cols / N), kThreads), kThreads, 0, s>>>(o, x, z, rows,
                                                                                               cols / N, f);
   } else {

@@ -57,6 +57,7 @@
 #include "tensor/cuda/fused_ops.h"
 #include "tensor/cuda/ops.h"
 #include "tensor/dispatch.h"
+#include "tensor/ops/elementwise_functors.h"
 
 namespace hydra::cuda {
 namespace {
@@ -1164,6 +1165,46 @@ __global__ void conv_dw_finalize_kernel(const acc_t<T>* __restrict__ partial, T*
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// kernels: SwiGLU gating on u = [g | a] rows of 2F (packs of VEC columns; one row offset division per pack)
+
+template <typename T, int VEC>
+__global__ void swiglu_fwd_kernel(const T* __restrict__ u, T* __restrict__ y, int64_t N, int64_t F) {
+  using A = acc_t<T>;
+  const int64_t pf = F / VEC, n = N * pf;
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n; p += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = p / pf, j = (p - r * pf) * VEC;
+    const Pack<T, VEC> g = *reinterpret_cast<const Pack<T, VEC>*>(u + r * 2 * F + j);
+    const Pack<T, VEC> a = *reinterpret_cast<const Pack<T, VEC>*>(u + r * 2 * F + F + j);
+    Pack<T, VEC> o;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) o.v[k] = from_acc<T>(fn::Silu{}(to_acc(g.v[k])) * to_acc(a.v[k]));
+    *reinterpret_cast<Pack<T, VEC>*>(y + r * F + j) = o;
+  }
+}
+
+template <typename T, int VEC>
+__global__ void swiglu_bwd_kernel(const T* __restrict__ gy, const T* __restrict__ u, T* __restrict__ du, int64_t N,
+                                  int64_t F) {
+  using A = acc_t<T>;
+  const int64_t pf = F / VEC, n = N * pf;
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n; p += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = p / pf, j = (p - r * pf) * VEC;
+    const Pack<T, VEC> g = *reinterpret_cast<const Pack<T, VEC>*>(u + r * 2 * F + j);
+    const Pack<T, VEC> a = *reinterpret_cast<const Pack<T, VEC>*>(u + r * 2 * F + F + j);
+    const Pack<T, VEC> d = *reinterpret_cast<const Pack<T, VEC>*>(gy + r * F + j);
+    Pack<T, VEC> dg, da;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const A gk = to_acc(g.v[k]), dk = to_acc(d.v[k]);
+      dg.v[k] = from_acc<T>(fn::SiluGrad{}(dk * to_acc(a.v[k]), gk));
+      da.v[k] = from_acc<T>(dk * fn::Silu{}(gk));
+    }
+    *reinterpret_cast<Pack<T, VEC>*>(du + r * 2 * F + j) = dg;
+    *reinterpret_cast<Pack<T, VEC>*>(du + r * 2 * F + F + j) = da;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // kernels: AdamW update (one pass over p, g, m, v; packs of VEC parameters when everything is aligned)
 
 template <typename T, int VEC>
@@ -1733,6 +1774,33 @@ void causal_conv1d_backward(const Tensor& gy, const Tensor& g_new_cache, const T
   dispatch_floating(x.dtype(), "causal_conv1d_backward", [&]<typename T>() {
     launch_causal_conv1d_backward<T>(gy, g_new_cache, x, w, cache, dx, dw, dbias, dcache);
   });
+}
+
+void swiglu_forward(const Tensor& u, const Tensor& y) {
+  DeviceGuard guard(u.device().index);
+  const int64_t F = u.size(-1) / 2, N = F > 0 ? y.numel() / F : 0;
+  if (N == 0) return;
+  dispatch_floating(u.dtype(), "swiglu_forward", [&]<typename T>() {
+    with_vec<T>(vec_ok<T>(F, {u.raw_data(), y.raw_data()}), [&]<int VEC>() {
+      swiglu_fwd_kernel<T, VEC><<<grid_for(N * (F / VEC), kElemThreads), kElemThreads, 0, stream_of(u)>>>(
+          static_cast<const T*>(u.raw_data()), static_cast<T*>(y.raw_data()), N, F);
+    });
+  });
+  HYDRA_CUDA_CHECK_LAUNCH("swiglu_forward");
+}
+
+void swiglu_backward(const Tensor& gy, const Tensor& u, const Tensor& du) {
+  DeviceGuard guard(u.device().index);
+  const int64_t F = u.size(-1) / 2, N = F > 0 ? gy.numel() / F : 0;
+  if (N == 0) return;
+  dispatch_floating(u.dtype(), "swiglu_backward", [&]<typename T>() {
+    with_vec<T>(vec_ok<T>(F, {gy.raw_data(), u.raw_data(), du.raw_data()}), [&]<int VEC>() {
+      swiglu_bwd_kernel<T, VEC><<<grid_for(N * (F / VEC), kElemThreads), kElemThreads, 0, stream_of(u)>>>(
+          static_cast<const T*>(gy.raw_data()), static_cast<const T*>(u.raw_data()), static_cast<T*>(du.raw_data()),
+          N, F);
+    });
+  });
+  HYDRA_CUDA_CHECK_LAUNCH("swiglu_backward");
 }
 
 void adamw_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWCoefs& c) {

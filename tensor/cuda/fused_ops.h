@@ -46,6 +46,10 @@ void causal_conv1d_backward(const Tensor& gy, const Tensor& g_new_cache, const T
                             const Tensor& cache, const Tensor& dx, const Tensor& dw, const Tensor& dbias,
                             const Tensor& dcache);
 
+// SwiGLU gating (tensor/ops/fused.h) of contiguous u (..., 2F) into y (..., F); backward into du (..., 2F).
+void swiglu_forward(const Tensor& u, const Tensor& y);
+void swiglu_backward(const Tensor& gy, const Tensor& u, const Tensor& du);
+
 // One fused AdamW step (tensor/ops/fused.h), all operands contiguous and checked by the caller.
 void adamw_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWCoefs& c);
 

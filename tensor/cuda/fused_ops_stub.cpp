@@ -37,6 +37,8 @@ void causal_conv1d_backward(const Tensor&, const Tensor&, const Tensor&, const T
   no_cuda("causal_conv1d_backward");
 }
 
+void swiglu_forward(const Tensor&, const Tensor&) { no_cuda("swiglu_forward"); }
+void swiglu_backward(const Tensor&, const Tensor&, const Tensor&) { no_cuda("swiglu_backward"); }
 void adamw_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const AdamWCoefs&) {
   no_cuda("adamw_step");
 }

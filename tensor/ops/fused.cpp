@@ -13,6 +13,7 @@
 #include "tensor/cpu/loops.h"
 #include "tensor/cuda/fused_ops.h"
 #include "tensor/dispatch.h"
+#include "tensor/ops/elementwise_functors.h"
 
 namespace hydra {
 
@@ -786,6 +787,82 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& gy, const Tensor& g_new_c
       break;
   }
   return g;
+}
+
+namespace {
+int64_t check_swiglu_args(const char* op, const Tensor& u) {
+  check_defined(u, op, "u");
+  check_floating(u, op);
+  HYDRA_CHECK(u.dim() >= 1 && u.size(-1) % 2 == 0, "{}: u must be (..., 2F) with an even last dim, got shape {}", op,
+              shape_str(u.shape()));
+  return u.size(-1) / 2;
+}
+}  // namespace
+
+Tensor swiglu_forward(const Tensor& u) {
+  const char* op = "swiglu_forward";
+  const int64_t F = check_swiglu_args(op, u);
+  Shape ys = u.shape();
+  ys.back() = F;
+  Tensor y = empty(ys, u.dtype(), u.device());
+  const Tensor uc = u.contiguous();
+  switch (u.device().type) {
+    case DeviceType::CPU:
+      dispatch_floating(u.dtype(), op, [&]<typename T>() {
+        const T* up = uc.data<T>();
+        T* yp = y.data<T>();
+        const int64_t N = F > 0 ? y.numel() / F : 0;
+        cpu::parallel_for(N, 2 * F, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r)
+            for (int64_t j = 0; j < F; ++j) {
+              const double g = static_cast<double>(up[r * 2 * F + j]), a = static_cast<double>(up[r * 2 * F + F + j]);
+              yp[r * F + j] = static_cast<T>(fn::Silu{}(g) * a);
+            }
+        });
+      });
+      break;
+    case DeviceType::CUDA:
+      cuda::swiglu_forward(uc, y);
+      break;
+  }
+  return y;
+}
+
+Tensor swiglu_backward(const Tensor& gy, const Tensor& u) {
+  const char* op = "swiglu_backward";
+  const int64_t F = check_swiglu_args(op, u);
+  check_defined(gy, op, "gy");
+  check_same_dtype(u, gy, op);
+  check_same_device(u, gy, op);
+  Shape ys = u.shape();
+  ys.back() = F;
+  HYDRA_CHECK(gy.shape() == ys, "{}: gy shape {} differs from the output shape {} of u {}", op, shape_str(gy.shape()),
+              shape_str(ys), shape_str(u.shape()));
+  Tensor du = empty(u.shape(), u.dtype(), u.device());
+  const Tensor uc = u.contiguous(), gc = gy.contiguous();
+  switch (u.device().type) {
+    case DeviceType::CPU:
+      dispatch_floating(u.dtype(), op, [&]<typename T>() {
+        const T* up = uc.data<T>();
+        const T* gp = gc.data<T>();
+        T* dp = du.data<T>();
+        const int64_t N = F > 0 ? gy.numel() / F : 0;
+        cpu::parallel_for(N, 3 * F, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r)
+            for (int64_t j = 0; j < F; ++j) {
+              const double g = static_cast<double>(up[r * 2 * F + j]), a = static_cast<double>(up[r * 2 * F + F + j]);
+              const double gv = static_cast<double>(gp[r * F + j]);
+              dp[r * 2 * F + j] = static_cast<T>(fn::SiluGrad{}(gv * a, g));
+              dp[r * 2 * F + F + j] = static_cast<T>(gv * fn::Silu{}(g));
+            }
+        });
+      });
+      break;
+    case DeviceType::CUDA:
+      cuda::swiglu_backward(gc, uc, du);
+      break;
+  }
+  return du;
 }
 
 void adamw_step_(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWCoefs& c) {

@@ -1,6 +1,6 @@
 #pragma once
 // Fused hot-path ops: RMSNorm, cross-entropy from logits, L2 normalisation, rotary embedding, the causal
-// depthwise conv1d, and the AdamW parameter update. Each differentiable op has a raw forward and a raw backward
+// depthwise conv1d, SwiGLU gating, and the AdamW parameter update. Each differentiable op has a raw forward and a raw backward
 // (both plain tensor -> tensor functions, no graph); the differentiable wrappers live in autograd/functions/fused.h.
 //
 // Common rules:
@@ -118,6 +118,14 @@ struct CausalConv1dGrads {
 CausalConv1dOutput causal_conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& cache);
 CausalConv1dGrads causal_conv1d_backward(const Tensor& gy, const Tensor& g_new_cache, const Tensor& x, const Tensor& w,
                                          const Tensor& cache, bool has_bias);
+
+// ---------------------------------------------------------------------------------------------------------
+// SwiGLU gating (SPEC §2.5) on the fused projection u = [g | a] (..., 2F), g the first F columns:
+//   y = silu(g) ⊙ a                                  (..., F), computed in float64 (CPU) / the accumulation dtype
+//                                                    (CUDA: float, double for float64) and rounded once
+// Backward: du = [gy ⊙ a ⊙ silu'(g) | gy ⊙ silu(g)]  (..., 2F), silu'(x) = σ(x)(1 + x(1 − σ(x))).
+Tensor swiglu_forward(const Tensor& u);
+Tensor swiglu_backward(const Tensor& gy, const Tensor& u);
 
 // ---------------------------------------------------------------------------------------------------------
 // One AdamW step on one parameter, in place (SPEC §7.3; the optimizer in optim/adamw.cpp calls this):

@@ -169,6 +169,31 @@ TEST_CASE("gradcheck causal_conv1d (x, w, bias, cache, both outputs, K = 1, K > 
 // ---------------------------------------------------------------------------------------------------------
 // fused backward vs the composition of primitives
 
+TEST_CASE("swiglu equals silu(g) * a of the halves, forward and gradient (gradcheck, strided, F = 1)") {
+  auto fn = [](const std::vector<Tensor>& in) { return std::vector<Tensor>{ag::swiglu(in[0])}; };
+  auto composed = [](const std::vector<Tensor>& in) {
+    const std::vector<Tensor> ga = ag::chunk(in[0], 2, -1);
+    return std::vector<Tensor>{ag::mul(ag::silu(ga[0]), ga[1])};
+  };
+  for (const Tensor& u : {randn_t({3, 5, 14}), randn_t({2, 2}), randn_t({8, 6}).transpose(0, 1)}) {
+    INFO(shape_str(u.shape()));
+    check_gradcheck("swiglu", fn, {leaf(mul(u, 3.0))});
+    const Tensor x = leaf(mul(u, 3.0)), xr = leaf(mul(u, 3.0));
+    const Tensor y = fn({x})[0], yr = composed({xr})[0];
+    check_close(y, yr, kTolF64, "forward");
+    const Tensor gy = randn_t(y.shape());
+    ag::backward(ag::sum(ag::mul(y, gy)));
+    ag::backward(ag::sum(ag::mul(yr, gy)));
+    check_close(ag::grad(x), ag::grad(xr), kTolF64, "gradient");
+  }
+  for (DType dt : {DType::Float32, DType::BFloat16}) {  // rounded once from the float64 computation
+    const Tensor u = randn_t({4, 10}, dt);
+    check_close(swiglu_forward(u).to(DType::Float64), swiglu_forward(u.to(DType::Float64)), tolerance_for(dt),
+                std::string(dtype_name(dt)));
+  }
+  CHECK_THROWS_WITH(swiglu_forward(randn_t({2, 3})), doctest::Contains("even last dim"));
+}
+
 TEST_CASE("fused backwards equal the gradients of their primitive compositions (float64)") {
   SUBCASE("rms_norm") {
     Tensor x = randn_t({4, 3, 9}), w = rand_t({9}, 0.5, 1.5), v = randn_t({4, 3, 9});

@@ -91,6 +91,43 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
     CHECK(acc.to(kCPU).select(0, 2).to_vector<float>() == std::vector<float>{2, 4, 6, 8});
   }
 
+  TEST_CASE("cuda elementwise rows layout: last-dim slices, head transposes, strided copy_ targets, odd widths") {
+    if (!gpu_available()) return;
+    for (DType dt : {DType::Float32, DType::BFloat16, DType::Float64}) {
+      for (int64_t D : {64, 5}) {  // packs / one element per thread
+        INFO(dtype_name(dt) << " D=" << D);
+        const int64_t B = 2, T = 9, H = 3, I = H * D;
+        const Tensor fused = randn_t({B, T, 3 * I}, dt).to(kGpu);
+        const Tensor a = fused.slice(-1, I, 2 * I), b = fused.slice(-1, 2 * I, 3 * I);  // (B, T, I), row stride 3I
+        const Tensor odd = fused.slice(-1, 1, I + 1);                                     // misaligned start
+        const Tensor heads = randn_t({B, T, H, D}, dt).to(kGpu).transpose(1, 2);           // (B, H, T, D) view
+        const Tensor heads2 = a.reshape({B, T, H, D}).transpose(1, 2);                    // slice, then transpose
+        auto f_mul = [](const std::vector<Tensor>& in) { return mul(in[0], in[1]); };
+        auto f_silu = [](const std::vector<Tensor>& in) { return unary(UnaryOp::Silu, in[0]); };
+        check_close(mul(a, b).to(kCPU), ref64(f_mul, {a, b}), tolerance_for(dt), "slice * slice");
+        check_close(mul(odd, b).to(kCPU), ref64(f_mul, {odd, b}), tolerance_for(dt), "misaligned slice");
+        check_close(unary(UnaryOp::Silu, a).to(kCPU), ref64(f_silu, {a}), tolerance_for(dt), "silu(slice)");
+        check_close(unary(UnaryOp::Silu, heads).to(kCPU), ref64(f_silu, {heads}), tolerance_for(dt), "transpose");
+        check_close(mul(heads, heads2).to(kCPU), ref64(f_mul, {heads, heads2}), tolerance_for(dt), "two layouts");
+        check_close(heads.contiguous().to(kCPU), host64(heads), tolerance_for(dt), "contiguous()");
+        const Tensor bias = randn_t({I}, dt).to(kGpu);
+        check_close(add(a, bias).to(kCPU), ref64([](const std::vector<Tensor>& in) { return add(in[0], in[1]); },
+                                                 {a, bias}),
+                    tolerance_for(dt), "row broadcast");
+        Tensor dst = zeros({B, T, 2, H, D}, dt, kGpu);
+        dst.select(2, 1).copy_(heads.transpose(1, 2));  // strided target, transposed source
+        Tensor want = zeros({B, T, 2, H, D}, DType::Float64);
+        want.select(2, 1).copy_(host64(heads).transpose(1, 2));
+        check_close(dst.to(kCPU), want, tolerance_for(dt), "copy_ into a slice");
+        // five outer dims after collapsing: more than the rows layout takes, the general path
+        const Tensor deep = randn_t({2, 3, 2, 3, 2, D}, dt).to(kGpu).permute({4, 3, 2, 1, 0, 5});
+        check_close(unary(UnaryOp::Neg, deep).to(kCPU),
+                    ref64([](const std::vector<Tensor>& in) { return unary(UnaryOp::Neg, in[0]); }, {deep}),
+                    tolerance_for(dt), "deep permute");
+      }
+    }
+  }
+
   TEST_CASE("cuda matmul (cuBLASLt): transposes, batches with broadcasting, strided views, dtypes, model shapes") {
     if (!gpu_available()) return;
     for (DType dt : {DType::Float32, DType::BFloat16, DType::Float64}) {

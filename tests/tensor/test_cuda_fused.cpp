@@ -363,6 +363,21 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
         {mul(randn_t({8, 1000}), 2.0)}, {scalar_tensor(1.5, DType::Float64)});
   }
 
+  TEST_CASE("cuda swiglu forward and backward match float64 (F = 2048 packs, odd F, one row)") {
+    if (!gpu_available()) return;
+    for (DType dt : kDts) {
+      for (Shape s : {Shape{2, 3, 4096}, Shape{5, 14}, Shape{1, 2}}) {
+        INFO(dtype_name(dt) << " " << shape_str(s));
+        const Tensor u = mul(randn_t(s, dt), 3.0).to(kGpu);
+        Shape ys = s;
+        ys.back() /= 2;
+        const Tensor gy = randn_t(ys, dt).to(kGpu);
+        check_close(swiglu_forward(u).to(kCPU), swiglu_forward(host64(u)), tolerance_for(dt), "y");
+        check_close(swiglu_backward(gy, u).to(kCPU), swiglu_backward(host64(gy), host64(u)), tolerance_for(dt), "du");
+      }
+    }
+  }
+
   TEST_CASE("cuda adamw_step_ matches the CPU update over several steps (packed and odd sizes, every dtype)") {
     if (!gpu_available()) return;
     for (DType dt : kDts) {
