@@ -378,7 +378,7 @@ std::vector<std::pair<std::string, std::string>> flatten(const TrainConfig& c) {
 const char* model_doc(const std::string& name) {
   static const std::map<std::string, const char*> kDocs = {
       {"vocab_size", "vocabulary size V"},
-      {"pad_token_id", "padding id (its embedding row is zeroed at init)"},
+      {"pad_token_id", "padding id: sends no gradient through the embedding lookup (its row is drawn at init like any other, SPEC §2.2)"},
       {"d_model", "model width d"},
       {"n_layers", "number of blocks"},
       {"n_heads", "heads per mixer"},
