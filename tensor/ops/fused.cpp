@@ -809,13 +809,14 @@ Tensor swiglu_forward(const Tensor& u) {
   switch (u.device().type) {
     case DeviceType::CPU:
       dispatch_floating(u.dtype(), op, [&]<typename T>() {
+        using A = stat_t<T>;  // float (double for float64), as the elementwise silu: exp dominates this loop
         const T* up = uc.data<T>();
         T* yp = y.data<T>();
         const int64_t N = F > 0 ? y.numel() / F : 0;
         cpu::parallel_for(N, 2 * F, [&](int64_t r0, int64_t r1) {
           for (int64_t r = r0; r < r1; ++r)
             for (int64_t j = 0; j < F; ++j) {
-              const double g = static_cast<double>(up[r * 2 * F + j]), a = static_cast<double>(up[r * 2 * F + F + j]);
+              const A g = static_cast<A>(up[r * 2 * F + j]), a = static_cast<A>(up[r * 2 * F + F + j]);
               yp[r * F + j] = static_cast<T>(fn::Silu{}(g) * a);
             }
         });
@@ -843,6 +844,7 @@ Tensor swiglu_backward(const Tensor& gy, const Tensor& u) {
   switch (u.device().type) {
     case DeviceType::CPU:
       dispatch_floating(u.dtype(), op, [&]<typename T>() {
+        using A = stat_t<T>;
         const T* up = uc.data<T>();
         const T* gp = gc.data<T>();
         T* dp = du.data<T>();
@@ -850,8 +852,8 @@ Tensor swiglu_backward(const Tensor& gy, const Tensor& u) {
         cpu::parallel_for(N, 3 * F, [&](int64_t r0, int64_t r1) {
           for (int64_t r = r0; r < r1; ++r)
             for (int64_t j = 0; j < F; ++j) {
-              const double g = static_cast<double>(up[r * 2 * F + j]), a = static_cast<double>(up[r * 2 * F + F + j]);
-              const double gv = static_cast<double>(gp[r * F + j]);
+              const A g = static_cast<A>(up[r * 2 * F + j]), a = static_cast<A>(up[r * 2 * F + F + j]);
+              const A gv = static_cast<A>(gp[r * F + j]);
               dp[r * 2 * F + j] = static_cast<T>(fn::SiluGrad{}(gv * a, g));
               dp[r * 2 * F + F + j] = static_cast<T>(gv * fn::Silu{}(g));
             }

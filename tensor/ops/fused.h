@@ -121,8 +121,8 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& gy, const Tensor& g_new_c
 
 // ---------------------------------------------------------------------------------------------------------
 // SwiGLU gating (SPEC §2.5) on the fused projection u = [g | a] (..., 2F), g the first F columns:
-//   y = silu(g) ⊙ a                                  (..., F), computed in float64 (CPU) / the accumulation dtype
-//                                                    (CUDA: float, double for float64) and rounded once
+//   y = silu(g) ⊙ a                                  (..., F), computed in float (double for float64 inputs) on
+//                                                    both devices, as the elementwise silu, and rounded once
 // Backward: du = [gy ⊙ a ⊙ silu'(g) | gy ⊙ silu(g)]  (..., 2F), silu'(x) = σ(x)(1 + x(1 − σ(x))).
 Tensor swiglu_forward(const Tensor& u);
 Tensor swiglu_backward(const Tensor& gy, const Tensor& u);

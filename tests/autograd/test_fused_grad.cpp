@@ -186,7 +186,7 @@ TEST_CASE("swiglu equals silu(g) * a of the halves, forward and gradient (gradch
     ag::backward(ag::sum(ag::mul(yr, gy)));
     check_close(ag::grad(x), ag::grad(xr), kTolF64, "gradient");
   }
-  for (DType dt : {DType::Float32, DType::BFloat16}) {  // rounded once from the float64 computation
+  for (DType dt : {DType::Float32, DType::BFloat16}) {  // within the dtype tolerance of the float64 computation
     const Tensor u = randn_t({4, 10}, dt);
     check_close(swiglu_forward(u).to(DType::Float64), swiglu_forward(u.to(DType::Float64)), tolerance_for(dt),
                 std::string(dtype_name(dt)));
