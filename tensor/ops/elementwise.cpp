@@ -2,7 +2,10 @@
 // the CUDA backend reuses them unchanged (tensor/ops/elementwise_functors.h).
 #include "tensor/ops/elementwise.h"
 
+#include <initializer_list>
+
 #include "tensor/cpu/loops.h"
+#include "tensor/cpu/sigmoid_vec.h"
 #include "tensor/cuda/ops.h"
 #include "tensor/dispatch.h"
 #include "tensor/ops/elementwise_functors.h"
@@ -59,6 +62,7 @@ void map1_cpu(const Tensor& out, const Tensor& in, F f) {
                          TO* o = reinterpret_cast<TO*>(p[0]);
                          const TI* a = reinterpret_cast<const TI*>(p[1]);
                          if (st[0] == 1 && st[1] == 1) {
+#pragma omp simd  // lets GCC if-convert the functors' selects (the sigmoid family) and vectorise
                            for (int64_t k = 0; k < n; ++k) o[k] = f(a[k]);
                          } else {
                            for (int64_t k = 0; k < n; ++k) o[k * st[0]] = f(a[k * st[1]]);
@@ -77,6 +81,7 @@ void map2_cpu(const Tensor& out, const Tensor& a, const Tensor& b, F f) {
         const TA* x = reinterpret_cast<const TA*>(p[1]);
         const TB* y = reinterpret_cast<const TB*>(p[2]);
         if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
+#pragma omp simd
           for (int64_t k = 0; k < n; ++k) o[k] = f(x[k], y[k]);
         } else if (st[0] == 1 && st[1] == 1 && st[2] == 0) {
           const TB yv = y[0];
@@ -87,7 +92,27 @@ void map2_cpu(const Tensor& out, const Tensor& a, const Tensor& b, F f) {
       });
 }
 
+// The sigmoid family on contiguous float32 takes the vectorised loops of tensor/cpu/sigmoid_vec.h.
+bool sigmoid_fast_path(UnaryOp op, std::initializer_list<const Tensor*> ts) {
+  if (op != UnaryOp::Silu && op != UnaryOp::Sigmoid) return false;
+  for (const Tensor* t : ts)
+    if (t->dtype() != DType::Float32 || !t->is_contiguous() || t->numel() != (*ts.begin())->numel()) return false;
+  return true;
+}
+
 void unary_cpu(UnaryOp op, const Tensor& x, const Tensor& out) {
+  if (sigmoid_fast_path(op, {&out, &x})) {
+    const float* xp = x.data<float>();
+    float* op_ = out.data<float>();
+    cpu::parallel_for(x.numel(), 8, [&](int64_t b, int64_t e) {
+      if (op == UnaryOp::Silu) {
+        cpu::silu_f32(xp + b, op_ + b, e - b);
+      } else {
+        cpu::sigmoid_f32(xp + b, op_ + b, e - b);
+      }
+    });
+    return;
+  }
   dispatch_numeric(x.dtype(), unary_op_name(op), [&]<typename T>() {
     with_unary_functor<T>(op, [&](auto f) { map1_cpu<T, T>(out, x, f); });
   });
@@ -100,6 +125,18 @@ void binary_cpu(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out
 }
 
 void unary_backward_cpu(UnaryOp op, const Tensor& g, const Tensor& x, const Tensor& out) {
+  if (sigmoid_fast_path(op, {&out, &g, &x})) {
+    const float *gp = g.data<float>(), *xp = x.data<float>();
+    float* op_ = out.data<float>();
+    cpu::parallel_for(x.numel(), 8, [&](int64_t b, int64_t e) {
+      if (op == UnaryOp::Silu) {
+        cpu::sigmoid_family_grad_f32<false>(gp + b, xp + b, op_ + b, e - b);
+      } else {
+        cpu::sigmoid_family_grad_f32<true>(gp + b, xp + b, op_ + b, e - b);
+      }
+    });
+    return;
+  }
   dispatch_floating(x.dtype(), "unary_backward", [&]<typename T>() {
     with_unary_grad_functor<T>(op, [&](auto f) { map2_cpu<T, T, T>(out, g, x, f); });
   });

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "tensor/cpu/loops.h"
+#include "tensor/cpu/sigmoid_vec.h"
 #include "tensor/cuda/fused_ops.h"
 #include "tensor/dispatch.h"
 #include "tensor/ops/elementwise_functors.h"
@@ -814,11 +815,16 @@ Tensor swiglu_forward(const Tensor& u) {
         T* yp = y.data<T>();
         const int64_t N = F > 0 ? y.numel() / F : 0;
         cpu::parallel_for(N, 2 * F, [&](int64_t r0, int64_t r1) {
-          for (int64_t r = r0; r < r1; ++r)
+          for (int64_t r = r0; r < r1; ++r) {
+            if constexpr (std::is_same_v<T, float>) {  // vectorised exp (tensor/cpu/sigmoid_vec.h)
+              cpu::swiglu_row_f32(up + r * 2 * F, up + r * 2 * F + F, yp + r * F, F);
+              continue;
+            }
             for (int64_t j = 0; j < F; ++j) {
               const A g = static_cast<A>(up[r * 2 * F + j]), a = static_cast<A>(up[r * 2 * F + F + j]);
               yp[r * F + j] = static_cast<T>(fn::Silu{}(g) * a);
             }
+          }
         });
       });
       break;
@@ -850,13 +856,19 @@ Tensor swiglu_backward(const Tensor& gy, const Tensor& u) {
         T* dp = du.data<T>();
         const int64_t N = F > 0 ? gy.numel() / F : 0;
         cpu::parallel_for(N, 3 * F, [&](int64_t r0, int64_t r1) {
-          for (int64_t r = r0; r < r1; ++r)
+          for (int64_t r = r0; r < r1; ++r) {
+            if constexpr (std::is_same_v<T, float>) {
+              cpu::swiglu_grad_row_f32(gp + r * F, up + r * 2 * F, up + r * 2 * F + F, dp + r * 2 * F,
+                                       dp + r * 2 * F + F, F);
+              continue;
+            }
             for (int64_t j = 0; j < F; ++j) {
               const A g = static_cast<A>(up[r * 2 * F + j]), a = static_cast<A>(up[r * 2 * F + F + j]);
               const A gv = static_cast<A>(gp[r * F + j]);
               dp[r * 2 * F + j] = static_cast<T>(fn::SiluGrad{}(gv * a, g));
               dp[r * 2 * F + F + j] = static_cast<T>(gv * fn::Silu{}(g));
             }
+          }
         });
       });
       break;

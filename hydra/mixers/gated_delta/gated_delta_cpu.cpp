@@ -40,11 +40,14 @@
 // Every step is a sum of products (no division), so α → 0 is handled exactly.
 //
 // Parallelism: one (b, h) per task (cpu::parallel_for); each task's outputs are written by that task alone, in a
-// fixed order, so results do not depend on the thread count. Inner loops run over the contiguous K or V dim.
+// fixed order, so results do not depend on the thread count. The O(L·K·V) and O(L²·V) terms above are written as
+// Eigen products over the chunk's rows (U = (I + M)⁻¹W and W̄ = (I + M)⁻ᵀŪ are triangular solves).
 // Arithmetic is in the input dtype (float32 inputs accumulate in float32).
 #include <algorithm>
 #include <cstdint>
 #include <vector>
+
+#include <Eigen/Core>
 
 #include "hydra/mixers/gated_delta/gated_delta.h"
 #include "hydra/mixers/gated_delta/gated_delta_cuda.h"
@@ -143,116 +146,112 @@ void dispatch_f32_f64(DType t, F&& f) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Small dense helpers (contiguous inner loops)
-
-// `omp simd reduction` lets the compiler vectorise the sum without -ffast-math; the order is fixed at compile time
-// (the vector width), so results stay reproducible.
-template <typename A>
-A dot(const A* x, const A* y, int64_t n) {
-  A s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += x[i] * y[i];
-  return s;
-}
+// One (b, h) head's view of the global tensors, and the per-task chunk buffers.
+//
+// Every O(L·K·V) and O(L²·V) term is an Eigen product on row-major blocks (the chunk's rows of one head are strided
+// views into the [B, T, H, ·] tensors, stride H·K or H·V); the O(L²) bookkeeping (D, the masks, the Horner pass) is
+// plain loops. Eigen's GEMM sums in an order fixed by the shapes, so results do not depend on the thread count.
 
 template <typename A>
-void axpy(A* y, A a, const A* x, int64_t n) {  // y += a·x
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
+using RowMat = Eigen::Matrix<A, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename A>
+using Rows = Eigen::Map<const RowMat<A>, 0, Eigen::OuterStride<>>;
+template <typename A>
+using RowsMut = Eigen::Map<RowMat<A>, 0, Eigen::OuterStride<>>;
+template <typename A>
+using StateView = Eigen::Map<const RowMat<A>>;  // V×K, contiguous
+template <typename A>
+using StateMut = Eigen::Map<RowMat<A>>;
 
-// ---------------------------------------------------------------------------------------------------------
-// One (b, h) head's view of the global tensors and the per-task chunk buffers.
-
-template <typename T>
+template <typename A>
 struct HeadPtrs {
   // Token t of head h in batch b: q/k at ((b·T + t)·H + h)·K, v/o at ((b·T + t)·H + h)·V, α/β at (b·T + t)·H + h.
-  const T *q, *k, *v, *alpha, *beta;
+  const A *q, *k, *v, *alpha, *beta;
   int64_t b, h;
   GdnDims d;
   int64_t qk_off(int64_t t) const { return ((b * d.T + t) * d.H + h) * d.K; }
   int64_t v_off(int64_t t) const { return ((b * d.T + t) * d.H + h) * d.V; }
   int64_t g_off(int64_t t) const { return (b * d.T + t) * d.H + h; }
   int64_t state_off() const { return (b * d.H + h) * d.V * d.K; }
+  // L rows from token t0 of a [B, T, H, K] (qk) or [B, T, H, V] (v) tensor.
+  Rows<A> qk_rows(const A* base, int64_t t0, int64_t L) const {
+    return Rows<A>(base + qk_off(t0), L, d.K, Eigen::OuterStride<>(d.H * d.K));
+  }
+  Rows<A> v_rows(const A* base, int64_t t0, int64_t L) const {
+    return Rows<A>(base + v_off(t0), L, d.V, Eigen::OuterStride<>(d.H * d.V));
+  }
+  RowsMut<A> qk_rows_mut(A* base, int64_t t0, int64_t L) const {
+    return RowsMut<A>(base + qk_off(t0), L, d.K, Eigen::OuterStride<>(d.H * d.K));
+  }
+  RowsMut<A> v_rows_mut(A* base, int64_t t0, int64_t L) const {
+    return RowsMut<A>(base + v_off(t0), L, d.V, Eigen::OuterStride<>(d.H * d.V));
+  }
 };
 
-// Buffers for one chunk of up to N tokens (allocated once per task, reused for every chunk and head).
+// Buffers for one chunk of up to N tokens (allocated once per task, reused for every chunk and head); the first L
+// rows (and columns) are the current chunk's.
 template <typename A>
 struct ChunkBuffers {
-  int64_t N, K, V;
-  std::vector<A> q, k, v;   // N×K, N×K, N×V (the chunk's tokens, gathered contiguous)
-  std::vector<A> al, be;    // N
-  std::vector<A> dec;       // N×(N+1): D_{t,s} at t·(N+1) + s + 1, −1 ≤ s ≤ t
-  std::vector<A> kk, qk;    // N×N: k_t·k_s (s < t), q_t·k_s (s ≤ t)
-  std::vector<A> sk, sq;    // N×V: a_t = S₀ k_t, b_t = S₀ q_t
-  std::vector<A> u;         // N×V
+  std::vector<A> al, be, gam;  // α_t, β_t, γ_t = D_{t,−1}
+  RowMat<A> dec;               // N×N: D_{t,s} for s ≤ t, 0 above the diagonal
+  RowMat<A> kk;                // N×N: k_t·k_s
+  RowMat<A> sys;               // N×N: M_{t,s} = β_t D_{t,s} (k_t·k_s) below the diagonal (the system is I + M)
+  RowMat<A> pm;                // N×N: P_{t,s} = D_{t,s} (q_t·k_s) for s ≤ t, 0 above
+  RowMat<A> qk;                // N×N: q_t·k_s
+  RowMat<A> sk, sq, u, tmp;    // N×V: a_t = S₀ k_t, b_t = S₀ q_t, u_t, scratch
 
-  ChunkBuffers(int64_t N_, int64_t K_, int64_t V_)
-      : N(N_), K(K_), V(V_), q(N * K), k(N * K), v(N * V), al(N), be(N), dec(N * (N + 1)), kk(N * N), qk(N * N),
-        sk(N * V), sq(N * V), u(N * V) {}
-  A D(int64_t t, int64_t s) const { return dec[t * (N + 1) + s + 1]; }
+  ChunkBuffers(int64_t N, int64_t V)
+      : al(N), be(N), gam(N), dec(RowMat<A>::Zero(N, N)), kk(N, N), sys(RowMat<A>::Zero(N, N)),
+        pm(RowMat<A>::Zero(N, N)), qk(N, N), sk(N, V), sq(N, V), u(N, V), tmp(N, V) {}
 };
 
-template <typename T, typename A>
-void load_chunk(const HeadPtrs<T>& p, int64_t t0, int64_t L, ChunkBuffers<A>& c) {
-  const int64_t K = p.d.K, V = p.d.V;
+// The chunk's intra-chunk quantities (tokens t0..t0+L−1) from its start state S0 (V×K): α, β, D, γ, k_t·k_s,
+// a_t = S₀k_t, the system and U by forward substitution; with `outputs`, also q_t·k_s, P and b_t = S₀q_t.
+template <typename A>
+void chunk_solve(const HeadPtrs<A>& p, int64_t t0, int64_t L, const StateView<A>& S0, ChunkBuffers<A>& c,
+                 bool outputs) {
   for (int64_t t = 0; t < L; ++t) {
-    const T* qs = p.q + p.qk_off(t0 + t);
-    const T* ks = p.k + p.qk_off(t0 + t);
-    const T* vs = p.v + p.v_off(t0 + t);
-    for (int64_t i = 0; i < K; ++i) c.q[t * K + i] = static_cast<A>(qs[i]);
-    for (int64_t i = 0; i < K; ++i) c.k[t * K + i] = static_cast<A>(ks[i]);
-    for (int64_t j = 0; j < V; ++j) c.v[t * V + j] = static_cast<A>(vs[j]);
-    c.al[t] = static_cast<A>(p.alpha[p.g_off(t0 + t)]);
-    c.be[t] = static_cast<A>(p.beta[p.g_off(t0 + t)]);
+    c.al[t] = p.alpha[p.g_off(t0 + t)];
+    c.be[t] = p.beta[p.g_off(t0 + t)];
+  }
+  // D_{t,s} = D_{t,s+1} · α_{s+1}, from D_{t,t} = 1 down to s = 0; γ_t = D_{t,0} · α_0.
+  for (int64_t t = 0; t < L; ++t) {
+    c.dec(t, t) = A(1);
+    for (int64_t s = t - 1; s >= 0; --s) c.dec(t, s) = c.dec(t, s + 1) * c.al[s + 1];
+    for (int64_t s = t + 1; s < L; ++s) c.dec(t, s) = A(0);
+    c.gam[t] = c.dec(t, 0) * c.al[0];
+  }
+  const Rows<A> kc = p.qk_rows(p.k, t0, L), vc = p.v_rows(p.v, t0, L);
+  auto kk = c.kk.topLeftCorner(L, L);
+  kk.noalias() = kc * kc.transpose();
+  auto sk = c.sk.topRows(L);
+  sk.noalias() = kc * S0.transpose();
+  // (I + M) U = W:  u_t = β_t (v_t − γ_t a_t) − Σ_{s<t} β_t D_{t,s} (k_t·k_s) u_s
+  auto u = c.u.topRows(L);
+  for (int64_t t = 0; t < L; ++t) {
+    u.row(t) = c.be[t] * (vc.row(t) - c.gam[t] * sk.row(t));
+    for (int64_t s = 0; s < t; ++s) c.sys(t, s) = c.be[t] * c.dec(t, s) * kk(t, s);
+  }
+  c.sys.topLeftCorner(L, L).template triangularView<Eigen::UnitLower>().solveInPlace(u);
+  if (outputs) {
+    const Rows<A> qc = p.qk_rows(p.q, t0, L);
+    auto qk = c.qk.topLeftCorner(L, L);
+    qk.noalias() = qc * kc.transpose();
+    for (int64_t t = 0; t < L; ++t) {
+      for (int64_t s = 0; s <= t; ++s) c.pm(t, s) = c.dec(t, s) * qk(t, s);
+      for (int64_t s = t + 1; s < L; ++s) c.pm(t, s) = A(0);
+    }
+    c.sq.topRows(L).noalias() = qc * S0.transpose();
   }
 }
 
-// The chunk's intra-chunk quantities from its start state S0 (V×K): D, k_t·k_s, a_t = S₀k_t and U by forward
-// substitution; with `outputs`, also q_t·k_s and b_t = S₀q_t.
+// S ← γ_{L−1} S + Σ_s D_{L−1,s} u_s k_sᵀ
 template <typename A>
-void chunk_solve(ChunkBuffers<A>& c, int64_t L, const A* S0, bool outputs) {
-  const int64_t N = c.N, K = c.K, V = c.V;
-  // D_{t,s} = D_{t,s+1} · α_{s+1}, from D_{t,t} = 1 down to s = −1.
-  for (int64_t t = 0; t < L; ++t) {
-    A* row = c.dec.data() + t * (N + 1);
-    row[t + 1] = A(1);
-    for (int64_t s = t - 1; s >= -1; --s) row[s + 1] = row[s + 2] * c.al[s + 1];
-  }
-  for (int64_t t = 0; t < L; ++t) {
-    const A* kt = c.k.data() + t * K;
-    for (int64_t s = 0; s < t; ++s) c.kk[t * N + s] = dot(kt, c.k.data() + s * K, K);
-    if (outputs) {
-      const A* qt = c.q.data() + t * K;
-      for (int64_t s = 0; s <= t; ++s) c.qk[t * N + s] = dot(qt, c.k.data() + s * K, K);
-    }
-  }
-  for (int64_t t = 0; t < L; ++t) {
-    const A* kt = c.k.data() + t * K;
-    const A* qt = c.q.data() + t * K;
-    for (int64_t j = 0; j < V; ++j) {
-      c.sk[t * V + j] = dot(S0 + j * K, kt, K);
-      if (outputs) c.sq[t * V + j] = dot(S0 + j * K, qt, K);
-    }
-  }
-  // u_t = β_t (v_t − γ_t a_t) − Σ_{s<t} β_t D_{t,s} (k_t·k_s) u_s
-  for (int64_t t = 0; t < L; ++t) {
-    A* ut = c.u.data() + t * V;
-    const A g = c.D(t, -1), bt = c.be[t];
-    for (int64_t j = 0; j < V; ++j) ut[j] = bt * (c.v[t * V + j] - g * c.sk[t * V + j]);
-    for (int64_t s = 0; s < t; ++s) axpy(ut, -bt * c.D(t, s) * c.kk[t * N + s], c.u.data() + s * V, V);
-  }
-}
-
-// S ← γ_{L−1} S + Σ_s D_{L−1,s} u_s k_sᵀ  (row by row: each row of the new S reads only its own old row).
-template <typename A>
-void chunk_update_state(const ChunkBuffers<A>& c, int64_t L, A* S) {
-  const int64_t K = c.K, V = c.V;
-  const A g = c.D(L - 1, -1);
-  for (int64_t j = 0; j < V; ++j) {
-    A* Sj = S + j * K;
-    for (int64_t i = 0; i < K; ++i) Sj[i] *= g;
-    for (int64_t s = 0; s < L; ++s) axpy(Sj, c.D(L - 1, s) * c.u[s * V + j], c.k.data() + s * K, K);
-  }
+void chunk_update_state(const HeadPtrs<A>& p, int64_t t0, int64_t L, ChunkBuffers<A>& c, StateMut<A>& S) {
+  auto du = c.tmp.topRows(L);
+  for (int64_t s = 0; s < L; ++s) du.row(s) = c.dec(L - 1, s) * c.u.row(s);
+  S *= c.gam[L - 1];
+  S.noalias() += du.transpose() * p.qk_rows(p.k, t0, L);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -261,33 +260,27 @@ void chunk_update_state(const ChunkBuffers<A>& c, int64_t L, A* S) {
 template <typename T>
 void gated_delta_fwd_kernel(const T* q, const T* k, const T* v, const T* alpha, const T* beta, const T* s0, T* o,
                             T* s_final, GdnDims d, int64_t chunk) {
-  using A = T;
   const int64_t N = std::min(chunk, std::max<int64_t>(d.T, 1));
   const int64_t cost = d.T * (N * (d.K + d.V) + d.V * d.K) + d.V * d.K;
   cpu::parallel_for(d.B * d.H, cost, [&](int64_t i0, int64_t i1) {
-    ChunkBuffers<A> c(N, d.K, d.V);
-    std::vector<A> S(d.V * d.K);
+    ChunkBuffers<T> c(N, d.V);
     for (int64_t bh = i0; bh < i1; ++bh) {
       const HeadPtrs<T> p{q, k, v, alpha, beta, bh / d.H, bh % d.H, d};
-      const int64_t soff = p.state_off();
-      for (int64_t i = 0; i < d.V * d.K; ++i) S[i] = s0 ? static_cast<A>(s0[soff + i]) : A(0);
+      StateMut<T> S(s_final + p.state_off(), d.V, d.K);  // the running state lives in the output
+      if (s0) {
+        S = StateView<T>(s0 + p.state_off(), d.V, d.K);
+      } else {
+        S.setZero();
+      }
       for (int64_t t0 = 0; t0 < d.T; t0 += N) {
         const int64_t L = std::min(N, d.T - t0);
-        load_chunk(p, t0, L, c);
-        chunk_solve(c, L, S.data(), /*outputs=*/true);
+        chunk_solve(p, t0, L, StateView<T>(S.data(), d.V, d.K), c, /*outputs=*/true);
         // o_t = γ_t b_t + Σ_{s≤t} D_{t,s} (q_t·k_s) u_s
-        std::vector<A>& ot = c.sq;  // b_t is read once per element: accumulate o_t in place
-        for (int64_t t = 0; t < L; ++t) {
-          A* orow = ot.data() + t * d.V;
-          const A g = c.D(t, -1);
-          for (int64_t j = 0; j < d.V; ++j) orow[j] *= g;
-          for (int64_t s = 0; s <= t; ++s) axpy(orow, c.D(t, s) * c.qk[t * N + s], c.u.data() + s * d.V, d.V);
-          T* dst = o + p.v_off(t0 + t);
-          for (int64_t j = 0; j < d.V; ++j) dst[j] = static_cast<T>(orow[j]);
-        }
-        chunk_update_state(c, L, S.data());
+        RowsMut<T> out = p.v_rows_mut(o, t0, L);
+        out.noalias() = c.pm.topLeftCorner(L, L) * c.u.topRows(L);
+        for (int64_t t = 0; t < L; ++t) out.row(t) += c.gam[t] * c.sq.row(t);
+        chunk_update_state(p, t0, L, c, S);
       }
-      for (int64_t i = 0; i < d.V * d.K; ++i) s_final[soff + i] = static_cast<T>(S[i]);
     }
   });
 }
@@ -305,146 +298,137 @@ void gated_delta_bwd_kernel(const T* dout, const T* dfinal, const T* q, const T*
   const int64_t VK = d.V * d.K, K = d.K, V = d.V;
   const int64_t cost = 3 * d.T * (N * (d.K + d.V) + d.V * d.K) + d.V * d.K;
   cpu::parallel_for(d.B * d.H, cost, [&](int64_t i0, int64_t i1) {
-    ChunkBuffers<A> c(N, K, V);
-    std::vector<A> starts(n_chunks * VK);  // the start state of every chunk of the current head
-    std::vector<A> S(VK), dS(VK), dS0(VK);
-    std::vector<A> dO(N * V), ub(N * V), wb(N * V), dA(N * (N + 1)), gq(N * K), gk(N * K), gal(N), gbe(N), y(V);
+    ChunkBuffers<A> c(N, V);
+    std::vector<A> starts(std::max<int64_t>(n_chunks, 1) * VK);  // each chunk's start state (T = 0: s0)
+    RowMat<A> dS(V, K), dS0(V, K);
+    RowMat<A> ub(N, V), wb(N, V), gdo(N, V), bgw(N, V);  // ū, w̄, γ_t do_t, β_t γ_t w̄_t
+    RowMat<A> dDm(RowMat<A>::Zero(N, N)), cm(N, N), cd(RowMat<A>::Zero(N, N)), em(RowMat<A>::Zero(N, N));
+    std::vector<A> dDg(N), gal(N), gbe(N);  // dD_{t,−1}, dα, dβ
     for (int64_t bh = i0; bh < i1; ++bh) {
       const HeadPtrs<T> p{q, k, v, alpha, beta, bh / d.H, bh % d.H, d};
       const int64_t soff = p.state_off();
       // Pass 1: the start state of every chunk.
-      for (int64_t i = 0; i < VK; ++i) S[i] = s0 ? static_cast<A>(s0[soff + i]) : A(0);
-      for (int64_t ci = 0; ci < n_chunks; ++ci) {
-        const int64_t t0 = ci * N, L = std::min(N, d.T - t0);
-        std::copy(S.begin(), S.end(), starts.begin() + ci * VK);
-        if (ci + 1 == n_chunks) break;  // the final state is not needed
-        load_chunk(p, t0, L, c);
-        chunk_solve(c, L, S.data(), /*outputs=*/false);
-        chunk_update_state(c, L, S.data());
+      {
+        StateMut<A> S(starts.data(), V, K);
+        if (s0) {
+          S = StateView<A>(s0 + soff, V, K);
+        } else {
+          S.setZero();
+        }
+        for (int64_t ci = 0; ci + 1 < n_chunks; ++ci) {  // the final state is not needed
+          const int64_t t0 = ci * N;
+          StateMut<A> next(starts.data() + (ci + 1) * VK, V, K);
+          next = StateView<A>(starts.data() + ci * VK, V, K);
+          chunk_solve(p, t0, N, StateView<A>(next.data(), V, K), c, /*outputs=*/false);
+          chunk_update_state(p, t0, N, c, next);
+        }
       }
       // Pass 2: chunks in reverse, carrying dS = ∂ℓ/∂(chunk end state).
-      for (int64_t i = 0; i < VK; ++i) dS[i] = dfinal ? static_cast<A>(dfinal[soff + i]) : A(0);
+      if (dfinal) {
+        dS = StateView<A>(dfinal + soff, V, K);
+      } else {
+        dS.setZero();
+      }
       for (int64_t ci = n_chunks - 1; ci >= 0; --ci) {
         const int64_t t0 = ci * N, L = std::min(N, d.T - t0);
-        const A* S0 = starts.data() + ci * VK;
-        load_chunk(p, t0, L, c);
-        chunk_solve(c, L, S0, /*outputs=*/true);
-        for (int64_t t = 0; t < L; ++t) {
-          const T* src = dout + p.v_off(t0 + t);
-          for (int64_t j = 0; j < V; ++j) dO[t * V + j] = static_cast<A>(src[j]);
-        }
-        std::fill(ub.begin(), ub.end(), A(0));
-        std::fill(dA.begin(), dA.end(), A(0));
-        std::fill(gq.begin(), gq.end(), A(0));
-        std::fill(gk.begin(), gk.end(), A(0));
-        std::fill(gal.begin(), gal.end(), A(0));
+        const StateView<A> S0(starts.data() + ci * VK, V, K);
+        chunk_solve(p, t0, L, S0, c, /*outputs=*/true);
+        const Rows<A> kc = p.qk_rows(k, t0, L), qc = p.qk_rows(q, t0, L), vc = p.v_rows(v, t0, L);
+        const Rows<A> dO = p.v_rows(dout, t0, L);
+        RowsMut<A> gq = p.qk_rows_mut(dq, t0, L), gk = p.qk_rows_mut(dk, t0, L);
+        auto u = c.u.topRows(L);
+        auto ubL = ub.topRows(L), wbL = wb.topRows(L);
+        auto dD = dDm.topLeftCorner(L, L);
+        dD.setZero();
+        std::fill(dDg.begin(), dDg.end(), A(0));
         std::fill(gbe.begin(), gbe.end(), A(0));
-        auto dD = [&](int64_t t, int64_t s) -> A& { return dA[t * (N + 1) + s + 1]; };
-        const A* kb = c.k.data();
-        const A* qb = c.q.data();
-        const A* ubuf = c.u.data();
 
-        // S_end = γ_{L−1} S₀ + Σ_s D_{L−1,s} u_s k_sᵀ
-        dD(L - 1, -1) += dot(dS.data(), S0, VK);
+        // S_end = γ_{L−1} S₀ + Σ_s D_{L−1,s} u_s k_sᵀ:  y_s = dS k_s;  ū_s = D_{L−1,s} y_s;
+        // dD_{L−1,s} = u_s·y_s;  dk_s = D_{L−1,s} dSᵀ u_s
+        dDg[L - 1] += dS.cwiseProduct(S0).sum();
+        auto y = c.tmp.topRows(L);
+        y.noalias() = kc * dS.transpose();
+        auto du = gdo.topRows(L);  // scratch here: D_{L−1,s} u_s
         for (int64_t s = 0; s < L; ++s) {
-          const A w = c.D(L - 1, s);
-          A* gks = gk.data() + s * K;
-          for (int64_t j = 0; j < V; ++j) {
-            const A* dSj = dS.data() + j * K;
-            y[j] = dot(dSj, kb + s * K, K);                // (dS k_s)_j
-            axpy(gks, w * ubuf[s * V + j], dSj, K);        // dk_s += D dSᵀ u_s
-          }
-          axpy(ub.data() + s * V, w, y.data(), V);         // ū_s += D dS k_s
-          dD(L - 1, s) += dot(ubuf + s * V, y.data(), V);
+          const A w = c.dec(L - 1, s);
+          dD(L - 1, s) += u.row(s).dot(y.row(s));
+          ubL.row(s) = w * y.row(s);
+          du.row(s) = w * u.row(s);
         }
-        // o_t = γ_t b_t + Σ_{s≤t} D_{t,s} (q_t·k_s) u_s
+        gk.noalias() = du * dS;
+        // o_t = γ_t b_t + Σ_{s≤t} P_{t,s} u_s:  dD_{t,−1} += do_t·b_t;  ū += Pᵀ dO;  with C = dO Uᵀ:
+        // dD_{t,s} += C_{t,s} (q_t·k_s);  dq = (C∘D) K;  dk += (C∘D)ᵀ Q
+        auto C = cm.topLeftCorner(L, L);
+        C.noalias() = dO * u.transpose();
+        ubL.noalias() += c.pm.topLeftCorner(L, L).transpose() * dO;
+        auto CD = cd.topLeftCorner(L, L);
         for (int64_t t = 0; t < L; ++t) {
-          const A* dOt = dO.data() + t * V;
-          dD(t, -1) += dot(dOt, c.sq.data() + t * V, V);
+          dDg[t] += dO.row(t).dot(c.sq.row(t));
           for (int64_t s = 0; s <= t; ++s) {
-            const A Dts = c.D(t, s), Pts = c.qk[t * N + s];
-            const A cts = dot(dOt, ubuf + s * V, V);
-            axpy(ub.data() + s * V, Dts * Pts, dOt, V);
-            dD(t, s) += cts * Pts;
-            axpy(gq.data() + t * K, cts * Dts, kb + s * K, K);
-            axpy(gk.data() + s * K, cts * Dts, qb + t * K, K);
+            dD(t, s) += C(t, s) * c.qk(t, s);
+            CD(t, s) = C(t, s) * c.dec(t, s);
           }
         }
-        // (I + M)ᵀ W̄ = Ū, M_{t,s} = β_t D_{t,s} (k_t·k_s) for s < t: back substitution.
-        for (int64_t t = L - 1; t >= 0; --t) {
-          A* wt = wb.data() + t * V;
-          std::copy(ub.begin() + t * V, ub.begin() + (t + 1) * V, wt);
-          for (int64_t tp = t + 1; tp < L; ++tp)
-            axpy(wt, -c.be[tp] * c.D(tp, t) * c.kk[tp * N + t], wb.data() + tp * V, V);
-        }
+        gq.noalias() = CD * kc;
+        gk.noalias() += CD.transpose() * qc;
+        // (I + M)ᵀ W̄ = Ū by back substitution.
+        wbL = ubL;
+        c.sys.topLeftCorner(L, L).transpose().template triangularView<Eigen::UnitUpper>().solveInPlace(wbL);
+        // M_{t,s} = β_t D_{t,s} (k_t·k_s), s < t, with m = −w̄_t·u_s:  dβ_t += m D_{t,s} (k_t·k_s);
+        // dD_{t,s} += m β_t (k_t·k_s);  dk += E K + Eᵀ K with E_{t,s} = m β_t D_{t,s}
+        auto Mg = cm.topLeftCorner(L, L);
+        Mg.noalias() = wbL * u.transpose();
+        auto E = em.topLeftCorner(L, L);
         for (int64_t t = 0; t < L; ++t) {
-          const A* wt = wb.data() + t * V;
           const A bt = c.be[t];
           for (int64_t s = 0; s < t; ++s) {
-            const A m = -dot(wt, ubuf + s * V, V);  // ∂ℓ/∂M_{t,s}
-            const A Dts = c.D(t, s), Gts = c.kk[t * N + s];
-            gbe[t] += m * Dts * Gts;
-            dD(t, s) += m * bt * Gts;
-            const A gG = m * bt * Dts;
-            axpy(gk.data() + t * K, gG, kb + s * K, K);
-            axpy(gk.data() + s * K, gG, kb + t * K, K);
-          }
-          // W_t = β_t (v_t − γ_t a_t)
-          const A g = c.D(t, -1);
-          A we = 0, wa = 0;
-          for (int64_t j = 0; j < V; ++j) {
-            we += wt[j] * (c.v[t * V + j] - g * c.sk[t * V + j]);
-            wa += wt[j] * c.sk[t * V + j];
-          }
-          gbe[t] += we;
-          dD(t, -1) -= bt * wa;
-          T* dvt = dv + p.v_off(t0 + t);
-          for (int64_t j = 0; j < V; ++j) dvt[j] = static_cast<T>(bt * wt[j]);
-          // dq_t += γ_t S₀ᵀ do_t;  dk_t −= β_t γ_t S₀ᵀ w̄_t
-          const A* dOt = dO.data() + t * V;
-          for (int64_t j = 0; j < V; ++j) {
-            axpy(gq.data() + t * K, g * dOt[j], S0 + j * K, K);
-            axpy(gk.data() + t * K, -bt * g * wt[j], S0 + j * K, K);
+            const A m = -Mg(t, s), Dts = c.dec(t, s), G = c.kk(t, s);
+            gbe[t] += m * Dts * G;
+            dD(t, s) += m * bt * G;
+            E(t, s) = m * bt * Dts;
           }
         }
-        // dS₀ = γ_{L−1} dS + Σ_t γ_t (do_t q_tᵀ − β_t w̄_t k_tᵀ)
-        const A gL = c.D(L - 1, -1);
-        for (int64_t j = 0; j < V; ++j) {
-          A* row = dS0.data() + j * K;
-          const A* dSj = dS.data() + j * K;
-          for (int64_t i = 0; i < K; ++i) row[i] = gL * dSj[i];
-          for (int64_t t = 0; t < L; ++t) {
-            const A g = c.D(t, -1);
-            axpy(row, g * dO[t * V + j], qb + t * K, K);
-            axpy(row, -c.be[t] * g * wb[t * V + j], kb + t * K, K);
-          }
+        gk.noalias() += E * kc;
+        gk.noalias() += E.transpose() * kc;
+        // W_t = β_t (v_t − γ_t a_t):  dβ_t += w̄_t·(v_t − γ_t a_t);  dv_t = β_t w̄_t;  dD_{t,−1} −= β_t w̄_t·a_t
+        RowsMut<A> gv = p.v_rows_mut(dv, t0, L);
+        auto gdoL = gdo.topRows(L), bgwL = bgw.topRows(L);
+        for (int64_t t = 0; t < L; ++t) {
+          const A bt = c.be[t], g = c.gam[t];
+          const A wa = wbL.row(t).dot(c.sk.row(t));
+          gbe[t] += wbL.row(t).dot(vc.row(t)) - g * wa;
+          dDg[t] -= bt * wa;
+          gv.row(t) = bt * wbL.row(t);
+          gdoL.row(t) = g * dO.row(t);
+          bgwL.row(t) = bt * g * wbL.row(t);
         }
-        std::swap(dS, dS0);
+        // dq_t += γ_t S₀ᵀ do_t;  dk_t −= β_t γ_t S₀ᵀ w̄_t
+        gq.noalias() += gdoL * S0;
+        gk.noalias() -= bgwL * S0;
+        // dS₀ = γ_{L−1} dS + Σ_t γ_t (do_t q_tᵀ − β_t w̄_t k_tᵀ)  (the dS of the previous chunk)
+        dS0 = c.gam[L - 1] * dS;
+        dS0.noalias() += gdoL.transpose() * qc;
+        dS0.noalias() -= bgwL.transpose() * kc;
+        dS.swap(dS0);
         // dα_r = Σ_{t≥r} D_{t,r} Y_{t,r};  Y_{t,0} = dD_{t,−1},  Y_{t,r} = dD_{t,r−1} + α_{r−1} Y_{t,r−1}
+        std::fill(gal.begin(), gal.end(), A(0));
         for (int64_t t = 0; t < L; ++t) {
-          A Y = dD(t, -1);
-          gal[0] += c.D(t, 0) * Y;
+          A Yv = dDg[t];
+          gal[0] += c.dec(t, 0) * Yv;
           for (int64_t r = 1; r <= t; ++r) {
-            Y = dD(t, r - 1) + c.al[r - 1] * Y;
-            gal[r] += c.D(t, r) * Y;
+            Yv = dD(t, r - 1) + c.al[r - 1] * Yv;
+            gal[r] += c.dec(t, r) * Yv;
           }
         }
         for (int64_t t = 0; t < L; ++t) {
-          T* dqt = dq + p.qk_off(t0 + t);
-          T* dkt = dk + p.qk_off(t0 + t);
-          for (int64_t i = 0; i < K; ++i) dqt[i] = static_cast<T>(gq[t * K + i]);
-          for (int64_t i = 0; i < K; ++i) dkt[i] = static_cast<T>(gk[t * K + i]);
-          dalpha[p.g_off(t0 + t)] = static_cast<T>(gal[t]);
-          dbeta[p.g_off(t0 + t)] = static_cast<T>(gbe[t]);
+          dalpha[p.g_off(t0 + t)] = gal[t];
+          dbeta[p.g_off(t0 + t)] = gbe[t];
         }
       }
-      if (ds0) {
-        for (int64_t i = 0; i < VK; ++i) ds0[soff + i] = static_cast<T>(dS[i]);
-      }
+      if (ds0) StateMut<A>(ds0 + soff, V, K) = dS;
     }
   });
 }
-
 // ---------------------------------------------------------------------------------------------------------
 // Step (one token)
 
