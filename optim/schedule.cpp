@@ -7,6 +7,7 @@
 #include "autograd/node.h"
 #include "tensor/check.h"
 #include "tensor/ops/elementwise.h"
+#include "tensor/ops/fused.h"
 #include "tensor/ops/reduce.h"
 
 namespace hydra::optim {
@@ -49,23 +50,36 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
     if (std::none_of(unique.begin(), unique.end(), [&](const Tensor& q) { return q.is_same(p); }))
       unique.push_back(p);
   }
-  // The squared norms are summed in float64 on the gradients' device, in parameter order, and read back once (one
-  // device sync per step instead of one per parameter).
+  // Contiguous gradients (the usual case): one sum_of_squares per device over the whole list (a few launches, float64
+  // block sums in a fixed order) and one scale_ when clipping, so the step costs one device sync, not several
+  // launches per parameter. Any other gradient: its own norm.
   std::vector<Tensor> grads;
-  Tensor sumsq;
+  std::vector<std::vector<Tensor>> by_device;
+  double sumsq = 0;
   for (const auto& p : unique) {
     Tensor g = ag::grad(p);
     if (!g.defined()) continue;
-    Tensor n = norm(g).to(DType::Float64);
-    if (sumsq.defined()) n = n.to(sumsq.device());
-    const Tensor sq = mul(n, n);
-    sumsq = sumsq.defined() ? add(sumsq, sq) : sq;
     grads.push_back(g);
+    if (!g.is_contiguous()) {
+      const double n = norm(g).to(DType::Float64).item();
+      sumsq += n * n;
+      continue;
+    }
+    auto it = std::find_if(by_device.begin(), by_device.end(),
+                           [&](const std::vector<Tensor>& l) { return l.front().device() == g.device(); });
+    if (it == by_device.end()) {
+      by_device.push_back({g});
+    } else {
+      it->push_back(g);
+    }
   }
-  const double total = sumsq.defined() ? std::sqrt(sumsq.item()) : 0.0;
+  for (const auto& list : by_device) sumsq += sum_of_squares(list).item();
+  const double total = std::sqrt(sumsq);
   const double coef = max_norm / (total + 1e-6);
   if (coef < 1.0) {
-    for (auto& g : grads) mul_(g, coef);
+    for (const auto& list : by_device) scale_(list, coef);
+    for (auto& g : grads)
+      if (!g.is_contiguous()) mul_(g, coef);
   }
   return total;
 }

@@ -1803,6 +1803,123 @@ void swiglu_backward(const Tensor& gy, const Tensor& u, const Tensor& du) {
   HYDRA_CUDA_CHECK_LAUNCH("swiglu_backward");
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Tensor lists (sum_of_squares, scale_): up to kListMax tensors of one dtype per launch, passed by value as a kernel
+// parameter; block b works on elements [kListChunk·(b − block0[i]), +kListChunk) of the tensor i it falls in.
+
+namespace {
+
+constexpr int kListMax = 40;  // 40 · 24 bytes + 12: well inside the 4 KB kernel-parameter limit
+constexpr int kListThreads = 256;
+constexpr int64_t kListChunk = 8192;
+
+struct TensorList {
+  void* ptr[kListMax];
+  int64_t n[kListMax];
+  int64_t block0[kListMax + 1];  // first block of each tensor; block0[count] = the launch's block count
+  int count;
+};
+
+__device__ __forceinline__ int list_find(const TensorList& L, int64_t b) {
+  int i = 0;
+  while (i + 1 < L.count && b >= L.block0[i + 1]) ++i;
+  return i;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kListThreads) sumsq_list_kernel(TensorList L, double* __restrict__ partial) {
+  __shared__ double sh[32];
+  const int64_t b = blockIdx.x;
+  const int i = list_find(L, b);
+  const T* p = static_cast<const T*>(L.ptr[i]);
+  const int64_t begin = (b - L.block0[i]) * kListChunk, end = min(L.n[i], begin + kListChunk);
+  using C = compute_t<T>;
+  double acc = 0;  // as the CPU loop: each square in compute_t, summed in float64
+  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x) {
+    const C x = static_cast<C>(p[e]);
+    acc += static_cast<double>(x * x);
+  }
+  const double sum = block_sum(acc, sh);
+  if (threadIdx.x == 0) partial[b] = sum;
+}
+
+// One block: out = Σ x in a fixed order (strided per thread, then the block tree).
+__global__ void __launch_bounds__(1024) sum_f64_kernel(const double* __restrict__ x, int64_t n,
+                                                       double* __restrict__ out) {
+  __shared__ double sh[32];
+  double acc = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += x[i];
+  const double sum = block_sum(acc, sh);
+  if (threadIdx.x == 0) *out = sum;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kListThreads) scale_list_kernel(TensorList L, compute_t<T> c) {
+  const int64_t b = blockIdx.x;
+  const int i = list_find(L, b);
+  T* p = static_cast<T*>(L.ptr[i]);
+  const int64_t begin = (b - L.block0[i]) * kListChunk, end = min(L.n[i], begin + kListChunk);
+  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x)
+    p[e] = static_cast<T>(static_cast<compute_t<T>>(p[e]) * c);
+}
+
+// Splits the non-empty tensors of ts into runs of one dtype and at most kListMax tensors; f(list, dtype) per run.
+template <typename F>
+void for_each_list(const std::vector<Tensor>& ts, F&& f) {
+  TensorList L{};
+  DType dt = DType::Float32;
+  auto flush = [&] {
+    if (L.count > 0) f(L, dt);
+    L = TensorList{};
+  };
+  for (const Tensor& t : ts) {
+    if (t.numel() == 0) continue;
+    if (L.count == kListMax || (L.count > 0 && t.dtype() != dt)) flush();
+    dt = t.dtype();
+    L.ptr[L.count] = t.raw_data();
+    L.n[L.count] = t.numel();
+    L.block0[L.count + 1] = L.block0[L.count] + (t.numel() + kListChunk - 1) / kListChunk;
+    ++L.count;
+  }
+  flush();
+}
+
+}  // namespace
+
+void sum_of_squares(const std::vector<Tensor>& ts, const Tensor& out) {
+  DeviceGuard guard(out.device().index);
+  cudaStream_t s = stream_of(out);
+  int64_t blocks = 0;
+  for_each_list(ts, [&](const TensorList& L, DType) { blocks += L.block0[L.count]; });
+  if (blocks == 0) {
+    HYDRA_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 0, sizeof(double), s));
+    return;
+  }
+  const Tensor partial = empty({blocks}, DType::Float64, out.device());
+  double* pp = static_cast<double*>(partial.raw_data());
+  int64_t at = 0;
+  for_each_list(ts, [&](const TensorList& L, DType dt) {
+    dispatch_floating(dt, "sum_of_squares", [&]<typename T>() {
+      sumsq_list_kernel<T><<<static_cast<unsigned>(L.block0[L.count]), kListThreads, 0, s>>>(L, pp + at);
+    });
+    at += L.block0[L.count];
+  });
+  sum_f64_kernel<<<1, 1024, 0, s>>>(pp, blocks, static_cast<double*>(out.raw_data()));
+  HYDRA_CUDA_CHECK_LAUNCH("sum_of_squares");
+}
+
+void scale_(const std::vector<Tensor>& ts, double c) {
+  DeviceGuard guard(ts[0].device().index);
+  cudaStream_t s = stream_of(ts[0]);
+  for_each_list(ts, [&](const TensorList& L, DType dt) {
+    dispatch_floating(dt, "scale_", [&]<typename T>() {
+      scale_list_kernel<T><<<static_cast<unsigned>(L.block0[L.count]), kListThreads, 0, s>>>(
+          L, static_cast<compute_t<T>>(c));
+    });
+  });
+  HYDRA_CUDA_CHECK_LAUNCH("scale_");
+}
+
 void adamw_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWCoefs& c) {
   DeviceGuard guard(p.device().index);
   const int64_t n = p.numel();

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "tensor/ops/fused.h"
 #include "tensor/tensor_core.h"
@@ -49,6 +50,11 @@ void causal_conv1d_backward(const Tensor& gy, const Tensor& g_new_cache, const T
 // SwiGLU gating (tensor/ops/fused.h) of contiguous u (..., 2F) into y (..., F); backward into du (..., 2F).
 void swiglu_forward(const Tensor& u, const Tensor& y);
 void swiglu_backward(const Tensor& gy, const Tensor& u, const Tensor& du);
+
+// sum_of_squares / scale_ (tensor/ops/fused.h) over a checked, non-empty list on one CUDA device; `out` is a 0-d
+// float64 tensor there.
+void sum_of_squares(const std::vector<Tensor>& ts, const Tensor& out);
+void scale_(const std::vector<Tensor>& ts, double c);
 
 // One fused AdamW step (tensor/ops/fused.h), all operands contiguous and checked by the caller.
 void adamw_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWCoefs& c);

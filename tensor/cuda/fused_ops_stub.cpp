@@ -39,6 +39,8 @@ void causal_conv1d_backward(const Tensor&, const Tensor&, const Tensor&, const T
 
 void swiglu_forward(const Tensor&, const Tensor&) { no_cuda("swiglu_forward"); }
 void swiglu_backward(const Tensor&, const Tensor&, const Tensor&) { no_cuda("swiglu_backward"); }
+void sum_of_squares(const std::vector<Tensor>&, const Tensor&) { no_cuda("sum_of_squares"); }
+void scale_(const std::vector<Tensor>&, double) { no_cuda("scale_"); }
 void adamw_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const AdamWCoefs&) {
   no_cuda("adamw_step");
 }

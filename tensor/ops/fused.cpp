@@ -879,6 +879,73 @@ Tensor swiglu_backward(const Tensor& gy, const Tensor& u) {
   return du;
 }
 
+namespace {
+void check_tensor_list(const char* op, const std::vector<Tensor>& ts) {
+  for (std::size_t i = 0; i < ts.size(); ++i) {
+    const Tensor& t = ts[i];
+    HYDRA_CHECK(t.defined(), "{}: tensor {} of the list is undefined", op, i);
+    check_floating(t, op);
+    check_same_device(ts[0], t, op);
+    HYDRA_CHECK(t.is_contiguous(), "{}: tensor {} of the list (shape {}) must be contiguous", op, i,
+                shape_str(t.shape()));
+  }
+}
+}  // namespace
+
+Tensor sum_of_squares(const std::vector<Tensor>& ts) {
+  const char* op = "sum_of_squares";
+  check_tensor_list(op, ts);
+  const Device dev = ts.empty() ? Device{} : ts[0].device();
+  Tensor out = empty({}, DType::Float64, dev);
+  if (ts.empty()) {
+    out.data<double>()[0] = 0.0;
+    return out;
+  }
+  switch (dev.type) {
+    case DeviceType::CPU: {
+      double total = 0;
+      for (const Tensor& t : ts) {
+        dispatch_floating(t.dtype(), op, [&]<typename T>() {
+          const T* p = t.data<T>();
+          double acc = 0;
+          for (int64_t i = 0, n = t.numel(); i < n; ++i) {
+            const auto x = static_cast<compute_t<T>>(p[i]);
+            acc += static_cast<double>(x * x);
+          }
+          total += acc;
+        });
+      }
+      out.data<double>()[0] = total;
+      break;
+    }
+    case DeviceType::CUDA:
+      cuda::sum_of_squares(ts, out);
+      break;
+  }
+  return out;
+}
+
+void scale_(const std::vector<Tensor>& ts, double c) {
+  const char* op = "scale_";
+  check_tensor_list(op, ts);
+  if (ts.empty()) return;
+  switch (ts[0].device().type) {
+    case DeviceType::CPU:
+      for (const Tensor& t : ts) {
+        dispatch_floating(t.dtype(), op, [&]<typename T>() {
+          using C = compute_t<T>;
+          T* p = t.data<T>();
+          const C cc = static_cast<C>(c);
+          for (int64_t i = 0, n = t.numel(); i < n; ++i) p[i] = static_cast<T>(static_cast<C>(p[i]) * cc);
+        });
+      }
+      break;
+    case DeviceType::CUDA:
+      cuda::scale_(ts, c);
+      break;
+  }
+}
+
 void adamw_step_(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWCoefs& c) {
   const char* op = "adamw_step_";
   check_defined(p, op, "param");

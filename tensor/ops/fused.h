@@ -13,6 +13,7 @@
 //    T time, C channels, K conv kernel width.
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "tensor/dtype.h"
 #include "tensor/tensor_core.h"
@@ -126,6 +127,16 @@ CausalConv1dGrads causal_conv1d_backward(const Tensor& gy, const Tensor& g_new_c
 // Backward: du = [gy ⊙ a ⊙ silu'(g) | gy ⊙ silu(g)]  (..., 2F), silu'(x) = σ(x)(1 + x(1 − σ(x))).
 Tensor swiglu_forward(const Tensor& u);
 Tensor swiglu_backward(const Tensor& gy, const Tensor& u);
+
+// ---------------------------------------------------------------------------------------------------------
+// Gradient clipping over a list of tensors (all on one device, floating, contiguous; dtypes may differ), in a few
+// launches for the whole list instead of several per tensor (optim::clip_grad_norm):
+//   sum_of_squares(ts) -> 0-d float64 on the tensors' device (CPU for an empty list): Σ_t Σ_i t_i². Each element
+//     is squared in compute_t; blocks of elements are summed in float64 and the block sums are added in a fixed
+//     order, so the result does not depend on timing.
+//   scale_(ts, c): t ← t · c for every tensor, c rounded to compute_t (as mul_ by a scalar).
+Tensor sum_of_squares(const std::vector<Tensor>& ts);
+void scale_(const std::vector<Tensor>& ts, double c);
 
 // ---------------------------------------------------------------------------------------------------------
 // One AdamW step on one parameter, in place (SPEC §7.3; the optimizer in optim/adamw.cpp calls this):

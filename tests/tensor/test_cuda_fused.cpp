@@ -405,4 +405,26 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
       }
     }
   }
+
+  TEST_CASE("cuda sum_of_squares and scale_ match the CPU over a long mixed list (deterministic)") {
+    if (!gpu_available()) return;
+    std::vector<Tensor> cpu_ts, gpu_ts;
+    const int64_t sizes[] = {1, 0, 7, 8191, 8192, 8193, 100000, 3};
+    for (int i = 0; i < 90; ++i) {
+      cpu_ts.push_back(randn_t({sizes[i % 8]}, kDts[(i / 5) % 3]));
+      gpu_ts.push_back(cpu_ts.back().to(kGpu));
+    }
+    const double want = sum_of_squares(cpu_ts).item();
+    const Tensor got = sum_of_squares(gpu_ts);
+    CHECK(got.is_cuda());
+    CHECK(got.item() == doctest::Approx(want).epsilon(1e-9));
+    CHECK(sum_of_squares(gpu_ts).item() == got.item());  // bitwise the same on a second call
+    scale_(cpu_ts, 0.61);
+    scale_(gpu_ts, 0.61);
+    for (std::size_t i = 0; i < cpu_ts.size(); ++i) {
+      INFO("tensor " << i << " " << dtype_name(cpu_ts[i].dtype()));
+      check_close(gpu_ts[i].to(kCPU).to(DType::Float64), cpu_ts[i].to(DType::Float64), tolerance_for(cpu_ts[i].dtype()),
+                  "scaled");
+    }
+  }
 }

@@ -355,3 +355,32 @@ TEST_CASE("cross_entropy_forward with masked (-inf) logits, the first column inc
   for (double v : g.to_vector<double>()) CHECK(std::isfinite(v));
   CHECK(g.to_vector<double>()[0] == 0.0);  // a masked logit gets no gradient
 }
+
+TEST_CASE("sum_of_squares and scale_ over a tensor list match float64 loops (mixed dtypes, empty, many tensors)") {
+  // 45 tensors: more than one CUDA launch list (40), several dtype runs, an empty tensor and sizes around the
+  // kernel's 8192-element block.
+  std::vector<Tensor> ts;
+  const int64_t sizes[] = {1, 0, 7, 8191, 8192, 8193, 20000, 3};
+  for (int i = 0; i < 45; ++i) ts.push_back(randn_t({sizes[i % 8]}, kFloatTypes[(i / 4) % 3]));
+  double want = 0;
+  for (const Tensor& t : ts)
+    for (double x : t.to(DType::Float64).to_vector<double>()) want += x * x;
+  const Tensor got = sum_of_squares(ts);
+  CHECK(got.dtype() == DType::Float64);
+  CHECK(got.dim() == 0);
+  CHECK(got.item() == doctest::Approx(want).epsilon(1e-6));
+  CHECK(sum_of_squares({}).item() == 0.0);
+
+  std::vector<std::vector<double>> before;
+  for (const Tensor& t : ts) before.push_back(t.to(DType::Float64).to_vector<double>());
+  scale_(ts, 0.37);
+  for (std::size_t i = 0; i < ts.size(); ++i) {
+    const std::vector<double> after = ts[i].to(DType::Float64).to_vector<double>();
+    for (std::size_t j = 0; j < after.size(); ++j) {
+      INFO("tensor " << i << " element " << j);
+      CHECK(after[j] == doctest::Approx(before[i][j] * 0.37).epsilon(ts[i].dtype() == DType::BFloat16 ? 1e-2 : 1e-6));
+    }
+  }
+  CHECK_THROWS_WITH_AS(sum_of_squares({randn_t({4}), randn_t({4, 4}).transpose(0, 1)}),
+                       doctest::Contains("must be contiguous"), std::exception);
+}
