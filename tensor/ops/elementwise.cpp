@@ -62,7 +62,7 @@ void map1_cpu(const Tensor& out, const Tensor& in, F f) {
                          TO* o = reinterpret_cast<TO*>(p[0]);
                          const TI* a = reinterpret_cast<const TI*>(p[1]);
                          if (st[0] == 1 && st[1] == 1) {
-#pragma omp simd  // lets GCC if-convert the functors' selects (the sigmoid family) and vectorise
+#pragma omp simd  // lets GCC if-convert selects inside a functor and vectorise
                            for (int64_t k = 0; k < n; ++k) o[k] = f(a[k]);
                          } else {
                            for (int64_t k = 0; k < n; ++k) o[k * st[0]] = f(a[k * st[1]]);
