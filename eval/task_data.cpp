@@ -47,6 +47,27 @@ train::TaskData make_task_data(const train::TrainConfig& cfg, uint64_t data_seed
   return td;
 }
 
+// The training lengths of a task with a per-step length list (`lengths` empty: data.seq_len only), and the key
+// they came from for errors.
+std::pair<std::vector<int64_t>, const char*> train_lengths(const train::TrainConfig& cfg,
+                                                           const std::vector<int64_t>& lengths, const char* key) {
+  if (lengths.empty()) return {{cfg.data.seq_len}, "data.seq_len"};
+  return {lengths, key};
+}
+
+// One of n choices, uniform; a draw from the batch generator keeps the stream resumable. No draw when n = 1.
+size_t draw_choice(size_t n, Generator& g) {
+  if (n <= 1) return 0;
+  const double u = rand({1}, g, DType::Float64).item();
+  return std::min(n - 1, static_cast<size_t>(u * static_cast<double>(n)));
+}
+
+std::string join_lengths(const std::vector<int64_t>& lengths) {
+  std::string ls;
+  for (int64_t L : lengths) ls += (ls.empty() ? "" : ", ") + std::to_string(L);
+  return ls;
+}
+
 }  // namespace
 
 MqarConfig mqar_config(const train::TrainConfig& cfg) {
@@ -73,14 +94,16 @@ NeedleConfig needle_config(const train::TrainConfig& cfg, int64_t seq_len, const
   return n;
 }
 
-QaConfig qa_config(const train::TrainConfig& cfg) {
+QaConfig qa_config(const train::TrainConfig& cfg, std::optional<int64_t> seq_len, const char* length_key) {
   QaConfig q;
   q.vocab_size = cfg.model.vocab_size;
-  q.seq_len = cfg.data.seq_len;
+  q.seq_len = seq_len.value_or(cfg.data.seq_len);
   q.num_facts = cfg.qa.num_facts;
   q.num_queries = cfg.qa.num_queries;
   q.filler_frac = cfg.qa.filler_frac;
-  checked(cfg, "model.vocab_size, qa.num_facts, qa.num_queries, qa.filler_frac, data.seq_len", [&] { q.validate(); });
+  const std::string keys = fmt::format("model.vocab_size, qa.num_facts, qa.num_queries, qa.filler_frac and {} = {}",
+                                       length_key, q.seq_len);
+  checked(cfg, keys.c_str(), [&] { q.validate(); });
   return q;
 }
 
@@ -107,41 +130,40 @@ train::TaskDataFactory task_data_factory() {
                       m.num_kv_pairs, m.num_queries, m.resolved_seq_len()));
     }
     if (cfg.data.source == "needle") {
-      std::vector<int64_t> lengths = cfg.needle.train_lengths;
-      if (lengths.empty()) lengths = {cfg.data.seq_len};
+      const auto [lengths, key] = train_lengths(cfg, cfg.needle.train_lengths, "needle.train_lengths");
       std::vector<NeedleConfig> ncs;
-      const char* key = cfg.needle.train_lengths.empty() ? "data.seq_len" : "needle.train_lengths";
       for (int64_t L : lengths) ncs.push_back(needle_config(cfg, L, key));
-      std::string ls;
-      for (int64_t L : lengths) ls += (ls.empty() ? "" : ", ") + std::to_string(L);
       return make_task_data(
           cfg, data_seed,
           [ncs](int64_t b, Generator& g) {
-            // One length per batch, drawn uniformly (a draw from the same generator keeps the stream resumable).
-            size_t i = 0;
-            if (ncs.size() > 1) {
-              const double u = rand({1}, g, DType::Float64).item();
-              i = std::min(ncs.size() - 1, static_cast<size_t>(u * static_cast<double>(ncs.size())));
-            }
+            const size_t i = draw_choice(ncs.size(), g);  // one length per batch
             NeedleBatch nb = make_needle_batch(ncs[i], b, g);
             const int64_t N = ncs[i].seq_len;
             return train::Batch{nb.input_ids, nb.labels, {N - 2}};
           },
           fmt::format("needle stream (SPEC §8.2): vocab {}, {} needle(s), filler fraction {}, lengths [{}], label "
                       "at N−2",
-                      cfg.model.vocab_size, cfg.needle.num_needles, cfg.needle.filler_frac, ls));
+                      cfg.model.vocab_size, cfg.needle.num_needles, cfg.needle.filler_frac, join_lengths(lengths)));
     }
     if (cfg.data.source == "qa") {
-      const QaConfig q = qa_config(cfg);
-      const std::vector<int64_t> pos = qa_label_positions(q);
+      const auto [lengths, key] = train_lengths(cfg, cfg.qa.train_lengths, "qa.train_lengths");
+      std::vector<QaConfig> qcs;
+      std::vector<std::vector<int64_t>> poss;
+      for (int64_t L : lengths) {
+        qcs.push_back(qa_config(cfg, L, key));
+        poss.push_back(qa_label_positions(qcs.back()));
+      }
       return make_task_data(
           cfg, data_seed,
-          [q, pos](int64_t b, Generator& g) {
-            QaBatch qb = make_qa_batch(q, b, g);
-            return train::Batch{qb.input_ids, qb.labels, pos};
+          [qcs, poss](int64_t b, Generator& g) {
+            const size_t i = draw_choice(qcs.size(), g);  // one length per batch
+            QaBatch qb = make_qa_batch(qcs[i], b, g);
+            return train::Batch{qb.input_ids, qb.labels, poss[i]};
           },
-          fmt::format("multi-fact QA stream (SPEC §8.4): vocab {}, {} facts, {} queries, length {}", q.vocab_size,
-                      q.num_facts, q.num_queries, q.seq_len));
+          fmt::format("multi-fact QA stream (SPEC §8.4): vocab {}, {} facts, {} queries, filler fraction {}, lengths "
+                      "[{}]",
+                      cfg.model.vocab_size, cfg.qa.num_facts, cfg.qa.num_queries, cfg.qa.filler_frac,
+                      join_lengths(lengths)));
     }
     HYDRA_CHECK(false, "{}: data.source '{}' has no task generator (known: mqar, needle, qa)", cfg.source,
                 cfg.data.source);

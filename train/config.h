@@ -94,6 +94,7 @@ struct QaSection {  // SPEC §8.4
   int64_t num_facts = 32;
   int64_t num_queries = 8;
   double filler_frac = 0.5;
+  std::vector<int64_t> train_lengths;  // training lengths drawn uniformly per step (empty: data.seq_len)
   int64_t eval_batches = 8;
   int64_t eval_batch_size = 1;
 };

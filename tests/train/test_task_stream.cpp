@@ -2,6 +2,7 @@
 // generator state, the loss on the labelled positions only, validation accuracy, and errors naming the keys.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <unistd.h>
 
@@ -148,6 +149,10 @@ TEST_CASE("task stream: needle with variable training lengths resumes bit for bi
 
 TEST_CASE("task stream: qa resumes bit for bit") { check_resume_exact("qa", {"data.seq_len=48"}); }
 
+TEST_CASE("task stream: qa with variable training lengths resumes bit for bit") {
+  check_resume_exact("qa", {"qa.train_lengths=[32, 48]"});
+}
+
 TEST_CASE("task stream: the needle source draws both lengths and set_state restores the stream") {
   const TrainConfig cfg = tiny_task("needle", fresh_dir("needle_state"), {"needle.train_lengths=[32, 48]"});
   train::TaskData td = eval::task_data_factory()(cfg, 1234);
@@ -181,6 +186,44 @@ TEST_CASE("task stream: the needle source draws both lengths and set_state resto
     CHECK(c.labels.to_vector<int64_t>() == b.labels.to_vector<int64_t>());
     CHECK(c.positions == b.positions);
   }
+}
+
+// qa.train_lengths: each batch one of the lengths, its labels at that length's query positions (SPEC §8.4:
+// label[N_h + 4j + 2] with N_h = N − 4Q), and each label the value token right after its position.
+TEST_CASE("task stream: the qa source draws every training length with that length's label positions") {
+  const TrainConfig cfg = tiny_task("qa", fresh_dir("qa_lengths"), {"qa.train_lengths=[24, 40, 64]"});
+  train::TaskData td = eval::task_data_factory()(cfg, 77);
+  REQUIRE(td.train);
+  CHECK(td.description.find("lengths [24, 40, 64]") != std::string::npos);
+  std::set<int64_t> lengths;
+  for (int i = 0; i < 24; ++i) {
+    const train::Batch b = td.train->next(3);
+    const int64_t N = b.input_ids.size(1), Q = cfg.qa.num_queries;
+    lengths.insert(N);
+    CHECK(b.labels.size(1) == N);
+    std::vector<int64_t> want;
+    for (int64_t j = 0; j < Q; ++j) want.push_back(N - 4 * Q + 4 * j + 2);
+    CHECK(b.positions == want);
+    const std::vector<int64_t> ids = b.input_ids.to_vector<int64_t>(), lab = b.labels.to_vector<int64_t>();
+    int64_t labelled = 0;
+    for (int64_t r = 0; r < 3; ++r)
+      for (int64_t t = 0; t < N; ++t) {
+        const int64_t l = lab[static_cast<size_t>(r * N + t)];
+        if (l == -100) continue;
+        ++labelled;
+        CHECK(std::find(want.begin(), want.end(), t) != want.end());
+        CHECK(l == ids[static_cast<size_t>(r * N + t + 1)]);
+      }
+    CHECK(labelled == 3 * Q);
+  }
+  CHECK(lengths == std::set<int64_t>{24, 40, 64});  // P(a length missing in 24 draws) < 3·(2/3)^24 ≈ 2e-4
+}
+
+// A qa training length too short for the facts names qa.train_lengths and the length.
+TEST_CASE("task stream: a qa training length too short names qa.train_lengths") {
+  // K = 4 facts need ⌊N_h/4⌋ ≥ 4 slots with N_h = N − 4Q = N − 8: N = 20 gives 3
+  const TrainConfig cfg = tiny_task("qa", fresh_dir("bad_qa_len"), {"qa.train_lengths=[32, 20]"});
+  check_invalid_argument([&] { run(cfg); }, {"qa.num_facts", "20", "qa.train_lengths"});
 }
 
 TEST_CASE("task stream: a task source without a TaskDataFactory is an error naming data.source") {
