@@ -296,17 +296,18 @@ MixerOutput HydraBlock::forward(const Tensor& x, const LayerState& state) const 
     ag::profile::Scope scope(profile_name_);
     m = mixer->forward(norm1.forward(x), state);
   }
-  // The residual stream keeps x's dtype (float32 under bf16 mixed precision): sublayer outputs are cast back.
-  const Tensor u = ag::add(x, nn::to_dtype_of(m.y, x));
+  // The residual stream keeps x's dtype (float32 under bf16 mixed precision): sublayer outputs are added back in
+  // that dtype (nn::add_residual).
+  const Tensor u = nn::add_residual(x, m.y);
   ag::profile::Scope scope("forward: mlp (norms included)");
-  m.y = ag::add(u, nn::to_dtype_of(mlp.forward(norm2.forward(u)), u));
+  m.y = nn::add_residual(u, mlp.forward(norm2.forward(u)));
   return m;
 }
 
 MixerOutput HydraBlock::step(const Tensor& x, const LayerState& state) const {
   MixerOutput m = mixer->step(norm1.forward(x), state);
-  const Tensor u = ag::add(x, nn::to_dtype_of(m.y, x));
-  m.y = ag::add(u, nn::to_dtype_of(mlp.forward(norm2.forward(u)), u));
+  const Tensor u = nn::add_residual(x, m.y);
+  m.y = nn::add_residual(u, mlp.forward(norm2.forward(u)));
   return m;
 }
 

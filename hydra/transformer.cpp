@@ -65,16 +65,16 @@ MixerOutput TransformerBlock::forward(const Tensor& x, const LayerState& state) 
     m = attn.forward(attn_norm.forward(x), state);
   }
   // The residual stream keeps x's dtype (float32 under bf16 mixed precision): sublayer outputs are cast back.
-  const Tensor u = ag::add(x, nn::to_dtype_of(m.y, x));
+  const Tensor u = nn::add_residual(x, m.y);
   ag::profile::Scope scope("forward: mlp (norms included)");
-  m.y = ag::add(u, nn::to_dtype_of(mlp.forward(mlp_norm.forward(u)), u));
+  m.y = nn::add_residual(u, mlp.forward(mlp_norm.forward(u)));
   return m;
 }
 
 MixerOutput TransformerBlock::step(const Tensor& x, const LayerState& state) const {
   MixerOutput m = attn.step(attn_norm.forward(x), state);
-  const Tensor u = ag::add(x, nn::to_dtype_of(m.y, x));
-  m.y = ag::add(u, nn::to_dtype_of(mlp.forward(mlp_norm.forward(u)), u));
+  const Tensor u = nn::add_residual(x, m.y);
+  m.y = nn::add_residual(u, mlp.forward(mlp_norm.forward(u)));
   return m;
 }
 

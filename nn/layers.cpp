@@ -50,7 +50,8 @@ RMSNorm::RMSNorm(int64_t dim, double eps) : eps_(eps) {
 Tensor RMSNorm::forward(const Tensor& x) const {
   // Mixed precision: the statistics and the weight stay in the parameters' dtype; the output goes on in the compute
   // dtype (nn/precision.h).
-  return to_compute(ag::rms_norm(to_dtype_of(x, weight), weight, eps_));
+  const Tensor xw = to_dtype_of(x, weight);
+  return ag::rms_norm(xw, weight, eps_, compute_cast_of(xw));  // the cast to the compute dtype in the same pass
 }
 
 SwiGLU::SwiGLU(int64_t dim, int64_t hidden, Generator& gen)

@@ -5,8 +5,8 @@
 
 namespace hydra::ag {
 
-Tensor rms_norm(const Tensor& x, const Tensor& w, double eps) {
-  RmsNormOutput out = hydra::rms_norm_forward(x, w, eps);
+Tensor rms_norm(const Tensor& x, const Tensor& w, double eps, std::optional<DType> out_dtype) {
+  RmsNormOutput out = hydra::rms_norm_forward(x, w, eps, out_dtype);
   if (!any_requires_grad({x, w})) return out.y;
   const Tensor xs = x.detach(), ws = w.detach(), rs = out.rstd;  // rstd is internal: no autograd record
   record("rms_norm", {x, w}, {out.y},
@@ -15,6 +15,17 @@ Tensor rms_norm(const Tensor& x, const Tensor& w, double eps) {
            return {self.needs_input_grad(0) ? gr.dx : Tensor(), self.needs_input_grad(1) ? gr.dw : Tensor()};
          });
   return out.y;
+}
+
+Tensor add_cast(const Tensor& x, const Tensor& y) {
+  Tensor out = hydra::add_cast(x, y);
+  if (!any_requires_grad({x, y})) return out;
+  const DType yt = y.dtype();
+  record("add_cast", {x, y}, {out}, [yt](const std::vector<Tensor>& g, const Node& self) -> std::vector<Tensor> {
+    return {self.needs_input_grad(0) ? g[0] : Tensor(),
+            self.needs_input_grad(1) ? (g[0].dtype() == yt ? g[0] : g[0].to(yt)) : Tensor()};
+  });
+  return out;
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {

@@ -4,14 +4,20 @@
 // (hand-written; the composition of primitive ops is its reference in the tests). Shapes, dtypes and the math are
 // documented in tensor/ops/fused.h. Only the floating inputs listed in each comment receive gradients.
 #include <cstdint>
+#include <optional>
 
 #include "tensor/ops/fused.h"
 #include "tensor/tensor_core.h"
 
 namespace hydra::ag {
 
-// y = x · rsqrt(mean(x²) + eps) ⊙ w over the last dim. Gradients: x, w. Saves x, w and the per-row rstd.
-Tensor rms_norm(const Tensor& x, const Tensor& w, double eps);
+// y = x · rsqrt(mean(x²) + eps) ⊙ w over the last dim, rounded to out_dtype (default x's dtype). Gradients: x, w
+// (in x's dtype; the incoming gradient has out_dtype). Saves x, w and the per-row rstd.
+Tensor rms_norm(const Tensor& x, const Tensor& w, double eps, std::optional<DType> out_dtype = std::nullopt);
+
+// x + y with y converted to x's dtype (the mixed-precision residual add). Gradients: x (the incoming gradient
+// itself) and y (the incoming gradient converted to y's dtype). Saves nothing.
+Tensor add_cast(const Tensor& x, const Tensor& y);
 
 // Mean cross-entropy over rows whose target is not ignore_index (0-d; float32 for float32/bfloat16 logits).
 // Gradient: logits (targets are int32/int64 and never differentiable). Saves logits, targets and lse.

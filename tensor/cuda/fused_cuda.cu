@@ -258,14 +258,16 @@ __global__ void rms_norm_fwd_kernel(const T* __restrict__ x, const T* __restrict
 // Short rows (D / VEC ≤ 32 · NP packs): one warp per row, kRmsWarpThreads / 32 rows per block (grid-stride), the
 // row kept in registers (NP packs per lane, all loads issued first), a warp butterfly for the sum of squares: no
 // block barriers, and each thread moves NP · 16 bytes per row instead of one pack. Same math as the block kernel.
-template <typename T, int VEC, int NP>
-__global__ void __launch_bounds__(kRmsWarpThreads, (NP <= 2 ? 2048 : NP == 3 ? 1536 : NP == 4 ? 1024 : 512) / kRmsWarpThreads) rms_norm_fwd_warp_kernel(const T* __restrict__ x,
-                                                                           const T* __restrict__ w,
-                                                                           T* __restrict__ y,
-                                                                           acc_t<T>* __restrict__ rstd, int64_t N,
-                                                                           int64_t D, double eps) {
+// OT: y's dtype (T, or bfloat16 for a float32 x under mixed precision): y is computed in T as always, then
+// rounded to OT, which is what a separate cast would give.
+template <typename T, typename OT, int VEC, int NP>
+__global__ void __launch_bounds__(kRmsWarpThreads, (NP <= 2 ? 2048 : NP == 3 ? 1536 : NP == 4 ? 1024 : 512) /
+                                                       kRmsWarpThreads)
+    rms_norm_fwd_warp_kernel(const T* __restrict__ x, const T* __restrict__ w, OT* __restrict__ y,
+                             acc_t<T>* __restrict__ rstd, int64_t N, int64_t D, double eps) {
   using A = acc_t<T>;
   using P = Pack<T, VEC>;
+  using PO = Pack<OT, VEC>;
   constexpr int kRows = kRmsWarpThreads / 32;
   const int lane = threadIdx.x & 31;
   const int64_t Dv = D / VEC;
@@ -294,16 +296,16 @@ __global__ void __launch_bounds__(kRmsWarpThreads, (NP <= 2 ? 2048 : NP == 3 ? 1
       rs = 1.0 / ::sqrt(ss / static_cast<double>(D) + eps);
     }
     if (lane == 0) rstd[r] = rs;
-    P* yr = reinterpret_cast<P*>(y + r * D);
+    PO* yr = reinterpret_cast<PO*>(y + r * D);
 #pragma unroll
     for (int j = 0; j < NP; ++j)
       if (lane + 32 * j < Dv) {
         const P q = wp[lane + 32 * j];
-        P o;
+        PO o;
 #pragma unroll
         for (int k = 0; k < VEC; ++k) {
           const T nv = from_acc<T>(to_acc(p[j].v[k]) * rs);  // the normalised value, rounded to x's dtype
-          o.v[k] = from_acc<T>(to_acc(nv) * to_acc(q.v[k]));
+          o.v[k] = from_acc<OT>(to_acc(from_acc<T>(to_acc(nv) * to_acc(q.v[k]))));
         }
         yr[lane + 32 * j] = o;
       }
@@ -363,13 +365,15 @@ __global__ void rms_norm_bwd_dx_kernel(const T* __restrict__ gy, const T* __rest
 // partial[b, :]; column_finalize_kernel sums the blocks in order. Bytes: gy and x read once, dx written once.
 // Two blocks per SM: on an H100 at 32768×768 bf16 this reaches 81% of the copy, against 79% with the accumulators in
 // registers; forcing 3 or 4 blocks per SM (which the shared-memory accumulators would allow) gave 70% and 61%.
-template <typename T, int VEC, int NP>
+// G: gy's dtype (T, or bfloat16 for a float32 x whose forward output was bfloat16; widened exactly).
+template <typename T, typename G, int VEC, int NP>
 __global__ void __launch_bounds__(kRmsWarpThreads, 2)
-    rms_norm_bwd_warp_kernel(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ w,
+    rms_norm_bwd_warp_kernel(const G* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ w,
                              const acc_t<T>* __restrict__ rstd, T* __restrict__ dx, acc_t<T>* __restrict__ partial,
                              int64_t N, int64_t D, int64_t rows_per_block) {
   using A = acc_t<T>;
   using P = Pack<T, VEC>;
+  using PG = Pack<G, VEC>;
   constexpr int kWarps = kRmsWarpThreads / 32;
   constexpr int kSlice = 32 * NP * VEC;  // words per warp slice
   extern __shared__ __align__(16) unsigned char bwd_smem[];
@@ -385,9 +389,10 @@ __global__ void __launch_bounds__(kRmsWarpThreads, 2)
     for (int k = 0; k < VEC; ++k) acc[(j * VEC + k) * 32] = 0;
   }
   for (int64_t r = r0 + wid; r < r1; r += kWarps) {
-    const P* gr = reinterpret_cast<const P*>(gy + r * D);
+    const PG* gr = reinterpret_cast<const PG*>(gy + r * D);
     const P* xr = reinterpret_cast<const P*>(x + r * D);
-    P g[NP], xv[NP];
+    PG g[NP];
+    P xv[NP];
 #pragma unroll
     for (int j = 0; j < NP; ++j)
       if (lane + 32 * j < Dv) {
@@ -1227,6 +1232,19 @@ __global__ void adamw_kernel(T* __restrict__ p, const T* __restrict__ g, acc_t<T
   }
 }
 
+// out = x + y with y widened to float32 (the mixed-precision residual add): packs of VEC elements.
+template <int VEC>
+__global__ void add_cast_kernel(const float* __restrict__ x, const BFloat16* __restrict__ y, float* __restrict__ out,
+                                int64_t npacks) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < npacks; i += int64_t(gridDim.x) * blockDim.x) {
+    Pack<float, VEC> a = reinterpret_cast<const Pack<float, VEC>*>(x)[i];
+    const Pack<BFloat16, VEC> b = reinterpret_cast<const Pack<BFloat16, VEC>*>(y)[i];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) a.v[k] += to_acc(b.v[k]);
+    reinterpret_cast<Pack<float, VEC>*>(out)[i] = a;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // launch helpers
 
@@ -1325,7 +1343,7 @@ int64_t resident_blocks() {
 
 DType stat_dtype_of(DType t) { return t == DType::Float64 ? DType::Float64 : DType::Float32; }
 
-template <typename T>
+template <typename T, typename OT>
 void launch_rms_norm_forward(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& rstd, double eps) {
   using A = acc_t<T>;
   const int64_t D = x.size(-1), N = D > 0 ? x.numel() / D : 0;
@@ -1342,8 +1360,8 @@ void launch_rms_norm_forward(const Tensor& x, const Tensor& w, const Tensor& y, 
         // One block per kRows rows (not a persistent grid: the block scheduler evens out the last wave; measured on
         // an H100 at 32768×768, float32 89% → 95% of the copy, bfloat16 unchanged at 81–82%).
         const unsigned grid = static_cast<unsigned>(std::min<int64_t>((N + kRows - 1) / kRows, INT_MAX));
-        rms_norm_fwd_warp_kernel<T, VEC, NP><<<grid, kRmsWarpThreads, 0, s>>>(
-            static_cast<const T*>(x.raw_data()), static_cast<const T*>(w.raw_data()), static_cast<T*>(y.raw_data()),
+        rms_norm_fwd_warp_kernel<T, OT, VEC, NP><<<grid, kRmsWarpThreads, 0, s>>>(
+            static_cast<const T*>(x.raw_data()), static_cast<const T*>(w.raw_data()), static_cast<OT*>(y.raw_data()),
             static_cast<A*>(rstd.raw_data()), N, D, eps);
       };
       // NP = the packs per lane rounded up to {1, 2, 3, 4, 6, 8}: no idle register packs (D = 768 bf16: 3).
@@ -1355,15 +1373,18 @@ void launch_rms_norm_forward(const Tensor& x, const Tensor& w, const Tensor& y, 
       else go.template operator()<8>();
       return;
     }
+    // Long rows: the block kernel writes x's dtype; another output dtype goes through a temporary and a cast.
+    const Tensor yt = std::is_same_v<T, OT> ? y : empty(y.shape(), x.dtype(), x.device());
     const RowLaunch l = row_launch(N, D / VEC, D, sizeof(T), 1);
     rms_norm_fwd_kernel<T, VEC><<<l.grid, l.threads, l.smem, s>>>(
-        static_cast<const T*>(x.raw_data()), static_cast<const T*>(w.raw_data()), static_cast<T*>(y.raw_data()),
+        static_cast<const T*>(x.raw_data()), static_cast<const T*>(w.raw_data()), static_cast<T*>(yt.raw_data()),
         static_cast<A*>(rstd.raw_data()), N, D, eps, l.cache);
+    if constexpr (!std::is_same_v<T, OT>) copy(y, yt);
   });
   HYDRA_CUDA_CHECK_LAUNCH("rms_norm_forward");
 }
 
-template <typename T>
+template <typename T, typename G>
 void launch_rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dx,
                               const Tensor& dw) {
   using A = acc_t<T>;
@@ -1387,13 +1408,13 @@ void launch_rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w
     // residency only, so dw is summed in the same order on every run on a given GPU model.
     fused = true;
     const auto go = [&]<int NP>() {
-      constexpr auto kernel = rms_norm_bwd_warp_kernel<T, VEC, NP>;
+      constexpr auto kernel = rms_norm_bwd_warp_kernel<T, G, VEC, NP>;
       constexpr std::size_t smem = std::size_t{kRmsWarpThreads / 32} * 32 * NP * VEC * sizeof(A);  // ≤ 48 KiB
       const int64_t resident = resident_blocks<kernel, kRmsWarpThreads, smem>();
       const int64_t blocks = std::clamp<int64_t>((N + 7) / 8, 1, resident), rpb = (N + blocks - 1) / blocks;
       Tensor partial = empty({blocks, D}, stat_dtype_of(x.dtype()), x.device());
       kernel<<<static_cast<unsigned>(blocks), kRmsWarpThreads, smem, s>>>(
-          static_cast<const T*>(gy.raw_data()), static_cast<const T*>(x.raw_data()),
+          static_cast<const G*>(gy.raw_data()), static_cast<const T*>(x.raw_data()),
           static_cast<const T*>(w.raw_data()), static_cast<const A*>(rstd.raw_data()), static_cast<T*>(dx.raw_data()),
           static_cast<A*>(partial.raw_data()), N, D, rpb);
       HYDRA_CUDA_CHECK_LAUNCH("rms_norm_backward (fused dx + dw partial)");
@@ -1408,6 +1429,12 @@ void launch_rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w
   });
   if (fused) {
     HYDRA_CUDA_CHECK_LAUNCH("rms_norm_backward (dw finalize)");
+    return;
+  }
+  if constexpr (!std::is_same_v<T, G>) {  // long rows: the two-kernel path below takes gy in x's dtype
+    Tensor gt = empty(gy.shape(), x.dtype(), x.device());
+    copy(gt, gy);
+    launch_rms_norm_backward<T, T>(gt, x, w, rstd, dx, dw);
     return;
   }
   with_vec<T>(v, [&]<int VEC>() {
@@ -1711,15 +1738,29 @@ void launch_causal_conv1d_backward(const Tensor& gy, const Tensor& gnc, const Te
 
 void rms_norm_forward(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& rstd, double eps) {
   DeviceGuard guard(x.device().index);
+  if (x.dtype() == DType::Float32 && y.dtype() == DType::BFloat16) {  // mixed precision: y in the compute dtype
+    launch_rms_norm_forward<float, BFloat16>(x, w, y, rstd, eps);
+    return;
+  }
+  HYDRA_CHECK(y.dtype() == x.dtype(),
+              "rms_norm_forward (cuda): y dtype {} with x dtype {} (supported: x's dtype, or bfloat16 for float32 x)",
+              dtype_name(y.dtype()), dtype_name(x.dtype()));
   dispatch_floating(x.dtype(), "rms_norm_forward",
-                    [&]<typename T>() { launch_rms_norm_forward<T>(x, w, y, rstd, eps); });
+                    [&]<typename T>() { launch_rms_norm_forward<T, T>(x, w, y, rstd, eps); });
 }
 
 void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dx,
                        const Tensor& dw) {
   DeviceGuard guard(x.device().index);
+  if (x.dtype() == DType::Float32 && gy.dtype() == DType::BFloat16) {
+    launch_rms_norm_backward<float, BFloat16>(gy, x, w, rstd, dx, dw);
+    return;
+  }
+  HYDRA_CHECK(gy.dtype() == x.dtype(),
+              "rms_norm_backward (cuda): gy dtype {} with x dtype {} (supported: x's dtype, or bfloat16 for float32 x)",
+              dtype_name(gy.dtype()), dtype_name(x.dtype()));
   dispatch_floating(x.dtype(), "rms_norm_backward",
-                    [&]<typename T>() { launch_rms_norm_backward<T>(gy, x, w, rstd, dx, dw); });
+                    [&]<typename T>() { launch_rms_norm_backward<T, T>(gy, x, w, rstd, dx, dw); });
 }
 
 void cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Tensor& loss, const Tensor& lse,
@@ -1918,6 +1959,27 @@ void scale_(const std::vector<Tensor>& ts, double c) {
     });
   });
   HYDRA_CUDA_CHECK_LAUNCH("scale_");
+}
+
+void add_cast(const Tensor& x, const Tensor& y, const Tensor& out) {
+  DeviceGuard guard(x.device().index);
+  HYDRA_CHECK(x.dtype() == DType::Float32 && y.dtype() == DType::BFloat16 && out.dtype() == DType::Float32 &&
+                  x.is_contiguous() && y.is_contiguous() && out.is_contiguous() && x.numel() == y.numel() &&
+                  x.numel() == out.numel(),
+              "add_cast (cuda): expects contiguous float32 x and out with a bfloat16 y of one size, got {} {}, {} {}",
+              dtype_name(x.dtype()), shape_str(x.shape()), dtype_name(y.dtype()), shape_str(y.shape()));
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  cudaStream_t s = stream_of(x);
+  const auto* xp = static_cast<const float*>(x.raw_data());
+  const auto* yp = static_cast<const BFloat16*>(y.raw_data());
+  auto* op = static_cast<float*>(out.raw_data());
+  if (n % 4 == 0 && aligned16(xp) && aligned16(op) && reinterpret_cast<uintptr_t>(yp) % 8 == 0) {
+    add_cast_kernel<4><<<grid_for(n / 4, kElemThreads), kElemThreads, 0, s>>>(xp, yp, op, n / 4);
+  } else {
+    add_cast_kernel<1><<<grid_for(n, kElemThreads), kElemThreads, 0, s>>>(xp, yp, op, n);
+  }
+  HYDRA_CUDA_CHECK_LAUNCH("add_cast");
 }
 
 void adamw_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWCoefs& c) {

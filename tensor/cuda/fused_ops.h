@@ -13,7 +13,8 @@
 
 namespace hydra::cuda {
 
-// RMSNorm: x (N·D contiguous), w (D) -> y (x's shape), rstd (N, stat dtype).
+// RMSNorm: x (N·D contiguous), w (D) -> y (x's shape; x's dtype, or bfloat16 for a float32 x), rstd (N, stat
+// dtype). Backward: gy in x's dtype, or bfloat16 for a float32 x.
 void rms_norm_forward(const Tensor& x, const Tensor& w, const Tensor& y, const Tensor& rstd, double eps);
 // -> dx (x's shape), dw (D). dw is deterministic (per-chunk partial column sums, then a fixed-order reduction).
 void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dx,
@@ -55,6 +56,8 @@ void swiglu_backward(const Tensor& gy, const Tensor& u, const Tensor& du);
 // float64 tensor there.
 void sum_of_squares(const std::vector<Tensor>& ts, const Tensor& out);
 void scale_(const std::vector<Tensor>& ts, double c);
+// out = x + y: x and out float32, y bfloat16, all contiguous with one shape.
+void add_cast(const Tensor& x, const Tensor& y, const Tensor& out);
 
 // One fused AdamW step (tensor/ops/fused.h), all operands contiguous and checked by the caller.
 void adamw_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWCoefs& c);

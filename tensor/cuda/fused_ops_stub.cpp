@@ -41,6 +41,7 @@ void swiglu_forward(const Tensor&, const Tensor&) { no_cuda("swiglu_forward"); }
 void swiglu_backward(const Tensor&, const Tensor&, const Tensor&) { no_cuda("swiglu_backward"); }
 void sum_of_squares(const std::vector<Tensor>&, const Tensor&) { no_cuda("sum_of_squares"); }
 void scale_(const std::vector<Tensor>&, double) { no_cuda("scale_"); }
+void add_cast(const Tensor&, const Tensor&, const Tensor&) { no_cuda("add_cast"); }
 void adamw_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const AdamWCoefs&) {
   no_cuda("adamw_step");
 }

@@ -14,6 +14,7 @@
 #include "tensor/cpu/sigmoid_vec.h"
 #include "tensor/cuda/fused_ops.h"
 #include "tensor/dispatch.h"
+#include "tensor/ops/elementwise.h"
 #include "tensor/ops/elementwise_functors.h"
 
 namespace hydra {
@@ -503,7 +504,7 @@ ConvDims check_conv_args(const char* op, const Tensor& x, const Tensor& w, const
 // ---------------------------------------------------------------------------------------------------------
 // dispatch
 
-RmsNormOutput rms_norm_forward(const Tensor& x, const Tensor& w, double eps) {
+RmsNormOutput rms_norm_forward(const Tensor& x, const Tensor& w, double eps, std::optional<DType> out_dtype) {
   const char* op = "rms_norm_forward";
   check_defined(x, op, "x");
   check_defined(w, op, "w");
@@ -515,9 +516,14 @@ RmsNormOutput rms_norm_forward(const Tensor& x, const Tensor& w, double eps) {
   HYDRA_CHECK(w.dim() == 1 && w.size(0) == x.size(-1), "{}: weight must be (D) = [{}], got shape {} (x shape {})", op,
               x.size(-1), shape_str(w.shape()), shape_str(x.shape()));
   HYDRA_CHECK(eps >= 0.0, "{}: eps must be >= 0, got {}", op, eps);
+  const DType ot = out_dtype.value_or(x.dtype());
+  HYDRA_CHECK(is_floating(ot), "{}: out_dtype must be floating, got {}", op, dtype_name(ot));
   const Tensor xc = x.contiguous(), wc = w.contiguous();
   const int64_t D = x.size(-1), N = x.numel() / D;
-  RmsNormOutput out{empty(x.shape(), x.dtype(), x.device()),
+  // Fused into the kernel: float32 → bfloat16 on CUDA. Any other pair: y in x's dtype, then a cast.
+  const bool fused_cast = ot == x.dtype() || (x.device().type == DeviceType::CUDA && x.dtype() == DType::Float32 &&
+                                              ot == DType::BFloat16);
+  RmsNormOutput out{empty(x.shape(), fused_cast ? ot : x.dtype(), x.device()),
                     empty(leading_shape(x), stat_dtype(x.dtype()), x.device())};
   switch (x.device().type) {
     case DeviceType::CPU:
@@ -527,6 +533,7 @@ RmsNormOutput rms_norm_forward(const Tensor& x, const Tensor& w, double eps) {
       cuda::rms_norm_forward(xc, wc, out.y, out.rstd, eps);
       break;
   }
+  if (!fused_cast) out.y = out.y.to(ot);
   return out;
 }
 
@@ -537,7 +544,7 @@ RmsNormGrads rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& 
   check_defined(w, op, "w");
   check_defined(rstd, op, "rstd");
   check_floating(x, op);
-  check_same_dtype(x, gy, op);
+  check_floating(gy, op);
   check_same_dtype(x, w, op);
   check_same_device(x, gy, op);
   check_same_device(x, w, op);
@@ -552,7 +559,12 @@ RmsNormGrads rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& 
               "{}: rstd must be {} {} (from rms_norm_forward), got {} {} (x shape {})", op,
               dtype_name(stat_dtype(x.dtype())), shape_str(leading_shape(x)), dtype_name(rstd.dtype()),
               shape_str(rstd.shape()), shape_str(x.shape()));
-  const Tensor gc = gy.contiguous(), xc = x.contiguous(), wc = w.contiguous(), rc = rstd.contiguous();
+  // gy in another dtype: widened inside the CUDA kernel for bfloat16 → float32, converted first otherwise.
+  const bool widen_in_kernel = gy.dtype() == x.dtype() || (x.device().type == DeviceType::CUDA &&
+                                                          x.dtype() == DType::Float32 &&
+                                                          gy.dtype() == DType::BFloat16);
+  const Tensor gc = widen_in_kernel ? gy.contiguous() : gy.to(x.dtype()).contiguous(), xc = x.contiguous(),
+               wc = w.contiguous(), rc = rstd.contiguous();
   const int64_t D = x.size(-1), N = x.numel() / D;
   RmsNormGrads g{empty(x.shape(), x.dtype(), x.device()), empty(w.shape(), w.dtype(), w.device())};
   switch (x.device().type) {
@@ -891,6 +903,24 @@ void check_tensor_list(const char* op, const std::vector<Tensor>& ts) {
   }
 }
 }  // namespace
+
+Tensor add_cast(const Tensor& x, const Tensor& y) {
+  const char* op = "add_cast";
+  check_defined(x, op, "x");
+  check_defined(y, op, "y");
+  check_floating(x, op);
+  check_floating(y, op);
+  check_same_device(x, y, op);
+  HYDRA_CHECK(x.shape() == y.shape(), "{}: x shape {} differs from y shape {}", op, shape_str(x.shape()),
+              shape_str(y.shape()));
+  if (x.device().type == DeviceType::CUDA && x.dtype() == DType::Float32 && y.dtype() == DType::BFloat16) {
+    const Tensor xc = x.contiguous(), yc = y.contiguous();
+    Tensor out = empty(x.shape(), x.dtype(), x.device());
+    cuda::add_cast(xc, yc, out);
+    return out;
+  }
+  return add(x, y.dtype() == x.dtype() ? y : y.to(x.dtype()));
+}
 
 Tensor sum_of_squares(const std::vector<Tensor>& ts) {
   const char* op = "sum_of_squares";

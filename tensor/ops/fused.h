@@ -13,6 +13,7 @@
 //    T time, C channels, K conv kernel width.
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "tensor/dtype.h"
@@ -26,9 +27,12 @@ namespace hydra {
 //                       n    = x · rstd, rounded to x's dtype   (the normalised value is cast back, SPEC §2.4)
 //                       y    = n ⊙ w                            (..., D), x's dtype
 //   rstd has shape x.shape[:-1] and the stat dtype.
+//   out_dtype (default x's dtype): y is rounded to it after being computed as above (mixed precision: float32 x and
+//   w, bfloat16 y), the same values as a separate cast of y, without the float32 y in memory.
 // Backward needs x, w and rstd (saved from forward):
 //   dn = gy ⊙ w;  dx = rstd · (dn − n · mean_j(dn_j n_j));  dw = Σ_rows gy ⊙ n
-// (the rounding of n is treated as the identity in backward).
+// (the rounding of n is treated as the identity in backward). gy may have another floating dtype than x (the
+// forward's out_dtype); it is widened exactly. dx and dw have x's dtype.
 struct RmsNormOutput {
   Tensor y;
   Tensor rstd;
@@ -37,7 +41,8 @@ struct RmsNormGrads {
   Tensor dx;
   Tensor dw;
 };
-RmsNormOutput rms_norm_forward(const Tensor& x, const Tensor& w, double eps);
+RmsNormOutput rms_norm_forward(const Tensor& x, const Tensor& w, double eps,
+                               std::optional<DType> out_dtype = std::nullopt);
 RmsNormGrads rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& rstd);
 
 // ---------------------------------------------------------------------------------------------------------
@@ -137,6 +142,12 @@ Tensor swiglu_backward(const Tensor& gy, const Tensor& u);
 //   scale_(ts, c): t ← t · c for every tensor, c rounded to compute_t (as mul_ by a scalar).
 Tensor sum_of_squares(const std::vector<Tensor>& ts);
 void scale_(const std::vector<Tensor>& ts, double c);
+
+// ---------------------------------------------------------------------------------------------------------
+// Residual add across dtypes: x + y with y converted to x's dtype first (x, y floating, same shape and device),
+// a fresh contiguous tensor of x's dtype. The same values as add(x, y.to(x.dtype())); on CUDA a float32 x with a
+// bfloat16 y is one pass (the mixed-precision residual stream adding a sublayer's bfloat16 output).
+Tensor add_cast(const Tensor& x, const Tensor& y);
 
 // ---------------------------------------------------------------------------------------------------------
 // One AdamW step on one parameter, in place (SPEC §7.3; the optimizer in optim/adamw.cpp calls this):

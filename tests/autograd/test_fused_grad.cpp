@@ -115,6 +115,43 @@ TEST_CASE("gradcheck rms_norm (x and w, D = 1, strided x)") {
   check_gradcheck("rms_norm strided", fn, {leaf(randn_t({6, 4}).transpose(0, 1)), leaf(rand_t({6}, 0.5, 1.5))});
 }
 
+// The mixed-precision forms (nn/precision.h): rms_norm rounding its output to another dtype, and add_cast adding a
+// lower-precision y into x's dtype. Their gradients equal those of the op followed or preceded by ag::to, exactly:
+// x's gradient in x's dtype, y's (or gy's) in its own.
+TEST_CASE("rms_norm with out_dtype and add_cast give the gradients of the composition with ag::to") {
+  const double eps = 1e-5;
+  const Tensor xv = randn_t({4, 9}), wv = rand_t({9}, 0.5, 1.5), yv = randn_t({4, 9}, DType::Float32);
+  const Tensor v32 = randn_t({4, 9}, DType::Float32), v64 = randn_t({4, 9});
+  {
+    const Tensor x1 = leaf(xv.clone()), w1 = leaf(wv.clone()), x2 = leaf(xv.clone()), w2 = leaf(wv.clone());
+    const Tensor fused = ag::rms_norm(x1, w1, eps, DType::Float32);
+    const Tensor comp = ag::to(ag::rms_norm(x2, w2, eps), DType::Float32);
+    REQUIRE(fused.dtype() == DType::Float32);
+    CHECK(fused.to_vector<double>() == comp.to_vector<double>());
+    ag::backward(fused, v32);
+    ag::backward(comp, v32);
+    CHECK(ag::grad(x1).dtype() == DType::Float64);
+    CHECK(ag::grad(x1).to_vector<double>() == ag::grad(x2).to_vector<double>());
+    CHECK(ag::grad(w1).to_vector<double>() == ag::grad(w2).to_vector<double>());
+  }
+  {
+    const Tensor x1 = leaf(xv.clone()), x2 = leaf(xv.clone());
+    const Tensor y1 = yv.clone(), y2 = yv.clone();  // float32 leaves (leaf() would make them float64)
+    ag::set_requires_grad(y1);
+    ag::set_requires_grad(y2);
+    const Tensor fused = ag::add_cast(x1, y1);
+    const Tensor comp = ag::add(x2, ag::to(y2, DType::Float64));
+    CHECK(fused.to_vector<double>() == comp.to_vector<double>());
+    ag::backward(fused, v64);
+    ag::backward(comp, v64);
+    CHECK(ag::grad(y1).dtype() == DType::Float32);
+    CHECK(ag::grad(x1).to_vector<double>() == ag::grad(x2).to_vector<double>());
+    CHECK(ag::grad(y1).to_vector<double>() == ag::grad(y2).to_vector<double>());
+  }
+  auto fn = [](const std::vector<Tensor>& in) { return std::vector<Tensor>{ag::add_cast(in[0], in[1])}; };
+  check_gradcheck("add_cast", fn, {leaf(randn_t({3, 5})), leaf(randn_t({3, 5}))});
+}
+
 TEST_CASE("gradcheck cross_entropy (ignored rows, (..., V) logits, int32 targets, V = 1)") {
   auto with_targets = [](Tensor targets, int64_t ignore) {
     return [targets, ignore](const std::vector<Tensor>& in) {

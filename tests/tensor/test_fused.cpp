@@ -148,6 +148,39 @@ TEST_CASE("rms_norm_forward matches float64 loops (dtypes, D = 1, strided x)") {
   }
 }
 
+// out_dtype rounds y after the usual computation; a gradient in another dtype is widened first. On the CPU both are
+// the op plus a cast, so the results equal the composition exactly; the CUDA kernels are held to the same equality
+// in test_cuda_fused.cpp.
+TEST_CASE("rms_norm with another output dtype and gradient dtype equals the op plus casts") {
+  const double eps = 1e-6;
+  const Tensor x = randn_t({5, 33}, DType::Float64), w = rand_t({33}, 0.5, 1.5, DType::Float64);
+  for (DType ot : {DType::Float32, DType::BFloat16, DType::Float64}) {
+    INFO(dtype_name(ot));
+    const RmsNormOutput o = rms_norm_forward(x, w, eps, ot);
+    const RmsNormOutput r = rms_norm_forward(x, w, eps);
+    CHECK(o.y.dtype() == ot);
+    CHECK(o.y.to_vector<double>() == r.y.to(ot).to_vector<double>());
+    const Tensor gy = randn_t({5, 33}, ot);
+    const RmsNormGrads g = rms_norm_backward(gy, x, w, r.rstd);
+    const RmsNormGrads gr = rms_norm_backward(gy.to(DType::Float64), x, w, r.rstd);
+    CHECK(g.dx.dtype() == DType::Float64);
+    CHECK(g.dx.to_vector<double>() == gr.dx.to_vector<double>());
+    CHECK(g.dw.to_vector<double>() == gr.dw.to_vector<double>());
+  }
+  check_throws_with([&] { rms_norm_forward(x, w, eps, DType::Int64); }, {"rms_norm_forward", "out_dtype"});
+}
+
+TEST_CASE("add_cast is x + y in x's dtype, and rejects shape mismatches") {
+  const Tensor x = randn_t({4, 6}, DType::Float32), y = randn_t({4, 6}, DType::BFloat16);
+  const Tensor out = add_cast(x, y);
+  CHECK(out.dtype() == DType::Float32);
+  CHECK(out.to_vector<double>() == add(x, y.to(DType::Float32)).to_vector<double>());
+  const Tensor x64 = randn_t({4, 6}, DType::Float64);
+  CHECK(add_cast(x64, y).to_vector<double>() == add(x64, y.to(DType::Float64)).to_vector<double>());
+  CHECK(add_cast(x, x).to_vector<double>() == add(x, x).to_vector<double>());
+  check_throws_with([&] { add_cast(x, randn_t({4, 5}, DType::BFloat16)); }, {"add_cast", "[4, 6]", "[4, 5]"});
+}
+
 TEST_CASE("cross_entropy_forward matches float64 loops (V = 1, V = 32000, ignore_index, int32/int64)") {
   struct Case {
     Shape logits;
