@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "hydra/lm.h"
 #include "train/config.h"
 #include "train/data.h"
 
@@ -74,6 +75,13 @@ using TaskDataFactory = std::function<TaskData(const TrainConfig& cfg, uint64_t 
 // train.resume is an error: there is nothing to resume). TrainResult::run_dir says which folder was used.
 TrainResult run_training(TrainConfig cfg, std::ostream& log, const std::atomic<bool>* stop_flag = nullptr,
                          const TaskDataFactory& task_data = {});
+
+// The next-token loss of a batch of rows ids (B, L + 1) int64: positions 0..L−1 predict tokens 1..L (mean
+// cross-entropy), plus the MTP aux loss when fwd.compute_mtp and the model has MTP heads. The value of
+// lm_loss(model.forward(ids).logits, ids), but the model runs on the first L tokens only (the logits of the last
+// one would predict nothing, and a length like 2048 keeps the chunked kernels free of a partial chunk); with MTP
+// the whole row goes in, since the heads' targets reach token L.
+Tensor next_token_loss(const LanguageModel& model, const Tensor& ids, const ForwardOptions& fwd = {});
 
 // The loss-curve plot of a metrics.jsonl file as a standalone SVG document (train loss line, val loss markers).
 std::string loss_curve_svg(const std::string& metrics_jsonl_text, const std::string& title);

@@ -7,13 +7,15 @@
 //  * "rows": every operand is rows × cols with unit column stride, element (r, c) at p[offset(r) + c], offset(r)
 //    from up to 3 outer dims with their own strides — a last-dim slice (the thirds of a fused projection), a
 //    head transpose (B, T, H, D) ↔ (B, H, T, D), a row broadcast (stride 0) or contiguous; packs when cols, every
-//    outer stride and every base pointer allow them, else one element per thread. A few integer divisions per pack;
+//    outer stride and every base pointer allow them, else one element per thread. The index math is 32-bit with
+//    divisions by multiply-high (fast_div.h), so tensors of 2^31 elements or more take the general path;
 //  * anything else: geom_offset over the operand's collapsed geometry, one element per thread.
 // A strided output (copy_ into a view) takes the rows or the geometry path the same way.
 // Math runs in compute_t<T> (float for bfloat16) through the same host/device functors as the CPU kernels.
 // Bytes moved per call: each input read once plus the output written once (the benchmark counts this).
 // Reference: the CPU kernels, which tests compare against the float64 loops.
 #include "tensor/cuda/common.cuh"
+#include "tensor/cuda/fast_div.h"
 #include "tensor/cuda/ops.h"
 #include "tensor/dispatch.h"
 #include "tensor/ops/elementwise_functors.h"
@@ -122,19 +124,21 @@ __global__ void map2_pack_kernel(TO* out, const TA* a, const TB* b, int64_t npac
   }
 }
 
-// Row r's offset in an operand: up to kMaxOuter outer dims (row-major over r), each with its own stride.
+// Row r's offset in an operand: up to kMaxOuter outer dims (row-major over r), each with its own stride. Row indices
+// are below 2^31 (the rows layout is refused otherwise), so the divisions are FastDiv's multiply-highs.
 constexpr int kMaxOuter = 3;
 struct Outer {
   int n = 0;
-  int64_t size[kMaxOuter] = {}, stride[kMaxOuter] = {};
-  __device__ __forceinline__ int64_t offset(int64_t r) const {
-    if (n == 1) return r * stride[0];
+  FastDiv size[kMaxOuter] = {};
+  int64_t stride[kMaxOuter] = {};
+  __device__ __forceinline__ int64_t offset(uint32_t r) const {
     int64_t off = 0;
-    for (int d = n - 1; d >= 0; --d) {
-      off += (r % size[d]) * stride[d];
-      r /= size[d];
+    for (int d = n - 1; d >= 1; --d) {
+      const uint32_t q = size[d].div(r);
+      off += static_cast<int64_t>(size[d].mod(r, q)) * stride[d];
+      r = q;
     }
-    return off;
+    return off + static_cast<int64_t>(r) * stride[0];  // r < size[0] here
   }
 };
 
@@ -145,12 +149,11 @@ struct Rows {
   Outer outer;
 };
 
-// Grid-stride over rows·pcols packs of N elements (pcols = cols / N); N = 1 is the element-wise form.
+// Grid-stride over n = rows·pcols < 2^31 packs of N elements (pcols = cols / N); N = 1 is the element-wise form.
 template <int N, typename TO, typename TI, typename F>
-__global__ void map1_rows_kernel(Rows<TO> out, Rows<const TI> a, int64_t rows, int64_t pcols, F f) {
-  const int64_t n = rows * pcols;
-  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n; p += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = p / pcols, c = (p - r * pcols) * N;
+__global__ void map1_rows_kernel(Rows<TO> out, Rows<const TI> a, uint32_t n, FastDiv pcols, F f) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const uint32_t p = static_cast<uint32_t>(i), r = pcols.div(p), c = pcols.mod(p, r) * N;
     const Pack<TI, N> x = *reinterpret_cast<const Pack<TI, N>*>(a.p + a.outer.offset(r) + c);
     Pack<TO, N> y;
 #pragma unroll
@@ -160,11 +163,9 @@ __global__ void map1_rows_kernel(Rows<TO> out, Rows<const TI> a, int64_t rows, i
 }
 
 template <int N, typename TO, typename TA, typename TB, typename F>
-__global__ void map2_rows_kernel(Rows<TO> out, Rows<const TA> a, Rows<const TB> b, int64_t rows, int64_t pcols,
-                                 F f) {
-  const int64_t n = rows * pcols;
-  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < n; p += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = p / pcols, c = (p - r * pcols) * N;
+__global__ void map2_rows_kernel(Rows<TO> out, Rows<const TA> a, Rows<const TB> b, uint32_t n, FastDiv pcols, F f) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const uint32_t p = static_cast<uint32_t>(i), r = pcols.div(p), c = pcols.mod(p, r) * N;
     const Pack<TA, N> x = *reinterpret_cast<const Pack<TA, N>*>(a.p + a.outer.offset(r) + c);
     const Pack<TB, N> z = *reinterpret_cast<const Pack<TB, N>*>(b.p + b.outer.offset(r) + c);
     Pack<TO, N> y;
@@ -176,10 +177,12 @@ __global__ void map2_rows_kernel(Rows<TO> out, Rows<const TA> a, Rows<const TB> 
 
 // The rows layout shared by every operand (see the file comment): cols = the innermost collapsed dim of the strided
 // operands (unit stride, the same length for all), their other dims (≤ kMaxOuter) as Outer; contiguous operands
-// get one outer dim of stride cols. False when some operand does not fit (or every operand is contiguous).
+// get one outer dim of stride cols. False when some operand does not fit, every operand is contiguous, or there are
+// 2^31 elements or more (the 32-bit index math).
 bool rows_layout(std::initializer_list<const Tensor*> ts, int64_t& rows, int64_t& cols, Outer* outer,
                  const char* op) {
   const int64_t n = (*ts.begin())->numel();
+  if (n >= kFastDivLimit) return false;
   cols = 0;
   int i = 0;
   for (const Tensor* t : ts) {
@@ -194,14 +197,14 @@ bool rows_layout(std::initializer_list<const Tensor*> ts, int64_t& rows, int64_t
       if (g.stride[last] != 1 || last > kMaxOuter || (cols != 0 && cols != g.size[last])) return false;
       cols = g.size[last];
       outer[i].n = last;
-      for (int d = 0; d < last; ++d) outer[i].size[d] = g.size[d], outer[i].stride[d] = g.stride[d];
+      for (int d = 0; d < last; ++d) outer[i].size[d] = FastDiv(g.size[d]), outer[i].stride[d] = g.stride[d];
     }
     ++i;
   }
   if (cols == 0) return false;
   rows = n / cols;
   for (int j = 0; j < i; ++j) {
-    if (outer[j].n == 0) outer[j].n = 1, outer[j].size[0] = rows, outer[j].stride[0] = cols;
+    if (outer[j].n == 0) outer[j].n = 1, outer[j].size[0] = FastDiv(rows), outer[j].stride[0] = cols;
   }
   return true;
 }
@@ -231,9 +234,11 @@ bool launch_map1_rows(const Tensor& out, const Tensor& a, F f, const char* op, c
   const Rows<const TI> x{static_cast<const TI*>(a.raw_data()), g[1]};
   constexpr int N = pack_width<TO, TI>();
   if (rows_packable<N>(cols, {{o.p, sizeof(TO)}, {x.p, sizeof(TI)}}, g)) {
-    map1_rows_kernel<N, TO, TI><<<grid_for(rows * (cols / N), kThreads), kThreads, 0, s>>>(o, x, rows, cols / N, f);
+    const auto n = static_cast<uint32_t>(rows * (cols / N));
+    map1_rows_kernel<N, TO, TI><<<grid_for(n, kThreads), kThreads, 0, s>>>(o, x, n, FastDiv(cols / N), f);
   } else {
-    map1_rows_kernel<1, TO, TI><<<grid_for(rows * cols, kThreads), kThreads, 0, s>>>(o, x, rows, cols, f);
+    const auto n = static_cast<uint32_t>(rows * cols);
+    map1_rows_kernel<1, TO, TI><<<grid_for(n, kThreads), kThreads, 0, s>>>(o, x, n, FastDiv(cols), f);
   }
   return true;
 }
@@ -248,10 +253,11 @@ bool launch_map2_rows(const Tensor& out, const Tensor& a, const Tensor& b, F f, 
   const Rows<const TB> z{static_cast<const TB*>(b.raw_data()), g[2]};
   constexpr int N = pack_width<TO, TA, TB>();
   if (rows_packable<N>(cols, {{o.p, sizeof(TO)}, {x.p, sizeof(TA)}, {z.p, sizeof(TB)}}, g)) {
-    map2_rows_kernel<N, TO, TA, TB><<<grid_for(rows * (cols / N), kThreads), kThreads, 0, s>>>(o, x, z, rows,
-                                                                                              cols / N, f);
+    const auto n = static_cast<uint32_t>(rows * (cols / N));
+    map2_rows_kernel<N, TO, TA, TB><<<grid_for(n, kThreads), kThreads, 0, s>>>(o, x, z, n, FastDiv(cols / N), f);
   } else {
-    map2_rows_kernel<1, TO, TA, TB><<<grid_for(rows * cols, kThreads), kThreads, 0, s>>>(o, x, z, rows, cols, f);
+    const auto n = static_cast<uint32_t>(rows * cols);
+    map2_rows_kernel<1, TO, TA, TB><<<grid_for(n, kThreads), kThreads, 0, s>>>(o, x, z, n, FastDiv(cols), f);
   }
   return true;
 }

@@ -224,3 +224,33 @@ TEST_CASE("trainer: init_from starts from another run's weights with a fresh opt
   check_throws_with([&] { run(tiny(fresh_dir("init_bad3"), {"train.init_from=" + src + "/nothing"})); },
                     {"train.init_from", "does not exist"});
 }
+
+TEST_CASE("trainer: next_token_loss runs the model on L of the L + 1 tokens and equals lm_loss of the whole row") {
+  // Odd lengths (a partial DeltaNet chunk either way), with and without MTP (which takes the whole row), float64.
+  for (int mtp : {0, 2}) {
+    HydraConfig c;
+    c.vocab_size = 50, c.d_model = 16, c.n_layers = 2, c.n_heads = 2, c.swa_every = 2, c.swa_window = 4;
+    c.dn_chunk_size = 4, c.mtp_depth = mtp;
+    const auto model = make_language_model(c, 3);
+    model->to(DType::Float64);
+    Generator gen(hydra::test::base_seed() + static_cast<uint64_t>(mtp));
+    for (int64_t T : {2, 9, 14}) {
+      CAPTURE(mtp);
+      CAPTURE(T);
+      const Tensor ids = randint(0, c.vocab_size, {3, T}, gen);
+      ForwardOptions fwd;
+      fwd.compute_mtp = mtp > 0;
+      const ForwardResult full = model->forward(ids, fwd);
+      Tensor want = lm_loss(full.logits, ids);
+      if (full.mtp_aux_loss.defined()) want = add(want, full.mtp_aux_loss);
+      const Tensor got = next_token_loss(*model, ids, fwd);
+      CHECK(got.item() == doctest::Approx(want.item()).epsilon(1e-12));
+    }
+  }
+  hydra::test::check_throws_with([] {
+    HydraConfig c;
+    c.vocab_size = 50, c.d_model = 16, c.n_layers = 2, c.n_heads = 2, c.swa_every = 2, c.swa_window = 4;
+    const auto model = make_language_model(c, 3);
+    next_token_loss(*model, zeros({2, 1}, DType::Int64));
+  }, {"next_token_loss", "[2, 1]"});
+}
