@@ -5,9 +5,9 @@
 # mqar:   hydra-eval mqar with configs/mqar.yaml (HydraLM and the Transformer, trained from scratch).
 # needle: stage 1 on short haystacks (configs/needle-short.yaml), then hydra-eval needle with configs/needle.yaml
 #         (stage 2 on 2k–4k haystacks from stage 1's weights, then the 1k–64k heatmap).
-# qa:     the same short training for the model with and without a retrieval block (needle haystacks of 64–512
-#         tokens, then the QA stream at 1024 tokens with 32 facts), then hydra-eval qa on each checkpoint at 16k
-#         tokens (configs/qa.yaml).
+# qa:     the same training for the model with and without a retrieval block (configs/qa-curriculum.yaml: the QA
+#         stream with 2, 4, 8, 16, then 32 facts, each stage from the last one's weights), then hydra-eval qa on each
+#         final checkpoint at 16k tokens (configs/qa.yaml).
 set -euo pipefail
 OUT=${1:?usage: scripts/eval-device.sh OUT task...}
 shift
@@ -43,20 +43,28 @@ for task in "$@"; do
         "$EVAL" needle --config configs/needle.yaml train.init_from="$OUT/needle/stage1" --out "$OUT/needle/eval"
       table "$OUT/needle/log.txt" ;;
     qa)
-      # Both variants run concurrently (one GPU); each is the same three steps.
+      # Both variants run concurrently (one GPU); each is the same curriculum over the number of facts
+      # (configs/qa-curriculum.yaml: 2, 4, 8, 16, then 32 facts on growing lengths, each stage from the last one's
+      # weights), then the evaluation at 16k tokens.
       qa_variant() {
-        local v=$1 extra=()
+        local v=$1 extra=() prev=""
         [ "$v" = retrieval ] && extra=(model.retrieval_every=3)
-        step "qa $v: stage 1 (needle haystacks, 64–512 tokens)" "$OUT/qa/stage1-$v.txt" \
-          "$TRAIN" --config configs/needle-short.yaml "${extra[@]}" train.run_dir="$OUT/qa/stage1-$v" \
-          train.progress=false
-        step "qa $v: stage 2 (QA stream, 1024 tokens, 32 facts)" "$OUT/qa/stage2-$v.txt" \
-          "$TRAIN" --config configs/qa.yaml "${extra[@]}" $QA_STAGE2 train.init_from="$OUT/qa/stage1-$v" \
-          train.run_dir="$OUT/qa/stage2-$v" train.progress=false
+        local stages=("2 2 [64,128,256] 256" "4 4 [64,128,256] 256" "8 8 [128,256,512] 512"
+                      "16 8 [256,512,1024] 1024" "32 8 [512,1024,2048] 2048")
+        for st in "${stages[@]}"; do
+          read -r k q lens len <<< "$st"
+          local init=()
+          [ -n "$prev" ] && init=(train.init_from="$prev")
+          step "qa $v: $k facts ($lens tokens)" "$OUT/qa/k$k-$v.txt" \
+            "$TRAIN" --config configs/qa-curriculum.yaml "${extra[@]}" "${init[@]}" qa.num_facts="$k" \
+            qa.num_queries="$q" "qa.train_lengths=$lens" data.seq_len="$len" train.run_dir="$OUT/qa/k$k-$v" \
+            train.progress=false
+          grep -E "^step" "$OUT/qa/k$k-$v.txt" | tail -1
+          prev="$OUT/qa/k$k-$v"
+        done
         step "qa $v: evaluation at 16k" "$OUT/qa/eval-$v.txt" \
-          "$EVAL" qa --checkpoint "$OUT/qa/stage2-$v" --config configs/qa.yaml --out "$OUT/qa/eval-$v"
+          "$EVAL" qa --checkpoint "$prev" --config configs/qa.yaml --out "$OUT/qa/eval-$v"
       }
-      QA_STAGE2="data.seq_len=1024 train.steps=1500 train.batch_size=32 optim.lr=1e-3 eval.every=250 train.log_every=250"
       qa_variant no_retrieval > "$OUT/qa/no_retrieval.out" 2>&1 &
       qa_variant retrieval > "$OUT/qa/retrieval.out" 2>&1 &
       wait
