@@ -35,7 +35,14 @@ std::vector<Tensor> AccumulateGrad::backward(const std::vector<Tensor>& grad_out
               "backward: gradient {} {} on {} does not match the leaf tensor {} {} on {}", dtype_name(g.dtype()),
               shape_str(g.shape()), g.device(), dtype_name(want.dtype), shape_str(want.shape), want.device);
   if (!leaf->grad.defined()) {
-    leaf->grad = g.contiguous().is_same(g) ? g.clone() : g.contiguous();
+    // The engine drops grad_outputs after this call. When nothing else refers to g's buffer (this handle and its
+    // storage are referenced once, no autograd record) and g spans the whole buffer, the leaf takes g as is: one
+    // copy of every parameter gradient less per backward. Otherwise a fresh copy, so that a later in-place
+    // accumulation into leaf->grad cannot write into a tensor someone else holds.
+    const bool sole = g.impl_ptr().use_count() == 1 && g.storage().use_count() == 1 && !g.autograd_meta() &&
+                      g.offset() == 0 && g.is_contiguous() &&
+                      g.storage()->nbytes() == static_cast<std::size_t>(g.numel()) * g.element_size();
+    leaf->grad = sole ? g : g.contiguous().is_same(g) ? g.clone() : g.contiguous();
   } else {
     add_(leaf->grad, g);
   }

@@ -214,6 +214,24 @@ bool run_cuda_bench(bool quick) {
   bw_row("add_ in place f32", 3.0 * n * 4, copy_gbs, reps, [&] { add_(dst, b32); });
   bw_row("cast f32 -> bf16", 1.0 * n * 4 + n * 2, copy_gbs, reps, [&] { (void)src.to(DType::BFloat16); });
   {
+    // Strided copies of the model's shapes (8 × 2048 tokens, 12 heads of 64): a third of a fused q/k/v projection
+    // to contiguous and back into a slice, and the head transpose (B, T, H, D) -> (B, H, T, D).
+    const int64_t bt = 16384, d = 768;
+    Tensor qkv = randn({bt, 3 * d}, g, DType::BFloat16, kGpu), part = randn({bt, d}, g, DType::BFloat16, kGpu);
+    const double bytes = 2.0 * bt * d * 2;
+    bw_row("copy bf16 contiguous 16384x768", bytes, copy_gbs, reps, [&] { (void)part.clone(); });
+    bw_row("copy bf16 slice [:, 768:1536] of 16384x2304 -> contiguous", bytes, copy_gbs, reps,
+           [&] { (void)qkv.slice(1, d, 2 * d).contiguous(); });
+    bw_row("copy bf16 contiguous -> slice of 16384x2304", bytes, copy_gbs, reps,
+           [&] { qkv.slice(1, d, 2 * d).copy_(part); });
+    const Tensor heads = part.view({8, 2048, 12, 64});
+    bw_row("copy bf16 head transpose (8,2048,12,64) -> (8,12,2048,64)", bytes, copy_gbs, reps,
+           [&] { (void)heads.transpose(1, 2).contiguous(); });
+    Tensor part32 = part.to(DType::Float32), qkv32 = qkv.to(DType::Float32);
+    bw_row("copy f32 slice [:, 768:1536] of 16384x2304 -> contiguous", 2.0 * bytes, copy_gbs, reps,
+           [&] { (void)qkv32.slice(1, d, 2 * d).contiguous(); });
+  }
+  {
     const int64_t rows = 32768, d = 768;
     Tensor x = randn({rows, d}, g, DType::BFloat16, kGpu), w = ones({d}, DType::BFloat16, kGpu);
     bw_row("RMSNorm fwd bf16 32768x768", 2.0 * rows * d * 2, copy_gbs, reps, [&] { (void)rms_norm_forward(x, w, 1e-5); });

@@ -20,6 +20,28 @@ TEST_CASE("backward from a scalar accumulates into leaves, fan-out sums") {
   CHECK_FALSE(ag::grad(x).defined());
 }
 
+TEST_CASE("a leaf's gradient never shares its buffer with another leaf's or with a tensor the caller holds") {
+  // add passes its upstream gradient to both inputs as the same tensor; a leaf may take a gradient buffer only when
+  // nothing else refers to it, so accumulating into one leaf's .grad must leave the other's and the caller's alone.
+  Tensor x = leaf(from_vector<double>({1, 2, 3}, {3})), w = leaf(from_vector<double>({4, 5, 6}, {3}));
+  const Tensor up = from_vector<double>({1, 10, 100}, {3});
+  ag::backward(ag::add(x, w), up);
+  CHECK(ag::grad(x).to_vector<double>() == std::vector<double>{1, 10, 100});
+  CHECK(ag::grad(w).to_vector<double>() == std::vector<double>{1, 10, 100});
+  CHECK(ag::grad(x).storage() != ag::grad(w).storage());
+  CHECK(ag::grad(x).storage() != up.storage());
+  CHECK(ag::grad(w).storage() != up.storage());
+  ag::backward(ag::mul(x, 2.0), ones({3}, DType::Float64));  // accumulates into x.grad only
+  CHECK(ag::grad(x).to_vector<double>() == std::vector<double>{3, 12, 102});
+  CHECK(ag::grad(w).to_vector<double>() == std::vector<double>{1, 10, 100});
+  CHECK(up.to_vector<double>() == std::vector<double>{1, 10, 100});
+  // A leaf fed directly by the root's explicit gradient takes a copy of it.
+  Tensor z = leaf(from_vector<double>({7, 8}, {2}));
+  const Tensor gz = from_vector<double>({1, 2}, {2});
+  ag::backward(z, gz);
+  CHECK(ag::grad(z).storage() != gz.storage());
+}
+
 TEST_CASE("multiple roots, explicit upstream gradients and inputs that need no grad") {
   Tensor a = leaf(from_vector<double>({1, 2}, {2}));
   Tensor c = from_vector<double>({10, 20}, {2});  // constant: no grad
