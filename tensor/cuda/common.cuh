@@ -68,12 +68,17 @@ struct Geom {
 // order (size-1 dims dropped, mergeable neighbours merged). Throws naming `op` when rank > kMaxDims.
 Geom make_geom(const Tensor& t, const char* op);
 // Storage offset (elements) of the element at row-major linear index `i` of the geometry.
+// Unrolled over kMaxDims so that every array index is a constant: a run-time index into a kernel parameter makes
+// the compiler copy the whole Geom into per-thread local memory (see Outer::offset in elementwise_cuda.cu).
 __host__ __device__ inline int64_t geom_offset(const Geom& g, int64_t i) {
   int64_t off = 0;
-  for (int d = g.ndim - 1; d >= 0; --d) {
-    const int64_t s = g.size[d];
-    off += (i % s) * g.stride[d];
-    i /= s;
+#pragma unroll
+  for (int d = kMaxDims - 1; d >= 0; --d) {
+    if (d < g.ndim) {
+      const int64_t s = g.size[d];
+      off += (i % s) * g.stride[d];
+      i /= s;
+    }
   }
   return off;
 }
