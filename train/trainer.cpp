@@ -280,19 +280,15 @@ std::string init_model_from(LanguageModel& model, const TrainConfig& cfg) {
 Tensor next_token_loss(const LanguageModel& model, const Tensor& ids, const ForwardOptions& fwd) {
   HYDRA_CHECK(ids.dim() == 2 && ids.size(1) >= 2, "next_token_loss: ids must be (B, L + 1) with L ≥ 1, got shape {}",
               shape_str(ids.shape()));
-  // The MTP heads read their targets from the ids the model sees, up to token L: the whole row goes in, and
+  // The MTP heads read their targets from the ids the model sees, up to token L: then the whole row goes in, and
   // lm_loss ignores the last position.
-  if (fwd.compute_mtp && model.config().mtp_depth > 0) {
-    const ForwardResult out = model.forward(ids, fwd);
-    ag::profile::Scope scope("forward: loss");
-    Tensor loss = lm_loss(out.logits, ids);
-    if (out.mtp_aux_loss.defined()) loss = ag::add(loss, out.mtp_aux_loss);
-    return loss;
-  }
+  const bool whole_row = fwd.compute_mtp && model.config().mtp_depth > 0;
   const int64_t T = ids.size(1);
-  const ForwardResult out = model.forward(ids.slice(1, 0, T - 1).contiguous(), fwd);
+  const ForwardResult out = model.forward(whole_row ? ids : ids.slice(1, 0, T - 1).contiguous(), fwd);
   ag::profile::Scope scope("forward: loss");
-  return ag::cross_entropy(out.logits, ids.slice(1, 1, T).contiguous().to(out.logits.device()));
+  if (!whole_row) return ag::cross_entropy(out.logits, ids.slice(1, 1, T).contiguous().to(out.logits.device()));
+  const Tensor loss = lm_loss(out.logits, ids);
+  return out.mtp_aux_loss.defined() ? ag::add(loss, out.mtp_aux_loss) : loss;
 }
 
 // ---- the run ----------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 #pragma once
 // Division by a divisor fixed at launch time without a division instruction: a multiply-high, an add and a shift.
-// GPUs have no integer divide; a 64-bit `/` or `%` compiles to a subroutine of ~100 instructions, and index math of
-// that kind made the strided copies of the elementwise kernels (rows layout) compute-bound at a fifth of the memory
-// bandwidth.
+// GPUs have no integer divide; a 64-bit `/` or `%` compiles to a subroutine of ~100 instructions. The rows layout of
+// the elementwise kernels uses it for its per-pack index math. (It was written when the strided copies ran at a
+// fifth of the copy bandwidth; that turned out to be local-memory traffic, see Outer::offset in
+// elementwise_cuda.cu, not the divisions, so this is a saving in instructions, not the fix for that.)
 //
 // Method (Granlund and Montgomery, "Division by invariant integers using multiplication", 1994): for a divisor
 // 1 ≤ d < 2³¹ let s = ⌈log₂ d⌉ and m = ⌊2³² (2ˢ − d) / d⌋ + 1 (< 2³² because 2ˢ < 2d). Then for 0 ≤ n < 2³¹,
