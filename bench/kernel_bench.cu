@@ -1,6 +1,6 @@
 // hydra-bench kernels: the three HydraLM mixer kernels on cuda:0, called through the library's dispatch functions
 // (gated_delta_forward/_backward, window_attn_forward/_backward, chunk_route + chunk_attn_forward/_backward; this
-// file holds no kernel of its own).
+// file holds no kernel of its own but the timing's hold_kernel).
 //
 // Configurations (model defaults): head dim D = K = V = 64, H = 12 heads, inputs bfloat16 and float32 (the gated
 // delta gates alpha, beta are float32 in both, as the model passes them; alpha in (0.5, 1), beta in (0, 1), q and k
@@ -13,9 +13,10 @@
 // Passes: "fwd" = one forward call; "fwd+bwd" = the forward then the backward with a random upstream gradient do
 // (the backward takes the o and lse of that forward); "route" = chunk_route alone.
 //
-// Timing: CUDA events on the library's compute stream (cuda::compute_stream(0)). After two warm-up calls and one
-// untimed lead-in call, n calls are enqueued back to back with an event between consecutive calls, so each call is
-// timed on its own while the host runs ahead of the device (no launch gap inside a sample); ms = median over the n
+// Timing: CUDA events on the library's compute stream (cuda::compute_stream(0)). After two warm-up calls, n calls are
+// enqueued back to back, behind a kernel that holds the device until the host has enqueued all of them, with an event
+// between consecutive calls, so each call is timed on its own by the device alone (no launch gap or host work inside
+// a sample; a row marked † is one where the hold did not cover the enqueueing); ms = median over the n
 // calls (n from 7 to 50 so that a measurement takes ~1.5 s of GPU time; --quick: 5 to 20). Peak memory: one more
 // call after the timing, between cuda::reset_peak_memory_stats and cuda::memory_stats: "peak MiB" is the allocator's
 // peak of bytes in use during the call (inputs included), "+call MiB" that peak minus the bytes in use before it
@@ -56,6 +57,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cmath>
 #include <functional>
@@ -121,22 +123,41 @@ struct Shp {
   int64_t B, T, H, D;
 };
 
-// Per-call GPU time: median (and min) over n back-to-back calls, an event between consecutive calls.
+// Keeps the device busy for `ns` nanoseconds of its global timer (one thread), so that the host can enqueue the
+// timed calls behind it before the device reaches them.
+__global__ void hold_kernel(unsigned long long ns) {
+  unsigned long long t0 = 0, t = 0;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (t - t0 < ns);
+}
+
+// Per-call GPU time: median (and min) over n back-to-back calls, an event between consecutive calls. The calls are
+// enqueued behind hold_kernel, long enough for the host to enqueue all n of them first (twice the measured host
+// time per call, plus 1 ms); so a sample is the device's time for the call, not the host's time to issue it, which
+// for a call of a few microseconds (the decode step, a memcpy) is the larger. `device_only` says whether that held
+// (the hold was still running when the last call had been enqueued; a call that synchronizes with the device
+// defeats it); otherwise the samples may include host time.
 struct CallTiming {
   double median_ms, min_ms;
   int n;
+  bool device_only;
 };
 
 CallTiming time_calls(bool quick, const std::function<void()>& f) {
+  using Clock = std::chrono::steady_clock;
   const cuda::StreamHandle s = cuda::compute_stream(0);
   f();  // warm-up: first-call allocations, lazy initialisation
   cuda::synchronize(0);
-  double est_ms;
+  double est_ms, host_ms;
   {
     cuda::Event a(0), b(0);
     f();  // lead-in so that the timed call does not start from an idle queue
     a.record(s);
+    const auto h0 = Clock::now();
     f();
+    host_ms = std::chrono::duration<double, std::milli>(Clock::now() - h0).count();
     b.record(s);
     b.synchronize();
     est_ms = a.elapsed_ms(b);
@@ -146,17 +167,21 @@ CallTiming time_calls(bool quick, const std::function<void()>& f) {
   const int n = std::clamp(static_cast<int>(budget_ms / std::max(est_ms, 1e-3)), lo, hi);
   std::vector<std::unique_ptr<cuda::Event>> ev;
   for (int i = 0; i <= n; ++i) ev.push_back(std::make_unique<cuda::Event>(0));
-  f();  // lead-in (untimed): the device is busy while the host enqueues the first timed call
+  const double hold_ms = std::min(2.0 * n * host_ms + 1.0, 1000.0);
+  hold_kernel<<<1, 1, 0, static_cast<cudaStream_t>(s.ptr)>>>(static_cast<unsigned long long>(hold_ms * 1e6));
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw std::runtime_error(std::string("hold_kernel: ") + cudaGetErrorString(err));
   ev[0]->record(s);
   for (int i = 0; i < n; ++i) {
     f();
     ev[i + 1]->record(s);
   }
+  const bool device_only = !ev[0]->done();
   ev[n]->synchronize();
   std::vector<double> ms;
   for (int i = 0; i < n; ++i) ms.push_back(ev[i]->elapsed_ms(*ev[i + 1]));
   std::sort(ms.begin(), ms.end());
-  return {ms[ms.size() / 2], ms.front(), n};
+  return {ms[ms.size() / 2], ms.front(), n, device_only};
 }
 
 bool is_oom(const std::string& msg) { return msg.find("out of memory") != std::string::npos; }
@@ -200,6 +225,7 @@ void row(Ctx& c, const std::string& kernel, const char* kernel_id, const char* d
   const std::string head = fmt::format("| {} | {} | {} | {} |", kernel, dtype, shape, pass);
   try {
     const CallTiming t = time_calls(c.quick, f);
+    const char* mark = t.device_only ? "" : "†";
     cuda::synchronize(0);
     const std::size_t before = cuda::memory_stats(0).in_use_bytes;
     cuda::reset_peak_memory_stats(0);
@@ -210,11 +236,12 @@ void row(Ctx& c, const std::string& kernel, const char* kernel_id, const char* d
     const double floor_ms = std::max(flop_floor_ms, byte_floor_ms);
     c.json_rows.push_back(fmt::format(
         R"({{"kernel": "{}", "dtype": "{}", "shape": "{}", "pass": "{}", "ms": {:.6f}, "min_ms": {:.6f}, "gflop": {:.6f}, )"
-        R"("mb": {:.6f}, "floor_ms": {:.6f}}})",
-        kernel_id, dtype, json_shape, pass, t.median_ms, t.min_ms, w.flop / 1e9, w.bytes / 1e6, floor_ms));
-    fmt::print("{} {:.3f} [{:.3f}] | {:.2f} | {:.1f} | {:.1f}% | {:.1f}% | {:.1f} | {:.0f} | {:.3f} / {:.3f} | {:.1f}× "
+        R"("mb": {:.6f}, "floor_ms": {:.6f}, "device_only": {}}})",
+        kernel_id, dtype, json_shape, pass, t.median_ms, t.min_ms, w.flop / 1e9, w.bytes / 1e6, floor_ms,
+        t.device_only));
+    fmt::print("{} {:.3f}{} [{:.3f}] | {:.2f} | {:.1f} | {:.1f}% | {:.1f}% | {:.1f} | {:.0f} | {:.3f} / {:.3f} | {:.1f}× "
                "| {:.0f} | {:.0f} |\n",
-               head, t.median_ms, t.min_ms, w.flop / 1e9, tflops, 100.0 * tflops * 1e12 / c.peaks.bf16_tc,
+               head, t.median_ms, mark, t.min_ms, w.flop / 1e9, tflops, 100.0 * tflops * 1e12 / c.peaks.bf16_tc,
                100.0 * tflops * 1e12 / c.peaks.fp32_ffma, w.bytes / 1e6, w.bytes / t.median_ms / 1e6, flop_floor_ms,
                byte_floor_ms, t.median_ms / floor_ms, peak / 1048576.0, (peak - std::min(peak, before)) / 1048576.0);
   } catch (const std::exception& e) {
@@ -331,10 +358,11 @@ void bench_gated_delta_step(Ctx& c, int64_t B, int64_t H, int64_t D) {
     const double frac = tc.median_ms / ts.median_ms;
     c.json_rows.push_back(fmt::format(
         R"({{"kernel": "gated_delta_step", "dtype": "bf16", "shape": "{}x1x{}x{}", "pass": "step", "ms": {:.6f}, )"
-        R"("min_ms": {:.6f}, "copy_ms": {:.6f}, "mb": {:.6f}}})",
-        B, H, D, ts.median_ms, ts.min_ms, tc.median_ms, state_bytes / 1e6));
-    fmt::print("| gated delta step | {} | {:.2f} | {:.2f} [{:.2f}] | {:.2f} | {:.0f} | {:.0f} | {:.0f}% | {} |\n", shape,
-               state_bytes / 2 / 1048576.0, ts.median_ms * 1e3, ts.min_ms * 1e3, tc.median_ms * 1e3,
+        R"("min_ms": {:.6f}, "copy_ms": {:.6f}, "mb": {:.6f}, "device_only": {}}})",
+        B, H, D, ts.median_ms, ts.min_ms, tc.median_ms, state_bytes / 1e6, ts.device_only && tc.device_only));
+    fmt::print("| gated delta step | {} | {:.2f} | {:.2f}{} [{:.2f}] | {:.2f}{} | {:.0f} | {:.0f} | {:.0f}% | {} |\n", shape,
+               state_bytes / 2 / 1048576.0, ts.median_ms * 1e3, ts.device_only ? "" : "†", ts.min_ms * 1e3,
+               tc.median_ms * 1e3, tc.device_only ? "" : "†",
                state_bytes / ts.median_ms / 1e6, state_bytes / tc.median_ms / 1e6, 100 * frac,
                frac >= 0.7 ? "yes" : "no");
   } catch (const std::exception& e) {
@@ -440,7 +468,7 @@ bool run_kernel_bench(const KernelBenchOptions& opt) {
     bench_chunk_attn(c, ca[i], DType::BFloat16);
     if (i == 0) bench_chunk_attn(c, ca[i], DType::Float32);
   }
-  if (wanted("gated_delta")) {
+  if (wanted("gated_delta") || wanted("decode")) {
     fmt::print("\n| decode step | B×T×H×D | state MiB | step µs median [min] | D2D copy µs (same bytes) | step GB/s "
                "(state read + write) | copy GB/s | % of copy | ≥ 70% |\n|---|---|---|---|---|---|---|---|---|\n");
     for (int64_t B : quick ? std::vector<int64_t>{1, 8} : std::vector<int64_t>{1, 8, 32, 64})
@@ -456,7 +484,9 @@ bool run_kernel_bench(const KernelBenchOptions& opt) {
       throw std::runtime_error("hydra-bench: cannot write --json file '" + opt.json + "'");
   }
   fmt::print(
-      "\nms = GPU time per call (CUDA events on the compute stream, median over back-to-back calls, min in brackets).\n"
+      "\nms = GPU time per call (CUDA events on the compute stream, median over back-to-back calls queued behind a hold"
+      " kernel, min in brackets; † = the hold ended before the host had enqueued every call, so samples may include"
+      " host time).\n"
       "FLOPs (useful matrix-product math, 2 per multiply-add; n_w = Σ_t min(t+1, W), n_c = Σ_t (min(k, ⌊t/N⌋)·N + t mod N"
       " + 1)):\n"
       "  window / chunk attn  fwd 2·B·H·n·(K+V), bwd 2·B·H·n·(3K+2V) (QKᵀ recomputed; 2.5× fwd for K = V);"

@@ -65,6 +65,7 @@ class Event {
   void record(StreamHandle s);
   void wait(StreamHandle s) const;   // make `s` wait for this event
   void synchronize() const;
+  bool done() const;  // the work recorded before it has completed (cudaEventQuery; an error throws)
   float elapsed_ms(const Event& end) const;  // both recorded, end after this
 
  private:

@@ -552,6 +552,12 @@ void Event::wait(StreamHandle s) const {
   HYDRA_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(s.ptr), static_cast<cudaEvent_t>(ev_), 0));
 }
 void Event::synchronize() const { HYDRA_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(ev_))); }
+bool Event::done() const {
+  const cudaError_t err = cudaEventQuery(static_cast<cudaEvent_t>(ev_));
+  if (err == cudaErrorNotReady) return false;
+  HYDRA_CUDA_CHECK(err);
+  return true;
+}
 float Event::elapsed_ms(const Event& end) const {
   float ms = 0;
   HYDRA_CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(ev_), static_cast<cudaEvent_t>(end.ev_)));

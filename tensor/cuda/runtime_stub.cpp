@@ -32,6 +32,7 @@ Event::~Event() = default;
 void Event::record(StreamHandle) { no_cuda("cuda::Event::record"); }
 void Event::wait(StreamHandle) const { no_cuda("cuda::Event::wait"); }
 void Event::synchronize() const { no_cuda("cuda::Event::synchronize"); }
+bool Event::done() const { no_cuda("cuda::Event::done"); }
 float Event::elapsed_ms(const Event&) const { no_cuda("cuda::Event::elapsed_ms"); }
 MemoryStats memory_stats(int) { no_cuda("cuda::memory_stats"); }
 void reset_peak_memory_stats(int) { no_cuda("cuda::reset_peak_memory_stats"); }

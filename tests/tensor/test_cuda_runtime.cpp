@@ -126,7 +126,9 @@ TEST_SUITE("gpu") {  // built into test_tensor_gpu (tests/CMakeLists.txt), ctest
     cuda::StreamHandle s = side;
     cuda::Event done(0, false);
     done.record(s);
+    CHECK_FALSE(done.done());  // the 300 ms delay is still ahead of it
     done.synchronize();
+    CHECK(done.done());
     CHECK(cuda::num_pending_frees(0) == 0);
     bool reused = false;
     std::vector<Tensor> keep;

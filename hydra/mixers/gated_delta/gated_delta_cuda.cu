@@ -52,7 +52,7 @@
 //                                writes dinitial_state at the end.
 //   gated_delta_grads_kernel     one block per (chunk, b·h), all of K and V (V walked in 32-wide tiles): dv, the
 //                                contractions over V into shared accumulators, then dq, dk, dα, dβ.
-//   gated_delta_step_kernel      16 lanes per state row (b·h, j), 4 rows per 16 lanes, the rows in registers
+//   gated_delta_step_kernel      16 lanes per state row (b·h, j), one row per 16 lanes, the row in registers
 //                                (16-byte accesses): S_j·k, u_j, the new row, o_j (sums over the 16 lanes). float32 and bfloat16 q, k, v.
 // There are no atomics: every output element has one writer, so results are deterministic run to run. The chunk
 // length is C = 32 (one warp lane per token of a chunk; the state tiles are 32 value rows).
@@ -970,12 +970,12 @@ __device__ __forceinline__ void load4(float* out, const BFloat16* p) {
   out[3] = b.y;
 }
 
-// Elements 64m + 4l + c (m < 2, c < 4) of a row of K ≤ 128 values into out[4m + c] (zeros past K or when !ok): 4-wide
-// vector loads when vec.
-template <typename T>
-__device__ __forceinline__ void load_row8(float (&out)[8], const T* row, int l, int64_t K, bool ok, bool vec) {
+// Elements 64m + 4l + c (m < M, c < 4) of a row of K ≤ 64·M values into out[4m + c] (zeros past K or when !ok):
+// 4-wide vector loads when vec.
+template <int M, typename T>
+__device__ __forceinline__ void load_row(float (&out)[4 * M], const T* row, int l, int64_t K, bool ok, bool vec) {
 #pragma unroll
-  for (int m = 0; m < 2; ++m) {
+  for (int m = 0; m < M; ++m) {
     const int64_t i0 = 64 * m + 4 * l;
     if (vec && ok && i0 < K) {
       load4(out + 4 * m, row + i0);
@@ -987,13 +987,15 @@ __device__ __forceinline__ void load_row8(float (&out)[8], const T* row, int l, 
 }
 
 // One token (s0 may be null: zero state). 16 lanes (a half warp) per state row, kStepRowsPerGroup rows per half
-// warp: the rows (K ≤ 128 floats each) are read into registers first, all of them before any arithmetic (several
-// loads in flight per thread), 4 consecutive elements per lane and group of 64 (16-byte loads and stores when
-// K % 4 == 0); S_j·k and the new row's ·q are sums over the 16 lanes (4 xor shuffles). q and k are read once per
-// thread. A block covers kStepRows rows of one head; group i takes rows i, i + 16, i + 32, i + 48 of them.
-constexpr int kStepLanes = 16, kStepGroups = kThreads / kStepLanes, kStepRowsPerGroup = 4;
+// warp: the rows (K ≤ 128 floats each) are read into registers first, all of them before any arithmetic, 4
+// consecutive elements per lane and group of 64 (16-byte loads and stores when K % 4 == 0); S_j·k and the new row's
+// ·q are sums over the 16 lanes (4 xor shuffles). q and k are read once per thread. A block covers kStepRows rows of
+// one head; group i takes rows i, i + kStepGroups, … of them. M = 1 for K ≤ 64, 2 for K ≤ 128: each lane holds 4·M
+// elements of a row. Measured at H = 12, K = V = 64 (bench/NOTES.md): 1 row per half warp and M = 1 reach 79-86% of
+// the copy bandwidth from B = 1 to 64; 4 rows (80 registers, two waves of blocks at B = 64) reached 60-76%.
+constexpr int kStepLanes = 16, kStepGroups = kThreads / kStepLanes, kStepRowsPerGroup = 1;
 constexpr int kStepRows = kStepGroups * kStepRowsPerGroup;
-template <typename T>
+template <typename T, int M>
 __global__ void __launch_bounds__(kThreads)
     gated_delta_step_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                             const float* __restrict__ alpha, const float* __restrict__ beta,
@@ -1005,14 +1007,15 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t j0 = (blockIdx.x % nb) * kStepRows + threadIdx.x / kStepLanes;
   const int l = threadIdx.x % kStepLanes;
   const float a = alpha[bh], be = beta[bh];
-  float kr[8], qr[8], sr[R][8], vr[R];
-  load_row8(kr, k + bh * K, l, K, true, vec);
-  load_row8(qr, q + bh * K, l, K, true, vec);
+  constexpr int E = 4 * M;
+  float kr[E], qr[E], sr[R][E], vr[R];
+  load_row<M>(kr, k + bh * K, l, K, true, vec);
+  load_row<M>(qr, q + bh * K, l, K, true, vec);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const int64_t j = j0 + r * kStepGroups;
     const bool ok = j < V;
-    load_row8(sr[r], s0 ? s0 + (bh * V + j) * K : s0, l, K, ok && s0 != nullptr, vec);
+    load_row<M>(sr[r], s0 ? s0 + (bh * V + j) * K : s0, l, K, ok && s0 != nullptr, vec);
     vr[r] = ok ? to_f(v[bh * V + j]) : 0.f;
   }
 #pragma unroll
@@ -1020,13 +1023,13 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t j = j0 + r * kStepGroups;
     float sk = 0.f;
 #pragma unroll
-    for (int e = 0; e < 8; ++e) sk = fmaf(sr[r][e], kr[e], sk);
+    for (int e = 0; e < E; ++e) sk = fmaf(sr[r][e], kr[e], sk);
 #pragma unroll
     for (int off = kStepLanes / 2; off > 0; off >>= 1) sk += __shfl_xor_sync(0xffffffffu, sk, off);
     const float uj = be * (vr[r] - a * sk);  // u_j = β (v_j − α (S k)_j)
     float oj = 0.f;
 #pragma unroll
-    for (int e = 0; e < 8; ++e) {
+    for (int e = 0; e < E; ++e) {
       sr[r][e] = fmaf(a, sr[r][e], uj * kr[e]);  // S_j ← α S_j + u_j k
       oj = fmaf(sr[r][e], qr[e], oj);
     }
@@ -1035,7 +1038,7 @@ __global__ void __launch_bounds__(kThreads)
     if (j >= V) continue;  // (after the shuffles, which every lane takes part in)
     float* Nj = s_new + (bh * V + j) * K;
 #pragma unroll
-    for (int m = 0; m < 2; ++m) {
+    for (int m = 0; m < M; ++m) {
       const int64_t i0 = 64 * m + 4 * l;
       if (vec && i0 < K) {
         *reinterpret_cast<float4*>(Nj + i0) =
@@ -1234,16 +1237,23 @@ GatedDeltaOutput gated_delta_step_cuda(const Tensor& q, const Tensor& k, const T
   if (BH == 0) return out;
   const Tensor a32 = as_f32(alpha), b32 = as_f32(beta), s32 = as_f32(state);
   cudaStream_t s = cuda::stream_of(q);
-  const int64_t blocks = BH * ((V + kStepRows - 1) / kStepRows);
   // 16-byte state rows: K % 4 == 0 and 16-byte aligned bases (fresh allocations are).
   auto aligned = [](const Tensor& t, int bytes) { return reinterpret_cast<uintptr_t>(t.raw_data()) % bytes == 0; };
   const int qk_bytes = 4 * static_cast<int>(dtype_size(q.dtype()));  // 4 elements of q, k per load
   const bool vec = K % 4 == 0 && (!s32.defined() || aligned(s32, 16)) && aligned(out.final_state, 16) &&
                    aligned(q, qk_bytes) && aligned(k, qk_bytes);
+  const int64_t blocks = BH * ((V + kStepRows - 1) / kStepRows);
   dispatch_qkv(q.dtype(), op, [&]<typename T>() {
-    launch(op, "gated_delta_step_kernel", gated_delta_step_kernel<T>, blocks, 0, dev.index, s, q.data<T>(),
-           k.data<T>(), v.data<T>(), a32.data<float>(), b32.data<float>(), ptr_or_null<float>(s32), out.o.data<T>(),
-           out.final_state.data<float>(), K, V, vec);
+    auto go = [&](auto kernel) {
+      launch(op, "gated_delta_step_kernel", kernel, blocks, 0, dev.index, s, q.data<T>(), k.data<T>(), v.data<T>(),
+             a32.data<float>(), b32.data<float>(), ptr_or_null<float>(s32), out.o.data<T>(),
+             out.final_state.data<float>(), K, V, vec);
+    };
+    if (K <= 64) {
+      go(gated_delta_step_kernel<T, 1>);
+    } else {
+      go(gated_delta_step_kernel<T, 2>);
+    }
   });
   return out;
 }
