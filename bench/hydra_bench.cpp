@@ -135,8 +135,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  omp_set_num_threads(threads);
-  Eigen::setNbThreads(threads);
+  omp_set_num_threads(threads);  // CPU products split their outputs over these threads (tensor/ops/matmul.cpp)
   if (section == "cuda") return hydra::bench::run_cuda_bench(quick) ? 0 : 1;
   if (section == "model") return hydra::bench::run_model_bench(quick);
   kopt.quick = quick;

@@ -3,6 +3,9 @@
 // GCC 12 reports maybe-uninitialized inside Eigen's vector kernels (not our code).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <Eigen/Core>
+#include <omp.h>
+
+#include <algorithm>
 
 #include "tensor/cpu/loops.h"
 #include "tensor/cuda/ops.h"
@@ -26,6 +29,44 @@ using ColMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic,
                           Eigen::OuterStride<>>;
 template <typename T>
 using OutMap = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+
+// CPU products give the same bits whatever the thread count and the cache sizes the CPU reports. Where Eigen rounds partial sums is set by its blocking of the reduction
+// dimension (kc), which it derives from the L1 size it detects and, in its own multithreaded path, from the thread
+// count. So Eigen runs single-threaded with a fixed L1 size (32 KiB; L2 and L3 as detected: they only shape the
+// row/column blocking), and `product` splits the output across threads itself, at multiples of kPanel rows or
+// columns, so that each element goes through the same micro-kernel path as in one call: its value then depends on K
+// alone. (This runs once, before main.)
+[[maybe_unused]] const bool kEigenConfigured = [] {
+  Eigen::setNbThreads(1);
+  Eigen::setCpuCacheSizes(32 * 1024, Eigen::l2CacheSize(), Eigen::l3CacheSize());
+  return true;
+}();
+constexpr int64_t kPanel = 24;  // a multiple of Eigen's register panels (mr = 24 floats / 12 doubles, nr = 4)
+
+// o = A·B, the output split across the OpenMP threads by rows or by columns (whichever is longer) when the product is
+// big enough to pay for a parallel region; a call inside a parallel region runs on its own thread.
+template <typename O, typename MA, typename MB>
+void product(O& o, const MA& A, const MB& B) {
+  const int64_t M = o.rows(), N = o.cols(), K = A.cols();
+  const int64_t nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const bool by_rows = M >= N;
+  const int64_t len = by_rows ? M : N;
+  const int64_t step = ((len + nt - 1) / nt + kPanel - 1) / kPanel * kPanel;
+  const int64_t pieces = (len + step - 1) / step;
+  if (pieces <= 1 || std::min(M, N) < kPanel || M * N * K < (int64_t{1} << 18)) {
+    o.noalias() = A * B;
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < pieces; ++p) {
+    const int64_t s = p * step, n = std::min(step, len - s);
+    if (by_rows) {
+      o.middleRows(s, n).noalias() = A.middleRows(s, n) * B;
+    } else {
+      o.middleCols(s, n).noalias() = A * B.middleCols(s, n);
+    }
+  }
+}
 
 template <typename T, typename F>
 void with_map(const T* p, const MatView& v, F&& f) {
@@ -60,14 +101,14 @@ void matmul_cpu(const Tensor& a, const Tensor& b, Trans ta, Trans tb, const Tens
       o.setZero();
       return;
     }
-    with_map(pa + oa, va, [&](const auto& A) { with_map(pb + ob, vb, [&](const auto& B) { o.noalias() = A * B; }); });
+    with_map(pa + oa, va, [&](const auto& A) { with_map(pb + ob, vb, [&](const auto& B) { product(o, A, B); }); });
   };
   if (nbatch > 1 && M * N * K <= (int64_t{1} << 21)) {
-    // Many small products: one per thread (Eigen's own threading does not nest inside this loop).
+    // Many small products: one per thread.
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < nbatch; ++i) one(i);
   } else {
-    for (int64_t i = 0; i < nbatch; ++i) one(i);  // Eigen threads each product
+    for (int64_t i = 0; i < nbatch; ++i) one(i);  // each product split across the threads
   }
 }
 

@@ -1,4 +1,6 @@
 // matmul: every transpose combination, batched with broadcasting, strided views, dtypes, errors.
+#include <omp.h>
+
 #include "tests/test_util.h"
 
 using namespace hydra;
@@ -103,4 +105,30 @@ TEST_CASE("linear computes x·wᵀ + bias for any leading dims") {
   }
   check_throws_with([] { linear(zeros({3, 5}), zeros({4, 6})); }, {"linear", "[3, 5]", "[4, 6]"});
   check_throws_with([] { linear(zeros({3, 5}), zeros({4, 5}), zeros({3})); }, {"linear", "bias", "[3]"});
+}
+
+TEST_CASE("CPU matmul gives the same bits for any thread count (K long enough to be blocked)") {
+  // K = 1100 > Eigen's reduction block for a 32 KiB L1 (288 floats, 144 doubles), so partial sums are rounded at
+  // block edges; the output is split by rows (M > N), by columns (N > M), and both odd sizes leave partial panels.
+  Generator g(7);
+  const int keep = omp_get_max_threads();
+  for (DType dt : {DType::Float32, DType::Float64}) {
+    for (const auto& [M, N] : {std::pair<int64_t, int64_t>{203, 61}, std::pair<int64_t, int64_t>{45, 230}}) {
+      for (Trans ta : {Trans::No, Trans::Yes}) {
+        const int64_t K = 1100;
+        const Tensor a = ta == Trans::Yes ? randn({K, M}, g, dt) : randn({M, K}, g, dt);
+        const Tensor b = randn({K, N}, g, dt);
+        omp_set_num_threads(1);
+        const Tensor one = matmul(a, b, ta, Trans::No);
+        const std::vector<double> bits = one.to_vector<double>();  // exact for float32 and float64
+        for (int threads : {2, 3, 5}) {
+          INFO(dtype_name(dt), " M=", M, " N=", N, " trans_a=", ta == Trans::Yes, " threads=", threads);
+          omp_set_num_threads(threads);
+          CHECK(matmul(a, b, ta, Trans::No).to_vector<double>() == bits);
+        }
+        check_close(one, ref_matmul(a, b, ta, Trans::No), tolerance_for(dt), "product");
+      }
+    }
+  }
+  omp_set_num_threads(keep);
 }
