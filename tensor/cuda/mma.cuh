@@ -122,7 +122,13 @@ template <int D, int ROWS, int NT>
 __device__ __forceinline__ void load_rows(__nv_bfloat16* dst, const __nv_bfloat16* __restrict__ src, int64_t stride,
                                           int64_t r0, int64_t r_end, int64_t width, bool vec) {
   constexpr int CH = D / 8, LD = D + 8;  // 16-byte chunks per row
-  for (int i = threadIdx.x; i < ROWS * CH; i += NT) {
+  constexpr int N = ROWS * CH, IT = (N + NT - 1) / NT;
+  // A fixed trip count, unrolled: no loop bookkeeping per chunk (the sequential gated-delta kernels call this three
+  // to five times per chunk step, where the general loop's instructions were a large part of the step).
+#pragma unroll
+  for (int it = 0; it < IT; ++it) {
+    const int i = static_cast<int>(threadIdx.x) + it * NT;
+    if (N % NT != 0 && i >= N) break;
     const int r = i / CH, c = (i - r * CH) * 8;
     __nv_bfloat16* to = dst + r * LD + c;
     const int64_t g = r0 + r;
