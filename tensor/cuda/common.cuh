@@ -95,10 +95,13 @@ __device__ __forceinline__ compute_t<T> load_c(const T* p) {
   return static_cast<compute_t<T>>(*p);
 }
 
-// Carves a kernel's dynamic shared memory into 128-byte aligned arrays; with base 0 it only measures (the host sizes
-// a launch with the same sequence of take() calls that the kernel makes).
+// Carves a kernel's dynamic shared memory into 128-byte aligned arrays; with an integer base 0 it only measures (the
+// host sizes a launch with the same sequence of take() calls that the kernel makes). In a kernel, pass the extern
+// __shared__ array itself, not its address as an integer: the pointers then stay visibly shared, so the compiler
+// emits shared loads and stores (LDS/STS) through them instead of generic ones with their address conversions.
+template <typename B = uintptr_t>
 struct Carver {
-  uintptr_t base;
+  B base;  // an integer (sizing on the host) or the kernel's shared array (so the compiler keeps shared addressing)
   std::size_t off = 0;
   template <typename X>
   __host__ __device__ X* take(std::size_t n) {

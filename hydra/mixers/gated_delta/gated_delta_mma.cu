@@ -207,18 +207,19 @@ template <int D>
 struct PrepSmem {
   bf16 *k, *v;
   float *dm, *am, *x, *al, *gam, *be, *fw;
-  __host__ __device__ static PrepSmem carve(uintptr_t base, std::size_t* bytes = nullptr) {
-    cuda::Carver c{base};
+  template <typename B>
+  __host__ __device__ static PrepSmem carve(B base, std::size_t* bytes = nullptr) {
+    cuda::Carver<B> c{base};
     PrepSmem s;
-    s.k = c.take<bf16>(kC * Cfg<D>::LD);
-    s.v = c.take<bf16>(kC * Cfg<D>::LD);
-    s.dm = c.take<float>(kC * kLdC);  // decays, then T
-    s.am = c.take<float>(kC * kLdC);  // A
-    s.x = c.take<float>(3 * 256);     // block products of the inversion
-    s.al = c.take<float>(kC);
-    s.gam = c.take<float>(kC);
-    s.be = c.take<float>(kC);
-    s.fw = c.take<float>(kC);  // β_s γ_s
+    s.k = c.template take<bf16>(kC * Cfg<D>::LD);
+    s.v = c.template take<bf16>(kC * Cfg<D>::LD);
+    s.dm = c.template take<float>(kC * kLdC);  // decays, then T
+    s.am = c.template take<float>(kC * kLdC);  // A
+    s.x = c.template take<float>(3 * 256);     // block products of the inversion
+    s.al = c.template take<float>(kC);
+    s.gam = c.template take<float>(kC);
+    s.be = c.template take<float>(kC);
+    s.fw = c.template take<float>(kC);  // β_s γ_s
     if (bytes) *bytes = c.off;
     return s;
   }
@@ -310,7 +311,7 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const bf16* __restrict__
                                                         bf16* __restrict__ t_out, Dims d) {
   using C = Cfg<D>;
   extern __shared__ __align__(128) unsigned char smem[];
-  const PrepSmem<D> sm = PrepSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
+  const PrepSmem<D> sm = PrepSmem<D>::carve(smem);
   const ChunkPos pos = chunk_pos(d);
   const int64_t c = pos.c, bh = pos.bh, row0 = pos.row0;
   const int L = pos.L;
@@ -479,15 +480,16 @@ struct StateSmem {
   bf16 *w, *k, *u;
   float* dl;
     bf16 *s, *ud;
-  __host__ __device__ static StateSmem carve(uintptr_t base, std::size_t* bytes = nullptr) {
-    cuda::Carver c{base};
+  template <typename B>
+  __host__ __device__ static StateSmem carve(B base, std::size_t* bytes = nullptr) {
+    cuda::Carver<B> c{base};
     StateSmem s;
-    s.w = c.take<bf16>(kStages * kC * Cfg<D>::LD);
-    s.k = c.take<bf16>(kStages * kC * Cfg<D>::LD);
-    s.u = c.take<bf16>(kStages * kC * kLdU);
-    s.dl = c.take<float>(kStages * kDl);
-    s.s = c.take<bf16>(kBV * Cfg<D>::LD);  // the state tile as a bf16 operand [value row][key]
-    s.ud = c.take<bf16>(kC * kLdU);        // diag(d) U, [token][value row]
+    s.w = c.template take<bf16>(kStages * kC * Cfg<D>::LD);
+    s.k = c.template take<bf16>(kStages * kC * Cfg<D>::LD);
+    s.u = c.template take<bf16>(kStages * kC * kLdU);
+    s.dl = c.template take<float>(kStages * kDl);
+    s.s = c.template take<bf16>(kBV * Cfg<D>::LD);  // the state tile as a bf16 operand [value row][key]
+    s.ud = c.template take<bf16>(kC * kLdU);        // diag(d) U, [token][value row]
     if (bytes) *bytes = c.off;
     return s;
   }
@@ -505,7 +507,7 @@ __global__ void __launch_bounds__(kSeqThreads) state_kernel(const bf16* __restri
   using C = Cfg<D>;
   constexpr int NS = kUpdCols<D> / 8;  // n-tiles of the warp's state columns
   extern __shared__ __align__(128) unsigned char smem[];
-  const StateSmem<D> sm = StateSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
+  const StateSmem<D> sm = StateSmem<D>::carve(smem);
   const int64_t nvt = D / kBV, jt = blockIdx.x % nvt, bh = blockIdx.x / nvt, b = bh / d.H, h = bh % d.H;
   const int j0 = static_cast<int>(jt) * kBV;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c2 = (lane & 3) * 2;
@@ -578,16 +580,17 @@ template <int D>
 struct OutSmem {
   bf16 *q, *k, *u, *h;
   float *dm, *al, *gam;
-  __host__ __device__ static OutSmem carve(uintptr_t base, std::size_t* bytes = nullptr) {
-    cuda::Carver c{base};
+  template <typename B>
+  __host__ __device__ static OutSmem carve(B base, std::size_t* bytes = nullptr) {
+    cuda::Carver<B> c{base};
     OutSmem s;
-    s.q = c.take<bf16>(kC * Cfg<D>::LD);
-    s.k = c.take<bf16>(kC * Cfg<D>::LD);
-    s.u = c.take<bf16>(kC * Cfg<D>::LD);
-    s.h = c.take<bf16>(D * Cfg<D>::LD);
-    s.dm = c.take<float>(kC * kLdC);
-    s.al = c.take<float>(kC);
-    s.gam = c.take<float>(kC);
+    s.q = c.template take<bf16>(kC * Cfg<D>::LD);
+    s.k = c.template take<bf16>(kC * Cfg<D>::LD);
+    s.u = c.template take<bf16>(kC * Cfg<D>::LD);
+    s.h = c.template take<bf16>(D * Cfg<D>::LD);
+    s.dm = c.template take<float>(kC * kLdC);
+    s.al = c.template take<float>(kC);
+    s.gam = c.template take<float>(kC);
     if (bytes) *bytes = c.off;
     return s;
   }
@@ -600,7 +603,7 @@ __global__ void __launch_bounds__(kThreads) out_kernel(const bf16* __restrict__ 
                                                        Dims d) {
   using C = Cfg<D>;
   extern __shared__ __align__(128) unsigned char smem[];
-  const OutSmem<D> sm = OutSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
+  const OutSmem<D> sm = OutSmem<D>::carve(smem);
   const ChunkPos pos = chunk_pos(d);
   const int64_t c = pos.c, bh = pos.bh, b = pos.b, h = pos.h, t0 = pos.t0, row0 = pos.row0;
   const int L = pos.L;
@@ -779,15 +782,16 @@ template <int D>
 struct DuSmem {
   bf16 *q, *k, *g;
   float *dm, *al, *gam;
-  __host__ __device__ static DuSmem carve(uintptr_t base, std::size_t* bytes = nullptr) {
-    cuda::Carver c{base};
+  template <typename B>
+  __host__ __device__ static DuSmem carve(B base, std::size_t* bytes = nullptr) {
+    cuda::Carver<B> c{base};
     DuSmem s;
-    s.q = c.take<bf16>(kC * Cfg<D>::LD);
-    s.k = c.take<bf16>(kC * Cfg<D>::LD);
-    s.g = c.take<bf16>(kC * Cfg<D>::LD);  // dO
-    s.dm = c.take<float>(kC * kLdC);
-    s.al = c.take<float>(kC);
-    s.gam = c.take<float>(kC);
+    s.q = c.template take<bf16>(kC * Cfg<D>::LD);
+    s.k = c.template take<bf16>(kC * Cfg<D>::LD);
+    s.g = c.template take<bf16>(kC * Cfg<D>::LD);  // dO
+    s.dm = c.template take<float>(kC * kLdC);
+    s.al = c.template take<float>(kC);
+    s.gam = c.template take<float>(kC);
     if (bytes) *bytes = c.off;
     return s;
   }
@@ -800,7 +804,7 @@ __global__ void __launch_bounds__(kThreads) du_intra_kernel(const bf16* __restri
                                                             Dims d) {
   using C = Cfg<D>;
   extern __shared__ __align__(128) unsigned char smem[];
-  const DuSmem<D> sm = DuSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
+  const DuSmem<D> sm = DuSmem<D>::carve(smem);
   const ChunkPos pos = chunk_pos(d);
   const int64_t c = pos.c, bh = pos.bh;
   const int L = pos.L;
@@ -844,18 +848,19 @@ struct StateBwdSmem {
   bf16 *w, *k, *q, *g, *du;  // kStages buffers each (buffer i through the accessors)
   float* dl;
   bf16 *s, *gg, *dun;
-  __host__ __device__ static StateBwdSmem carve(uintptr_t base, std::size_t* bytes = nullptr) {
-    cuda::Carver c{base};
+  template <typename B>
+  __host__ __device__ static StateBwdSmem carve(B base, std::size_t* bytes = nullptr) {
+    cuda::Carver<B> c{base};
     StateBwdSmem s;
-    s.w = c.take<bf16>(kStages * kC * Cfg<D>::LD);
-    s.k = c.take<bf16>(kStages * kC * Cfg<D>::LD);
-    s.q = c.take<bf16>(kStages * kC * Cfg<D>::LD);
-    s.g = c.take<bf16>(kStages * kC * kLdU);   // dO, the block's 32 value columns
-    s.du = c.take<bf16>(kStages * kC * kLdU);  // dU_intra, the block's 32 columns
-    s.dl = c.take<float>(kStages * kDl);
-    s.s = c.take<bf16>(kBV * Cfg<D>::LD);  // dS as a bf16 operand [value row][key]
-    s.gg = c.take<bf16>(kC * kLdU);        // diag(γ) dO  [token][value row]
-    s.dun = c.take<bf16>(kC * kLdU);       // −dU        [token][value row]
+    s.w = c.template take<bf16>(kStages * kC * Cfg<D>::LD);
+    s.k = c.template take<bf16>(kStages * kC * Cfg<D>::LD);
+    s.q = c.template take<bf16>(kStages * kC * Cfg<D>::LD);
+    s.g = c.template take<bf16>(kStages * kC * kLdU);   // dO, the block's 32 value columns
+    s.du = c.template take<bf16>(kStages * kC * kLdU);  // dU_intra, the block's 32 columns
+    s.dl = c.template take<float>(kStages * kDl);
+    s.s = c.template take<bf16>(kBV * Cfg<D>::LD);  // dS as a bf16 operand [value row][key]
+    s.gg = c.template take<bf16>(kC * kLdU);        // diag(γ) dO  [token][value row]
+    s.dun = c.template take<bf16>(kC * kLdU);       // −dU        [token][value row]
     if (bytes) *bytes = c.off;
     return s;
   }
@@ -879,7 +884,7 @@ __global__ void __launch_bounds__(kSeqThreads) state_bwd_kernel(const bf16* __re
   using C = Cfg<D>;
   constexpr int NS = kUpdCols<D> / 8;
   extern __shared__ __align__(128) unsigned char smem[];
-  const StateBwdSmem<D> sm = StateBwdSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
+  const StateBwdSmem<D> sm = StateBwdSmem<D>::carve(smem);
   const int64_t nvt = D / kBV, jt = blockIdx.x % nvt, bh = blockIdx.x / nvt, b = bh / d.H, h = bh % d.H;
   const int j0 = static_cast<int>(jt) * kBV;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c2 = (lane & 3) * 2;
@@ -955,23 +960,24 @@ template <int D>
 struct GradsQkSmem {
   bf16 *q, *k, *g, *u, *h, *ds, *gd;
   float *dm, *dd, *al, *gam, *dm1, *kz, *red;
-  __host__ __device__ static GradsQkSmem carve(uintptr_t base, std::size_t* bytes = nullptr) {
-    cuda::Carver c{base};
+  template <typename B>
+  __host__ __device__ static GradsQkSmem carve(B base, std::size_t* bytes = nullptr) {
+    cuda::Carver<B> c{base};
     GradsQkSmem s;
-    s.q = c.take<bf16>(kC * Cfg<D>::LD);
-    s.k = c.take<bf16>(kC * Cfg<D>::LD);
-    s.g = c.take<bf16>(kC * Cfg<D>::LD);
-    s.u = c.take<bf16>(kC * Cfg<D>::LD);
-    s.h = c.take<bf16>(D * Cfg<D>::LD);
-    s.ds = c.take<bf16>(D * Cfg<D>::LD);
-    s.gd = c.take<bf16>(kC * (kC + 8));  // G1∘D [t][s]
-    s.dm = c.take<float>(kC * kLdC);
-    s.dd = c.take<float>(kC * kLdC);
-    s.al = c.take<float>(kC);
-    s.gam = c.take<float>(kC);
-    s.dm1 = c.take<float>(kC);
-    s.kz = c.take<float>(kC);
-    s.red = c.take<float>(kWarps);
+    s.q = c.template take<bf16>(kC * Cfg<D>::LD);
+    s.k = c.template take<bf16>(kC * Cfg<D>::LD);
+    s.g = c.template take<bf16>(kC * Cfg<D>::LD);
+    s.u = c.template take<bf16>(kC * Cfg<D>::LD);
+    s.h = c.template take<bf16>(D * Cfg<D>::LD);
+    s.ds = c.template take<bf16>(D * Cfg<D>::LD);
+    s.gd = c.template take<bf16>(kC * (kC + 8));  // G1∘D [t][s]
+    s.dm = c.template take<float>(kC * kLdC);
+    s.dd = c.template take<float>(kC * kLdC);
+    s.al = c.template take<float>(kC);
+    s.gam = c.template take<float>(kC);
+    s.dm1 = c.template take<float>(kC);
+    s.kz = c.template take<float>(kC);
+    s.red = c.template take<float>(kWarps);
     if (bytes) *bytes = c.off;
     return s;
   }
@@ -987,7 +993,7 @@ __global__ void __launch_bounds__(kThreads) grads_qk_kernel(const bf16* __restri
   using C = Cfg<D>;
   constexpr int LDG = kC + 8;
   extern __shared__ __align__(128) unsigned char smem[];
-  const GradsQkSmem<D> sm = GradsQkSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
+  const GradsQkSmem<D> sm = GradsQkSmem<D>::carve(smem);
   const ChunkPos pos = chunk_pos(d);
   const int64_t c = pos.c, bh = pos.bh, b = pos.b, h = pos.h, t0 = pos.t0, row0 = pos.row0;
   const int L = pos.L;
@@ -1108,22 +1114,23 @@ template <int D>
 struct GradsWSmem {
   bf16 *t, *du, *v, *u, *k, *h;
   float *dm, *dd, *mm, *al, *gam, *be, *dm1;
-  __host__ __device__ static GradsWSmem carve(uintptr_t base, std::size_t* bytes = nullptr) {
-    cuda::Carver c{base};
+  template <typename B>
+  __host__ __device__ static GradsWSmem carve(B base, std::size_t* bytes = nullptr) {
+    cuda::Carver<B> c{base};
     GradsWSmem s;
-    s.t = c.take<bf16>(kC * (kC + 8));
-    s.du = c.take<bf16>(kC * Cfg<D>::LD);
-    s.v = c.take<bf16>(kC * Cfg<D>::LD);
-    s.u = c.take<bf16>(kC * Cfg<D>::LD);
-    s.k = c.take<bf16>(kC * Cfg<D>::LD);
-    s.h = c.take<bf16>(D * Cfg<D>::LD);
-    s.dm = c.take<float>(kC * kLdC);
-    s.dd = c.take<float>(kC * kLdC);
-    s.mm = c.take<float>(kC * kLdC);
-    s.al = c.take<float>(kC);
-    s.gam = c.take<float>(kC);
-    s.be = c.take<float>(kC);
-    s.dm1 = c.take<float>(kC);
+    s.t = c.template take<bf16>(kC * (kC + 8));
+    s.du = c.template take<bf16>(kC * Cfg<D>::LD);
+    s.v = c.template take<bf16>(kC * Cfg<D>::LD);
+    s.u = c.template take<bf16>(kC * Cfg<D>::LD);
+    s.k = c.template take<bf16>(kC * Cfg<D>::LD);
+    s.h = c.template take<bf16>(D * Cfg<D>::LD);
+    s.dm = c.template take<float>(kC * kLdC);
+    s.dd = c.template take<float>(kC * kLdC);
+    s.mm = c.template take<float>(kC * kLdC);
+    s.al = c.template take<float>(kC);
+    s.gam = c.template take<float>(kC);
+    s.be = c.template take<float>(kC);
+    s.dm1 = c.template take<float>(kC);
     if (bytes) *bytes = c.off;
     return s;
   }
@@ -1141,7 +1148,7 @@ __global__ void __launch_bounds__(kThreads) grads_w_kernel(const bf16* __restric
   using C = Cfg<D>;
   constexpr int LDT = kC + 8;
   extern __shared__ __align__(128) unsigned char smem[];
-  const GradsWSmem<D> sm = GradsWSmem<D>::carve(reinterpret_cast<uintptr_t>(smem));
+  const GradsWSmem<D> sm = GradsWSmem<D>::carve(smem);
   const ChunkPos pos = chunk_pos(d);
   const int64_t c = pos.c, bh = pos.bh, b = pos.b, h = pos.h, t0 = pos.t0, row0 = pos.row0;
   const int L = pos.L;
@@ -1288,11 +1295,11 @@ StateScratch run_state_stages(const char* op, const Tensor& k, const Tensor& v, 
                   empty({d.BH, d.NC, kDl}, DType::Float32, dev), empty({d.BH, d.NC, D, D}, DType::BFloat16, dev),
                   with_t ? empty({d.BH, rows, kC}, DType::BFloat16, dev) : Tensor()};
   std::size_t bytes = 0;
-  PrepSmem<D>::carve(0, &bytes);
+  PrepSmem<D>::carve(uintptr_t{0}, &bytes);
   cuda::launch_kernel(op, "gated_delta prep_kernel (bf16)", prep_kernel<D>, d.NC * d.BH, kThreads, bytes, dev.index,
                       s, bf(k), bf(v), alpha.data<float>(), beta.data<float>(), bf_mut(sc.w), bf_mut(sc.u),
                       sc.dl.data<float>(), with_t ? bf_mut(sc.tm) : nullptr, d);
-  StateSmem<D>::carve(0, &bytes);
+  StateSmem<D>::carve(uintptr_t{0}, &bytes);
   cuda::launch_kernel(op, "gated_delta state_kernel (bf16)", state_kernel<D>, (D / kBV) * d.BH, kSeqThreads, bytes,
                       dev.index, s, bf(k), bf(sc.w), bf_mut(sc.u), sc.dl.data<float>(),
                       s0.defined() ? s0.data<float>() : nullptr, bf_mut(sc.hs), s_final, d);
@@ -1306,7 +1313,7 @@ void forward_d(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& 
   const StateScratch sc =
       run_state_stages<D>(op, k, v, alpha, beta, s0, out.final_state.data<float>(), /*with_t=*/false, d);
   std::size_t bytes = 0;
-  OutSmem<D>::carve(0, &bytes);
+  OutSmem<D>::carve(uintptr_t{0}, &bytes);
   cuda::launch_kernel(op, "gated_delta out_kernel (bf16)", out_kernel<D>, d.NC * d.BH, kThreads, bytes,
                       q.device().index, cuda::stream_of(q), bf(q), bf(k), bf(sc.u), bf(sc.hs), alpha.data<float>(),
                       bf_mut(out.o), d);
@@ -1327,19 +1334,19 @@ void backward_d(const Tensor& dout, const Tensor& ds_final, const Tensor& q, con
   const Tensor dk1 = empty({d.BH, rows, D}, DType::Float32, dev);
   const float* a32 = alpha.data<float>();
   std::size_t bytes = 0;
-  DuSmem<D>::carve(0, &bytes);
+  DuSmem<D>::carve(uintptr_t{0}, &bytes);
   cuda::launch_kernel(op, "gated_delta du_intra_kernel (bf16)", du_intra_kernel<D>, d.NC * d.BH, kThreads, bytes,
                       dev.index, s, bf(q), bf(k), bf(dout), a32, bf_mut(du), d);
-  StateBwdSmem<D>::carve(0, &bytes);
+  StateBwdSmem<D>::carve(uintptr_t{0}, &bytes);
   cuda::launch_kernel(op, "gated_delta state_bwd_kernel (bf16)", state_bwd_kernel<D>, (D / kBV) * d.BH, kSeqThreads,
                       bytes, dev.index, s, bf(q), bf(k), bf(dout), bf(sc.w), bf_mut(du), sc.dl.data<float>(),
                       ds_final.defined() ? ds_final.data<float>() : nullptr, bf_mut(dhs),
                       gr.dinitial_state.defined() ? gr.dinitial_state.data<float>() : nullptr, d);
-  GradsQkSmem<D>::carve(0, &bytes);
+  GradsQkSmem<D>::carve(uintptr_t{0}, &bytes);
   cuda::launch_kernel(op, "gated_delta grads_qk_kernel (bf16)", grads_qk_kernel<D>, d.NC * d.BH, kThreads, bytes,
                       dev.index, s, bf(q), bf(k), bf(dout), bf(sc.u), bf(sc.hs), bf(dhs), a32, bf_mut(gr.dq),
                       dk1.data<float>(), gr.dalpha.data<float>(), d);
-  GradsWSmem<D>::carve(0, &bytes);
+  GradsWSmem<D>::carve(uintptr_t{0}, &bytes);
   cuda::launch_kernel(op, "gated_delta grads_w_kernel (bf16)", grads_w_kernel<D>, d.NC * d.BH, kThreads, bytes,
                       dev.index, s, bf(k), bf(v), bf(sc.tm), bf(du), bf(sc.u), bf(sc.hs), a32, beta.data<float>(),
                       dk1.data<float>(), bf_mut(gr.dk), bf_mut(gr.dv), gr.dalpha.data<float>(),

@@ -199,17 +199,18 @@ struct FwdSmem {
   E *q, *k, *v, *p;
   float *s, *o, *m, *l, *alpha;
   size_t bytes;
-  __host__ __device__ explicit FwdSmem(uintptr_t base) {
-    Carver c{base};
-    q = c.take<E>(BT * L::E);
-    k = c.take<E>(BT * L::E);
-    v = c.take<E>(BT * L::E);
-    s = c.take<float>(BT * L::S);
+  template <typename B>  // an integer (sizing on the host) or the shared array (see Carver)
+  __host__ __device__ explicit FwdSmem(B base) {
+    Carver<B> c{base};
+    q = c.template take<E>(BT * L::E);
+    k = c.template take<E>(BT * L::E);
+    v = c.template take<E>(BT * L::E);
+    s = c.template take<float>(BT * L::S);
     p = s;  // the probabilities overwrite the scores in place
-    o = c.take<float>(BT * L::O);
-    m = c.take<float>(BT);
-    l = c.take<float>(BT);
-    alpha = c.take<float>(BT);
+    o = c.template take<float>(BT * L::O);
+    m = c.template take<float>(BT);
+    l = c.template take<float>(BT);
+    alpha = c.template take<float>(BT);
     bytes = c.off;
   }
 };
@@ -223,20 +224,21 @@ struct BwdSmem {  // both backward kernels: x = Q (dq kernel) or K (dk/dv kernel
   float *s, *dp, *acc1, *acc2, *lse, *dd;
   size_t bytes;
   // two_acc: the dk/dv kernel (two accumulators and a probability tile); the dq kernel needs one and no P tile.
-  __host__ __device__ BwdSmem(uintptr_t base, bool two_acc) {
-    Carver c{base};
-    q = c.take<E>(BT * L::E);
-    dout = c.take<E>(BT * L::E);
-    k = c.take<E>(BT * L::E);
-    v = c.take<E>(BT * L::E);
-    s = c.take<float>(BT * L::S);
-    dp = c.take<float>(BT * L::S);
+  template <typename B>
+  __host__ __device__ BwdSmem(B base, bool two_acc) {
+    Carver<B> c{base};
+    q = c.template take<E>(BT * L::E);
+    dout = c.template take<E>(BT * L::E);
+    k = c.template take<E>(BT * L::E);
+    v = c.template take<E>(BT * L::E);
+    s = c.template take<float>(BT * L::S);
+    dp = c.template take<float>(BT * L::S);
     p = s;  // in place
     ds = dp;
-    acc1 = c.take<float>(BT * L::O);
-    acc2 = two_acc ? c.take<float>(BT * L::O) : nullptr;
-    lse = c.take<float>(BT);
-    dd = c.take<float>(BT);
+    acc1 = c.template take<float>(BT * L::O);
+    acc2 = two_acc ? c.template take<float>(BT * L::O) : nullptr;
+    lse = c.template take<float>(BT);
+    dd = c.template take<float>(BT);
     bytes = c.off;
   }
 };
@@ -262,7 +264,7 @@ __global__ void __launch_bounds__(TileCfg<D>::NT) window_attn_fwd_kernel(const F
   using L = Ld<T, D>;
   constexpr int BT = TileCfg<D>::BT, NT = TileCfg<D>::NT, NW = TileCfg<D>::NW;
   extern __shared__ __align__(128) unsigned char window_attn_smem[];
-  const FwdSmem<T, D> sm(reinterpret_cast<uintptr_t>(window_attn_smem));
+  const FwdSmem<T, D> sm(window_attn_smem);
   const Dims& d = a.d;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t bh = blockIdx.x / a.n_qt, qt = blockIdx.x - bh * a.n_qt;
@@ -398,7 +400,7 @@ __global__ void __launch_bounds__(TileCfg<D>::NT) window_attn_bwd_dq_kernel(cons
   using L = Ld<T, D>;
   constexpr int BT = TileCfg<D>::BT, NT = TileCfg<D>::NT;
   extern __shared__ __align__(128) unsigned char window_attn_smem[];
-  const BwdSmem<T, D> sm(reinterpret_cast<uintptr_t>(window_attn_smem), false);
+  const BwdSmem<T, D> sm(window_attn_smem, false);
   const Dims& d = a.d;
   const int64_t bh = blockIdx.x / a.n_tiles, qt = blockIdx.x - bh * a.n_tiles;
   const int64_t b = bh / d.H, h = bh - b * d.H;
@@ -444,7 +446,7 @@ __global__ void __launch_bounds__(TileCfg<D>::NT) window_attn_bwd_dkdv_kernel(co
   using L = Ld<T, D>;
   constexpr int BT = TileCfg<D>::BT, NT = TileCfg<D>::NT;
   extern __shared__ __align__(128) unsigned char window_attn_smem[];
-  const BwdSmem<T, D> sm(reinterpret_cast<uintptr_t>(window_attn_smem), true);
+  const BwdSmem<T, D> sm(window_attn_smem, true);
   float* dk_acc = sm.acc1;
   float* dv_acc = sm.acc2;
   const Dims& d = a.d;
