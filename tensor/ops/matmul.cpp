@@ -30,12 +30,12 @@ using ColMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic,
 template <typename T>
 using OutMap = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
 
-// CPU products give the same bits whatever the thread count and the cache sizes the CPU reports. Where Eigen rounds partial sums is set by its blocking of the reduction
-// dimension (kc), which it derives from the L1 size it detects and, in its own multithreaded path, from the thread
-// count. So Eigen runs single-threaded with a fixed L1 size (32 KiB; L2 and L3 as detected: they only shape the
-// row/column blocking), and `product` splits the output across threads itself, at multiples of kPanel rows or
-// columns, so that each element goes through the same micro-kernel path as in one call: its value then depends on K
-// alone. (This runs once, before main.)
+// CPU products give the same bits whatever the thread count and the cache sizes the CPU reports. Where Eigen rounds
+// partial sums is set by its blocking of the reduction dimension (kc), which it derives from the L1 size it detects
+// and, in its own multithreaded path, from the thread count. So Eigen runs single-threaded with a fixed L1 size
+// (32 KiB; L2 and L3 as detected: they only shape the row/column blocking), and `product` splits the output across
+// threads itself, at multiples of kPanel rows or columns, so that each element goes through the same micro-kernel
+// path as in one call: its value then depends on K alone. (This runs once, before main.)
 [[maybe_unused]] const bool kEigenConfigured = [] {
   Eigen::setNbThreads(1);
   Eigen::setCpuCacheSizes(32 * 1024, Eigen::l2CacheSize(), Eigen::l3CacheSize());
